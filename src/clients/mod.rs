@@ -1,0 +1,1 @@
+//! Typed REST clients of the two upstream systems.

@@ -1,0 +1,584 @@
+//! Typed, layered configuration: built-in defaults, then a TOML file, then environment variables
+//! `XECM_BRIDGE__SECTION__KEY`. Every key is documented in `config/example.toml`.
+//!
+//! Loading validates everything up front; each error names the offending key. Secrets are
+//! [`SecretString`]s: their `Debug` is redacted and [`Settings::redacted_toml`] prints them as
+//! `"<redacted>"`.
+
+use std::net::SocketAddr;
+use std::path::Path;
+
+use figment::Figment;
+use figment::providers::{Env, Format, Toml};
+use secrecy::{ExposeSecret, SecretString};
+use serde::{Deserialize, Serialize, Serializer};
+use url::Url;
+
+/// Environment variable prefix; `__` separates nested keys.
+pub const ENV_PREFIX: &str = "XECM_BRIDGE__";
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Settings {
+    pub server: ServerConfig,
+    pub store: StoreConfig,
+    pub admin: AdminConfig,
+    pub log: LogConfig,
+    pub sources: SourcesConfig,
+    pub allportal: AllportalConfig,
+    pub opentext: OpentextConfig,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerConfig {
+    /// Address the HTTP server binds to.
+    pub listen: SocketAddr,
+    /// Largest accepted request body; larger bodies get 413.
+    pub max_body_bytes: usize,
+    /// Whole-request deadline; slower requests get 408.
+    pub request_timeout_secs: u64,
+    /// How long graceful shutdown waits for in-flight requests and work.
+    pub shutdown_timeout_secs: u64,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct StoreConfig {
+    /// `sqlite://path/to/file.db` (embedded, single replica) or `postgres://…` (several replicas).
+    #[serde(serialize_with = "redact_url_password")]
+    pub url: String,
+    /// Connection pool size (PostgreSQL; SQLite uses one writer plus readers).
+    pub max_connections: u32,
+    /// Most events one group commit writes in a single transaction.
+    pub group_commit_max_events: usize,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdminConfig {
+    /// Bearer token for `/api/v1`. Without it the admin API answers 401 to everyone.
+    #[serde(default, serialize_with = "redact_opt")]
+    pub token: Option<SecretString>,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogConfig {
+    pub format: LogFormat,
+    /// `tracing` filter directive, e.g. `info,xecm_bridge=debug`. `RUST_LOG` wins when set.
+    pub filter: String,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct SourcesConfig {
+    pub allportal: SourceConfig,
+    pub opentext: SourceConfig,
+}
+
+/// How a webhook source proves who sent a request.
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum SchemeKind {
+    /// `webhook-id` / `webhook-timestamp` / `webhook-signature: v1,<base64>` (standardwebhooks.com).
+    StandardWebhooks,
+    /// HMAC-SHA256 in a configurable header, optionally over `"<timestamp>.<body>"`.
+    HmacSha256,
+    /// A shared secret sent verbatim in a header. Weaker: no integrity, no replay window.
+    Token,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum SignedContent {
+    /// The raw body only.
+    Body,
+    /// `"<timestamp>.<body>"`; needs `timestamp_header`.
+    TimestampDotBody,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum SignatureEncoding {
+    Hex,
+    Base64,
+}
+
+/// Verification settings of one webhook source (`[sources.allportal]`, `[sources.opentext]`).
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct SourceConfig {
+    pub scheme: SchemeKind,
+    /// Every secret currently accepted; several during a rotation. `standard-webhooks` secrets are
+    /// `whsec_<base64>`; the other schemes use the secret's UTF-8 bytes.
+    #[serde(serialize_with = "redact_vec")]
+    pub secrets: Vec<SecretString>,
+    /// Largest accepted clock difference, past and future, in seconds.
+    pub tolerance_secs: u64,
+    /// `hmac-sha256`: signature header; `token`: token header. Defaults per scheme.
+    #[serde(default)]
+    pub header: Option<String>,
+    /// `hmac-sha256`: header carrying the unix timestamp (enables the tolerance check).
+    #[serde(default)]
+    pub timestamp_header: Option<String>,
+    /// `hmac-sha256`: what is signed.
+    pub signed_content: SignedContent,
+    /// `hmac-sha256`: how the signature is written.
+    pub encoding: SignatureEncoding,
+    /// `hmac-sha256`: prefix before the signature, e.g. `sha256=`.
+    pub prefix: String,
+    /// `hmac-sha256` / `token`: optional header carrying the sender's delivery id (event identity).
+    #[serde(default)]
+    pub id_header: Option<String>,
+}
+
+/// Settings shared by both upstream clients: timeouts, retries and the circuit breaker.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct TransportConfig {
+    pub connect_timeout_secs: u64,
+    pub request_timeout_secs: u64,
+    /// Retries after the first attempt, for transient failures only.
+    pub max_retries: u32,
+    pub backoff_base_ms: u64,
+    pub backoff_max_ms: u64,
+    /// The circuit opens when at least `circuit_min_requests` calls in `circuit_window_secs`
+    /// failed at a rate of `circuit_failure_rate` or more; it stays open `circuit_open_secs`,
+    /// then lets one probe through.
+    pub circuit_failure_rate: f64,
+    pub circuit_min_requests: u32,
+    pub circuit_window_secs: u64,
+    pub circuit_open_secs: u64,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct AllportalConfig {
+    pub base_url: Url,
+    #[serde(serialize_with = "redact")]
+    pub api_key: SecretString,
+    pub transport: TransportConfig,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum OpentextAuth {
+    /// `POST /api/v1/auth` with username/password → `OTCSTicket`.
+    Otcs,
+    /// OTDS `/otdsws/rest/authentication/credentials` → `OTDSTicket`.
+    Otds,
+    /// OTDS OAuth2 client credentials `/otdsws/oauth2/token` → Bearer.
+    Oauth2,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct OpentextConfig {
+    /// Content Server URL up to, not including, `/api` (e.g. `https://otcs.example.com/otcs/cs`).
+    pub base_url: Url,
+    pub auth: OpentextAuth,
+    pub username: String,
+    #[serde(serialize_with = "redact")]
+    pub password: SecretString,
+    /// Optional user domain for `POST /api/v1/auth`.
+    #[serde(default)]
+    pub domain: Option<String>,
+    /// OTDS base URL (for `otds` and `oauth2`); defaults to the origin of `base_url`.
+    #[serde(default)]
+    pub otds_url: Option<Url>,
+    #[serde(default)]
+    pub client_id: Option<String>,
+    #[serde(default, serialize_with = "redact_opt")]
+    pub client_secret: Option<SecretString>,
+    /// External system id under which 4ALLPORTAL business objects are registered in OpenText.
+    pub ext_system_id: String,
+    /// Files larger than this go through the multipart upload API.
+    pub multipart_threshold_bytes: u64,
+    /// Part size for the multipart upload API.
+    pub multipart_part_bytes: u64,
+    pub transport: TransportConfig,
+}
+
+/// The built-in defaults: a complete, valid configuration for local use against the simulators
+/// except for secrets, which have no defaults in production settings.
+const DEFAULTS: &str = r#"
+[server]
+listen = "127.0.0.1:8080"
+max_body_bytes = 1048576
+request_timeout_secs = 30
+shutdown_timeout_secs = 30
+
+[store]
+url = "sqlite://data/bridge.db"
+max_connections = 8
+group_commit_max_events = 512
+
+[admin]
+
+[log]
+format = "text"
+filter = "info"
+
+[sources.allportal]
+scheme = "standard-webhooks"
+secrets = []
+tolerance_secs = 300
+signed_content = "body"
+encoding = "hex"
+prefix = ""
+
+[sources.opentext]
+scheme = "standard-webhooks"
+secrets = []
+tolerance_secs = 300
+signed_content = "body"
+encoding = "hex"
+prefix = ""
+
+[allportal]
+base_url = "http://127.0.0.1:9001"
+api_key = ""
+
+[allportal.transport]
+connect_timeout_secs = 5
+request_timeout_secs = 60
+max_retries = 4
+backoff_base_ms = 200
+backoff_max_ms = 30000
+circuit_failure_rate = 0.5
+circuit_min_requests = 20
+circuit_window_secs = 30
+circuit_open_secs = 30
+
+[opentext]
+base_url = "http://127.0.0.1:9002/otcs/cs"
+auth = "otcs"
+username = ""
+password = ""
+ext_system_id = "4ALLPORTAL"
+multipart_threshold_bytes = 67108864
+multipart_part_bytes = 16777216
+
+[opentext.transport]
+connect_timeout_secs = 5
+request_timeout_secs = 60
+max_retries = 4
+backoff_base_ms = 200
+backoff_max_ms = 30000
+circuit_failure_rate = 0.5
+circuit_min_requests = 20
+circuit_window_secs = 30
+circuit_open_secs = 30
+"#;
+
+/// A configuration error; the message names the key.
+#[derive(Debug, thiserror::Error)]
+#[error("invalid configuration: {0}")]
+pub struct ConfigError(pub String);
+
+impl ConfigError {
+    fn key(key: &str, problem: impl std::fmt::Display) -> Self {
+        Self(format!("`{key}`: {problem}"))
+    }
+}
+
+impl Settings {
+    /// Defaults, then `file` (if given), then `XECM_BRIDGE__…` environment variables; validated.
+    pub fn load(file: Option<&Path>) -> Result<Self, ConfigError> {
+        Self::load_from(file, Env::prefixed(ENV_PREFIX).split("__"))
+    }
+
+    /// Like [`Settings::load`], with the environment provider given (tests pass their own).
+    pub fn load_from(file: Option<&Path>, env: Env) -> Result<Self, ConfigError> {
+        let mut figment = Figment::from(Toml::string(DEFAULTS));
+        if let Some(path) = file {
+            if !path.is_file() {
+                return Err(ConfigError(format!(
+                    "config file {} does not exist or is not a file",
+                    path.display()
+                )));
+            }
+            figment = figment.merge(Toml::file_exact(path));
+        }
+        let settings: Settings = figment
+            .merge(env)
+            .extract()
+            .map_err(|e| ConfigError(describe_figment_error(e)))?;
+        settings.validate()?;
+        Ok(settings)
+    }
+
+    /// Builds settings from defaults overlaid with a TOML string (tests and `demo`).
+    pub fn from_toml(toml: &str) -> Result<Self, ConfigError> {
+        let settings: Settings = Figment::from(Toml::string(DEFAULTS))
+            .merge(Toml::string(toml))
+            .extract()
+            .map_err(|e| ConfigError(describe_figment_error(e)))?;
+        settings.validate()?;
+        Ok(settings)
+    }
+
+    /// The settings as TOML with every secret replaced by `"<redacted>"` (for `check-config`).
+    pub fn redacted_toml(&self) -> String {
+        toml::to_string_pretty(self).unwrap_or_else(|e| format!("# cannot render: {e}"))
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        if self.server.max_body_bytes == 0 {
+            return Err(ConfigError::key(
+                "server.max_body_bytes",
+                "must be greater than 0",
+            ));
+        }
+        if self.server.request_timeout_secs == 0 {
+            return Err(ConfigError::key(
+                "server.request_timeout_secs",
+                "must be greater than 0",
+            ));
+        }
+        if !(self.store.url.starts_with("sqlite:") || self.store.url.starts_with("postgres")) {
+            return Err(ConfigError::key(
+                "store.url",
+                "must start with `sqlite://` or `postgres://`",
+            ));
+        }
+        if self.store.max_connections == 0 {
+            return Err(ConfigError::key(
+                "store.max_connections",
+                "must be greater than 0",
+            ));
+        }
+        if self.store.group_commit_max_events == 0 {
+            return Err(ConfigError::key(
+                "store.group_commit_max_events",
+                "must be greater than 0",
+            ));
+        }
+        if let Some(token) = &self.admin.token
+            && token.expose_secret().len() < 16
+        {
+            return Err(ConfigError::key(
+                "admin.token",
+                "must be at least 16 characters",
+            ));
+        }
+        for (name, source) in [
+            ("allportal", &self.sources.allportal),
+            ("opentext", &self.sources.opentext),
+        ] {
+            source.validate(&format!("sources.{name}"))?;
+        }
+        validate_base_url("allportal.base_url", &self.allportal.base_url)?;
+        validate_base_url("opentext.base_url", &self.opentext.base_url)?;
+        if self.opentext.base_url.path().contains("/api/") || self.opentext.base_url.path().ends_with("/api") {
+            return Err(ConfigError::key(
+                "opentext.base_url",
+                "must stop before `/api` (the client appends `/api/v1/…`, `/api/v2/…`)",
+            ));
+        }
+        if self.opentext.ext_system_id.trim().is_empty() {
+            return Err(ConfigError::key(
+                "opentext.ext_system_id",
+                "must not be empty",
+            ));
+        }
+        if self.opentext.auth == OpentextAuth::Oauth2
+            && (self.opentext.client_id.is_none() || self.opentext.client_secret.is_none())
+        {
+            return Err(ConfigError::key(
+                "opentext.client_id",
+                "`auth = \"oauth2\"` needs `client_id` and `client_secret`",
+            ));
+        }
+        if self.opentext.multipart_part_bytes < 1024 * 1024 {
+            return Err(ConfigError::key(
+                "opentext.multipart_part_bytes",
+                "must be at least 1048576 (1 MiB)",
+            ));
+        }
+        self.allportal.transport.validate("allportal.transport")?;
+        self.opentext.transport.validate("opentext.transport")?;
+        Ok(())
+    }
+}
+
+impl SourceConfig {
+    /// The header that carries the signature (`hmac-sha256`) or the token (`token`).
+    pub fn header_name(&self) -> &str {
+        match (&self.header, self.scheme) {
+            (Some(h), _) => h,
+            (None, SchemeKind::StandardWebhooks) => "webhook-signature",
+            (None, SchemeKind::HmacSha256) => "x-signature",
+            (None, SchemeKind::Token) => "x-webhook-token",
+        }
+    }
+
+    fn validate(&self, at: &str) -> Result<(), ConfigError> {
+        if self.secrets.is_empty() {
+            return Err(ConfigError::key(
+                &format!("{at}.secrets"),
+                "at least one secret is required (several during a rotation)",
+            ));
+        }
+        for (i, secret) in self.secrets.iter().enumerate() {
+            let secret = secret.expose_secret();
+            let key = format!("{at}.secrets[{i}]");
+            if secret.is_empty() {
+                return Err(ConfigError::key(&key, "must not be empty"));
+            }
+            if self.scheme == SchemeKind::StandardWebhooks {
+                decode_whsec(secret).map_err(|problem| ConfigError::key(&key, problem))?;
+            } else if secret.len() < 16 {
+                return Err(ConfigError::key(&key, "must be at least 16 characters"));
+            }
+        }
+        if self.tolerance_secs == 0 {
+            return Err(ConfigError::key(
+                &format!("{at}.tolerance_secs"),
+                "must be greater than 0",
+            ));
+        }
+        for (key, value) in [
+            ("header", &self.header),
+            ("timestamp_header", &self.timestamp_header),
+            ("id_header", &self.id_header),
+        ] {
+            if let Some(name) = value
+                && http::HeaderName::try_from(name.as_str()).is_err()
+            {
+                return Err(ConfigError::key(
+                    &format!("{at}.{key}"),
+                    format!("`{name}` is not a valid HTTP header name"),
+                ));
+            }
+        }
+        if self.scheme == SchemeKind::HmacSha256
+            && self.signed_content == SignedContent::TimestampDotBody
+            && self.timestamp_header.is_none()
+        {
+            return Err(ConfigError::key(
+                &format!("{at}.timestamp_header"),
+                "`signed_content = \"timestamp-dot-body\"` needs a timestamp header",
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// Decodes a Standard Webhooks secret `whsec_<base64>` (the prefix is optional, as in the
+/// reference libraries) into the HMAC key bytes.
+pub fn decode_whsec(secret: &str) -> Result<Vec<u8>, String> {
+    use base64::Engine as _;
+    let encoded = secret.strip_prefix("whsec_").unwrap_or(secret);
+    let key = base64::engine::general_purpose::STANDARD
+        .decode(encoded)
+        .map_err(|_| "must be `whsec_` followed by base64".to_string())?;
+    if key.len() < 16 {
+        return Err("the decoded key must be at least 16 bytes".into());
+    }
+    Ok(key)
+}
+
+impl TransportConfig {
+    fn validate(&self, at: &str) -> Result<(), ConfigError> {
+        let positive = [
+            ("connect_timeout_secs", self.connect_timeout_secs),
+            ("request_timeout_secs", self.request_timeout_secs),
+            ("backoff_base_ms", self.backoff_base_ms),
+            ("backoff_max_ms", self.backoff_max_ms),
+            ("circuit_window_secs", self.circuit_window_secs),
+            ("circuit_open_secs", self.circuit_open_secs),
+        ];
+        for (key, value) in positive {
+            if value == 0 {
+                return Err(ConfigError::key(&format!("{at}.{key}"), "must be greater than 0"));
+            }
+        }
+        if !(self.circuit_failure_rate > 0.0 && self.circuit_failure_rate <= 1.0) {
+            return Err(ConfigError::key(
+                &format!("{at}.circuit_failure_rate"),
+                "must be in (0, 1]",
+            ));
+        }
+        if self.backoff_max_ms < self.backoff_base_ms {
+            return Err(ConfigError::key(
+                &format!("{at}.backoff_max_ms"),
+                "must not be below backoff_base_ms",
+            ));
+        }
+        Ok(())
+    }
+}
+
+fn validate_base_url(key: &str, url: &Url) -> Result<(), ConfigError> {
+    if !matches!(url.scheme(), "http" | "https") {
+        return Err(ConfigError::key(key, "must be an http:// or https:// URL"));
+    }
+    if url.query().is_some() || url.fragment().is_some() {
+        return Err(ConfigError::key(key, "must not carry a query or fragment"));
+    }
+    Ok(())
+}
+
+/// Figment's messages already name the key (`for key "server.listen"`); keep them, one line.
+fn describe_figment_error(error: figment::Error) -> String {
+    error
+        .into_iter()
+        .map(|e| {
+            let key = e.path.join(".");
+            let message = e.kind.to_string();
+            if key.is_empty() {
+                message
+            } else {
+                format!("`{key}`: {message}")
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+const REDACTED: &str = "<redacted>";
+
+fn redact<S: Serializer>(_: &SecretString, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(REDACTED)
+}
+
+fn redact_opt<S: Serializer>(v: &Option<SecretString>, s: S) -> Result<S::Ok, S::Error> {
+    match v {
+        Some(_) => s.serialize_str(REDACTED),
+        None => s.serialize_none(),
+    }
+}
+
+fn redact_vec<S: Serializer>(v: &[SecretString], s: S) -> Result<S::Ok, S::Error> {
+    use serde::ser::SerializeSeq;
+    let mut seq = s.serialize_seq(Some(v.len()))?;
+    for _ in v {
+        seq.serialize_element(REDACTED)?;
+    }
+    seq.end()
+}
+
+/// A PostgreSQL URL may embed a password; print it without.
+fn redact_url_password<S: Serializer>(v: &str, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&redact_url(v))
+}
+
+/// The URL with any password replaced, for logs and `check-config`.
+pub fn redact_url(raw: &str) -> String {
+    match Url::parse(raw) {
+        Ok(mut url) if url.password().is_some() => {
+            let _ = url.set_password(Some(REDACTED));
+            url.to_string()
+        }
+        _ => raw.to_string(),
+    }
+}

@@ -1,0 +1,10 @@
+//! xecm-bridge: connects 4ALLPORTAL (PIM/DAM) with OpenText Extended ECM Business Workspaces.
+//!
+//! Data flows one way: `http` → `ingest` → `store`; `worker` → `flows` → `clients`.
+//! `sim` holds stateful simulators of both upstream systems for tests and `demo`; production
+//! code paths never use it.
+
+pub mod clients;
+pub mod config;
+pub mod ingest;
+pub mod sim;
