@@ -8,3 +8,4 @@ pub mod clients;
 pub mod config;
 pub mod ingest;
 pub mod sim;
+pub mod store;

@@ -1,0 +1,288 @@
+//! The embedded SQLite store (WAL, `synchronous = FULL`).
+//!
+//! Inserts go through one writer task that practises **group commit**: whatever requests are
+//! waiting when a transaction starts are written in that one transaction and made durable by one
+//! fsync; each request is answered only after the commit that holds its events.
+
+use std::str::FromStr;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use sqlx::migrate::Migrator;
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow,
+    SqliteSynchronous,
+};
+use sqlx::{Row, Sqlite, Transaction};
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinHandle;
+
+use super::{InsertOutcome, NewEvent, Store, StoreError, StoredEvent, new_event_id};
+use crate::config::StoreConfig;
+
+pub static MIGRATOR: Migrator = sqlx::migrate!("./migrations/sqlite");
+
+/// Requests queued for the writer; bounded so that a stalled disk pushes back on ingest.
+const WRITE_QUEUE: usize = 4096;
+
+struct WriteRequest {
+    events: Vec<NewEvent>,
+    reply: oneshot::Sender<Result<Vec<InsertOutcome>, StoreError>>,
+}
+
+pub struct SqliteStore {
+    pool: SqlitePool,
+    writer: Mutex<Option<mpsc::Sender<WriteRequest>>>,
+    writer_task: Mutex<Option<JoinHandle<()>>>,
+}
+
+impl std::fmt::Debug for SqliteStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SqliteStore").finish_non_exhaustive()
+    }
+}
+
+impl SqliteStore {
+    pub async fn open(cfg: &StoreConfig) -> Result<Self, StoreError> {
+        let options = SqliteConnectOptions::from_str(&cfg.url)
+            .map_err(|e| StoreError::Config(format!("`store.url`: {e}")))?
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            // FULL: a commit is on disk before the webhook is acknowledged.
+            .synchronous(SqliteSynchronous::Full)
+            .busy_timeout(Duration::from_secs(10))
+            .foreign_keys(true);
+        if let Some(dir) = options.get_filename().parent()
+            && !dir.as_os_str().is_empty()
+        {
+            std::fs::create_dir_all(dir).map_err(|e| {
+                StoreError::Config(format!(
+                    "`store.url`: cannot create directory {}: {e}",
+                    dir.display()
+                ))
+            })?;
+        }
+        let pool = SqlitePoolOptions::new()
+            .max_connections(cfg.max_connections)
+            .connect_with(options)
+            .await?;
+        let (tx, rx) = mpsc::channel(WRITE_QUEUE);
+        let task = tokio::spawn(run_writer(pool.clone(), rx, cfg.group_commit_max_events));
+        Ok(Self {
+            pool,
+            writer: Mutex::new(Some(tx)),
+            writer_task: Mutex::new(Some(task)),
+        })
+    }
+
+    /// The connection pool, for the worker's queries.
+    pub fn pool(&self) -> &SqlitePool {
+        &self.pool
+    }
+}
+
+#[async_trait]
+impl Store for SqliteStore {
+    fn backend(&self) -> &'static str {
+        "sqlite"
+    }
+
+    async fn insert_events(&self, events: Vec<NewEvent>) -> Result<Vec<InsertOutcome>, StoreError> {
+        if events.is_empty() {
+            return Ok(Vec::new());
+        }
+        let sender = self
+            .writer
+            .lock()
+            .expect("writer lock")
+            .clone()
+            .ok_or(StoreError::Closed)?;
+        let (reply, answer) = oneshot::channel();
+        sender
+            .send(WriteRequest { events, reply })
+            .await
+            .map_err(|_| StoreError::Closed)?;
+        answer.await.map_err(|_| StoreError::Closed)?
+    }
+
+    async fn readiness(&self) -> Result<(), StoreError> {
+        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        let applied: Vec<i64> =
+            sqlx::query_scalar("SELECT version FROM _sqlx_migrations WHERE success = 1")
+                .fetch_all(&self.pool)
+                .await
+                .map_err(|_| StoreError::NotReady("migrations have not been applied".into()))?;
+        missing_migrations(&MIGRATOR, &applied)
+    }
+
+    async fn migrate(&self) -> Result<(), StoreError> {
+        MIGRATOR.run(&self.pool).await?;
+        Ok(())
+    }
+
+    async fn get_event(&self, id: &str) -> Result<Option<StoredEvent>, StoreError> {
+        let row = sqlx::query(SELECT_EVENT)
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.map(|r| event_from_row(&r)).transpose()
+    }
+
+    async fn count_events(&self) -> Result<i64, StoreError> {
+        Ok(sqlx::query_scalar("SELECT COUNT(*) FROM events")
+            .fetch_one(&self.pool)
+            .await?)
+    }
+
+    async fn close(&self) {
+        // Dropping the sender lets the writer drain what is queued, commit it, and stop.
+        let sender = self.writer.lock().expect("writer lock").take();
+        drop(sender);
+        let task = self.writer_task.lock().expect("writer lock").take();
+        if let Some(task) = task {
+            let _ = task.await;
+        }
+        self.pool.close().await;
+    }
+}
+
+/// Ready only if every migration this build knows has been applied.
+pub(crate) fn missing_migrations(migrator: &Migrator, applied: &[i64]) -> Result<(), StoreError> {
+    let missing: Vec<String> = migrator
+        .iter()
+        .filter(|m| !applied.contains(&m.version))
+        .map(|m| format!("{} {}", m.version, m.description))
+        .collect();
+    if missing.is_empty() {
+        Ok(())
+    } else {
+        Err(StoreError::NotReady(format!(
+            "pending migrations: {} (run `xecm-bridge migrate`)",
+            missing.join(", ")
+        )))
+    }
+}
+
+async fn run_writer(pool: SqlitePool, mut queue: mpsc::Receiver<WriteRequest>, max_events: usize) {
+    while let Some(first) = queue.recv().await {
+        let mut count = first.events.len();
+        let mut batch = vec![first];
+        // Everything that arrived while the previous commit was on disk joins this one.
+        while count < max_events {
+            match queue.try_recv() {
+                Ok(next) => {
+                    count += next.events.len();
+                    batch.push(next);
+                }
+                Err(_) => break,
+            }
+        }
+        metrics::histogram!("xecm_store_group_commit_events").record(count as f64);
+        match commit_group(&pool, &batch).await {
+            Ok(outcomes) => {
+                for (request, outcome) in batch.into_iter().zip(outcomes) {
+                    let _ = request.reply.send(Ok(outcome));
+                }
+            }
+            // One bad request must not fail its neighbours: retry each on its own.
+            Err(error) => {
+                tracing::warn!(%error, requests = batch.len(), "group commit failed; committing requests one by one");
+                for request in batch {
+                    let result = commit_group(&pool, std::slice::from_ref(&request))
+                        .await
+                        .map(|mut outcomes| outcomes.remove(0));
+                    let _ = request.reply.send(result);
+                }
+            }
+        }
+    }
+}
+
+async fn commit_group(
+    pool: &SqlitePool,
+    batch: &[WriteRequest],
+) -> Result<Vec<Vec<InsertOutcome>>, StoreError> {
+    let mut tx = pool.begin().await?;
+    let mut outcomes = Vec::with_capacity(batch.len());
+    for request in batch {
+        let mut request_outcomes = Vec::with_capacity(request.events.len());
+        for event in &request.events {
+            request_outcomes.push(insert_one(&mut tx, event).await?);
+        }
+        outcomes.push(request_outcomes);
+    }
+    tx.commit().await?;
+    Ok(outcomes)
+}
+
+async fn insert_one(
+    tx: &mut Transaction<'_, Sqlite>,
+    event: &NewEvent,
+) -> Result<InsertOutcome, StoreError> {
+    let id = new_event_id();
+    let inserted = sqlx::query(
+        "INSERT INTO events (id, source, source_event_id, kind, module, object_id, object_key,
+                             payload, raw_body, headers, received_at, state, attempts,
+                             next_attempt_at, updated_at)
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'pending', 0, ?, ?)
+         ON CONFLICT (source, source_event_id) DO NOTHING",
+    )
+    .bind(&id)
+    .bind(event.source.as_str())
+    .bind(&event.source_event_id)
+    .bind(&event.kind)
+    .bind(&event.module)
+    .bind(&event.object_id)
+    .bind(&event.object_key)
+    .bind(event.payload.to_string())
+    .bind(event.raw_body.as_ref())
+    .bind(event.headers.to_string())
+    .bind(event.received_at)
+    .bind(event.received_at)
+    .bind(event.received_at)
+    .execute(&mut **tx)
+    .await?
+    .rows_affected();
+    if inserted == 1 {
+        return Ok(InsertOutcome::Accepted(id));
+    }
+    let existing: String =
+        sqlx::query_scalar("SELECT id FROM events WHERE source = ? AND source_event_id = ?")
+            .bind(event.source.as_str())
+            .bind(&event.source_event_id)
+            .fetch_one(&mut **tx)
+            .await?;
+    Ok(InsertOutcome::Duplicate(existing))
+}
+
+const SELECT_EVENT: &str = "SELECT id, source, source_event_id, kind, module, object_id, object_key,
+        payload, raw_body, headers, received_at, state, attempts, next_attempt_at, last_error,
+        updated_at
+    FROM events WHERE id = ?";
+
+fn event_from_row(row: &SqliteRow) -> Result<StoredEvent, StoreError> {
+    let json = |column: &str| -> Result<serde_json::Value, StoreError> {
+        let text: String = row.try_get(column)?;
+        serde_json::from_str(&text)
+            .map_err(|e| StoreError::Database(sqlx::Error::Decode(Box::new(e))))
+    };
+    Ok(StoredEvent {
+        id: row.try_get("id")?,
+        source: row.try_get("source")?,
+        source_event_id: row.try_get("source_event_id")?,
+        kind: row.try_get("kind")?,
+        module: row.try_get("module")?,
+        object_id: row.try_get("object_id")?,
+        object_key: row.try_get("object_key")?,
+        payload: json("payload")?,
+        raw_body: row.try_get("raw_body")?,
+        headers: json("headers")?,
+        received_at: row.try_get("received_at")?,
+        state: row.try_get("state")?,
+        attempts: row.try_get("attempts")?,
+        next_attempt_at: row.try_get("next_attempt_at")?,
+        last_error: row.try_get("last_error")?,
+        updated_at: row.try_get("updated_at")?,
+    })
+}
