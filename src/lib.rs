@@ -6,6 +6,7 @@
 
 pub mod clients;
 pub mod config;
+pub mod http;
 pub mod ingest;
 pub mod sim;
 pub mod store;

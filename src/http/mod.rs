@@ -1,0 +1,124 @@
+//! The HTTP surface: webhooks, health, metrics (and, later, the admin API).
+//!
+//! Every route is listed once in [`routes`]; the router is built from that table and a test keeps
+//! the table and `openapi.yaml` in sync both ways.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::http::{Method, Request, StatusCode};
+use axum::middleware;
+use axum::routing::{MethodRouter, get, post};
+use metrics_exporter_prometheus::PrometheusHandle;
+use tower::ServiceBuilder;
+use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::timeout::TimeoutLayer;
+use tower_http::trace::TraceLayer;
+
+use crate::config::Settings;
+use crate::ingest::Verifiers;
+use crate::store::Store;
+
+mod health;
+pub mod problem;
+mod webhooks;
+
+pub use problem::Problem;
+
+pub const REQUEST_ID: &str = "x-request-id";
+
+/// Shared state of all handlers; cheap to clone.
+#[derive(Clone)]
+pub struct AppState {
+    pub settings: Arc<Settings>,
+    pub store: Arc<dyn Store>,
+    pub verifiers: Arc<Verifiers>,
+    pub metrics: PrometheusHandle,
+    pub started: Instant,
+}
+
+/// Which deployment role serves a route (`serve --role`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RouteGroup {
+    /// Liveness, readiness and metrics: served by every role.
+    Operations,
+    /// Inbound webhooks: the `api` and `all` roles.
+    Webhooks,
+    /// The admin API: the `api` and `all` roles.
+    Admin,
+}
+
+pub struct Route {
+    pub method: Method,
+    pub path: &'static str,
+    pub group: RouteGroup,
+    handler: MethodRouter<AppState>,
+}
+
+/// Every route of the service, once.
+pub fn routes() -> Vec<Route> {
+    use RouteGroup::*;
+    let route = |method, path, group, handler| Route {
+        method,
+        path,
+        group,
+        handler,
+    };
+    vec![
+        route(Method::GET, "/healthz", Operations, get(health::healthz)),
+        route(Method::GET, "/readyz", Operations, get(health::readyz)),
+        route(Method::GET, "/metrics", Operations, get(health::metrics)),
+        route(
+            Method::POST,
+            "/webhooks/allportal",
+            Webhooks,
+            post(webhooks::allportal),
+        ),
+        route(
+            Method::POST,
+            "/webhooks/opentext",
+            Webhooks,
+            post(webhooks::opentext),
+        ),
+    ]
+}
+
+/// The application router for the given route groups, with the request-id, tracing, problem,
+/// and timeout layers.
+pub fn router(state: AppState, groups: &[RouteGroup]) -> Router {
+    let timeout = Duration::from_secs(state.settings.server.request_timeout_secs);
+    let mut router = Router::new();
+    for route in routes().into_iter().filter(|r| groups.contains(&r.group)) {
+        router = router.route(route.path, route.handler);
+    }
+    router
+        .fallback(webhooks::fallback)
+        .with_state(state)
+        .layer(
+            ServiceBuilder::new()
+                .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
+                .layer(TraceLayer::new_for_http().make_span_with(request_span))
+                .layer(PropagateRequestIdLayer::x_request_id())
+                .layer(middleware::from_fn(problem::problem_middleware))
+                .layer(TimeoutLayer::with_status_code(
+                    StatusCode::REQUEST_TIMEOUT,
+                    timeout,
+                )),
+        )
+}
+
+/// Every log line of a request carries its id, method and path.
+fn request_span<B>(request: &Request<B>) -> tracing::Span {
+    let request_id = request
+        .headers()
+        .get(REQUEST_ID)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    tracing::info_span!(
+        "request",
+        request_id,
+        method = %request.method(),
+        path = %request.uri().path(),
+    )
+}
