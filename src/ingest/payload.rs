@@ -127,8 +127,8 @@ fn identity(
     }
 }
 
-/// Hex SHA-256 of the parts joined with `\n` (no part contains a newline that matters: the
-/// same inputs always give the same identity, which is all deduplication needs).
+/// Hex SHA-256 of the parts joined with `\n`: the same content always gets the same identity,
+/// so a redelivered event without any id is still recognised as a duplicate.
 fn content_hash(parts: &[&str]) -> String {
     hex::encode(Sha256::digest(parts.join("\n").as_bytes()))
 }
@@ -829,7 +829,7 @@ mod tests {
             "occurred_at": "2026-11-28T10:00:00Z",
             "business_object": {"ext_system_id": "4ALLPORTAL", "bo_type": "product", "bo_id": "4711"},
             "workspace_id": 12345,
-            "workflow": {"process_id": 9001, "decision": "approved", "comment": "ok", "approver": "jdoe",
+            "workflow": {"process_id": 9001, "decision": "approved", "comment": "ok", "approver": "reviewer01",
                          "decided_at": "2026-11-28T10:00:00Z"}
         })
     }

@@ -771,6 +771,13 @@ mod tests {
         verifier
             .verify(&headers(&[("x-hub-signature-256", &upper)]), body(), NOW)
             .expect("hex is case-insensitive");
+        let mut opaque_id = headers(&[("x-hub-signature-256", &upper)]);
+        opaque_id.insert(
+            "x-delivery",
+            http::HeaderValue::from_bytes(b"d\xff").expect("opaque"),
+        );
+        let err = verifier.verify(&opaque_id, body(), NOW).unwrap_err();
+        assert_eq!(err.reason(), "malformed_id");
     }
 
     #[test]
