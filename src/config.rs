@@ -52,6 +52,9 @@ pub struct StoreConfig {
     pub max_connections: u32,
     /// Most events one group commit writes in a single transaction.
     pub group_commit_max_events: usize,
+    /// Apply pending migrations when `serve` starts. Turn off where a release job runs
+    /// `xecm-bridge migrate` once (the Helm chart does).
+    pub migrate_on_start: bool,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -220,6 +223,7 @@ shutdown_timeout_secs = 30
 url = "sqlite://data/bridge.db"
 max_connections = 8
 group_commit_max_events = 512
+migrate_on_start = true
 
 [admin]
 
@@ -378,7 +382,9 @@ impl Settings {
         }
         validate_base_url("allportal.base_url", &self.allportal.base_url)?;
         validate_base_url("opentext.base_url", &self.opentext.base_url)?;
-        if self.opentext.base_url.path().contains("/api/") || self.opentext.base_url.path().ends_with("/api") {
+        if self.opentext.base_url.path().contains("/api/")
+            || self.opentext.base_url.path().ends_with("/api")
+        {
             return Err(ConfigError::key(
                 "opentext.base_url",
                 "must stop before `/api` (the client appends `/api/v1/…`, `/api/v2/…`)",
@@ -499,7 +505,10 @@ impl TransportConfig {
         ];
         for (key, value) in positive {
             if value == 0 {
-                return Err(ConfigError::key(&format!("{at}.{key}"), "must be greater than 0"));
+                return Err(ConfigError::key(
+                    &format!("{at}.{key}"),
+                    "must be greater than 0",
+                ));
             }
         }
         if !(self.circuit_failure_rate > 0.0 && self.circuit_failure_rate <= 1.0) {

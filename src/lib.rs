@@ -4,9 +4,12 @@
 //! `sim` holds stateful simulators of both upstream systems for tests and `demo`; production
 //! code paths never use it.
 
+pub mod cli;
 pub mod clients;
 pub mod config;
 pub mod http;
 pub mod ingest;
+pub mod server;
 pub mod sim;
 pub mod store;
+pub mod telemetry;

@@ -92,20 +92,17 @@ pub fn router(state: AppState, groups: &[RouteGroup]) -> Router {
     for route in routes().into_iter().filter(|r| groups.contains(&r.group)) {
         router = router.route(route.path, route.handler);
     }
-    router
-        .fallback(webhooks::fallback)
-        .with_state(state)
-        .layer(
-            ServiceBuilder::new()
-                .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
-                .layer(TraceLayer::new_for_http().make_span_with(request_span))
-                .layer(PropagateRequestIdLayer::x_request_id())
-                .layer(middleware::from_fn(problem::problem_middleware))
-                .layer(TimeoutLayer::with_status_code(
-                    StatusCode::REQUEST_TIMEOUT,
-                    timeout,
-                )),
-        )
+    router.fallback(webhooks::fallback).with_state(state).layer(
+        ServiceBuilder::new()
+            .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
+            .layer(TraceLayer::new_for_http().make_span_with(request_span))
+            .layer(PropagateRequestIdLayer::x_request_id())
+            .layer(middleware::from_fn(problem::problem_middleware))
+            .layer(TimeoutLayer::with_status_code(
+                StatusCode::REQUEST_TIMEOUT,
+                timeout,
+            )),
+    )
 }
 
 /// Every log line of a request carries its id, method and path.

@@ -128,19 +128,30 @@ fn check_content_type(headers: &HeaderMap) -> Result<(), Rejection> {
         .unwrap_or("")
         .trim()
         .to_ascii_lowercase();
-    if essence == "application/json" || (essence.starts_with("application/") && essence.ends_with("+json")) {
+    if essence == "application/json"
+        || (essence.starts_with("application/") && essence.ends_with("+json"))
+    {
         return Ok(());
     }
-    let shown = if content_type.is_empty() { "none" } else { content_type };
+    let shown = if content_type.is_empty() {
+        "none"
+    } else {
+        content_type
+    };
     let detail = format!("content type must be application/json (got {shown})");
-    let problem = Problem::new(StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported-media-type", detail);
+    let problem = Problem::new(
+        StatusCode::UNSUPPORTED_MEDIA_TYPE,
+        "unsupported-media-type",
+        detail,
+    );
     Err(("unsupported_media_type", problem))
 }
 
 fn to_problem(error: IngestError) -> Rejection {
     match error {
         IngestError::Verify(e) => {
-            let problem = Problem::new(StatusCode::UNAUTHORIZED, "invalid-signature", e.to_string());
+            let problem =
+                Problem::new(StatusCode::UNAUTHORIZED, "invalid-signature", e.to_string());
             (e.reason(), problem)
         }
         IngestError::Payload(e) => {
@@ -150,7 +161,8 @@ fn to_problem(error: IngestError) -> Rejection {
         // 503 so that the sender retries later; the event was not stored.
         IngestError::Store(e) => {
             let detail = format!("the event could not be stored, retry later ({e})");
-            let problem = Problem::new(StatusCode::SERVICE_UNAVAILABLE, "store-unavailable", detail);
+            let problem =
+                Problem::new(StatusCode::SERVICE_UNAVAILABLE, "store-unavailable", detail);
             ("store_unavailable", problem)
         }
     }

@@ -256,7 +256,8 @@ async fn insert_one(
     Ok(InsertOutcome::Duplicate(existing))
 }
 
-const SELECT_EVENT: &str = "SELECT id, source, source_event_id, kind, module, object_id, object_key,
+const SELECT_EVENT: &str =
+    "SELECT id, source, source_event_id, kind, module, object_id, object_key,
         payload, raw_body, headers, received_at, state, attempts, next_attempt_at, last_error,
         updated_at
     FROM events WHERE id = ?";

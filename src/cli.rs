@@ -1,0 +1,126 @@
+//! The command line: `serve`, `check-config`, `migrate`, `healthcheck`.
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use clap::{Parser, Subcommand};
+use tokio_util::sync::CancellationToken;
+
+use crate::config::Settings;
+use crate::server::{self, Role};
+use crate::{store, telemetry};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "xecm-bridge",
+    version,
+    about = "Connects 4ALLPORTAL with OpenText Extended ECM Business Workspaces"
+)]
+pub struct Cli {
+    /// Configuration file (TOML). Environment variables `XECM_BRIDGE__SECTION__KEY` override it.
+    #[arg(long, short, global = true, env = "XECM_BRIDGE_CONFIG")]
+    pub config: Option<PathBuf>,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the service: webhooks, admin API and workers (see --role).
+    Serve {
+        #[arg(long, value_enum, default_value_t = Role::All)]
+        role: Role,
+    },
+    /// Validate the configuration and print it as it would run, secrets redacted.
+    CheckConfig,
+    /// Apply the store's migrations and exit.
+    Migrate,
+    /// Exit 0 if the service answers `GET /healthz` (for container probes without curl).
+    Healthcheck {
+        /// Defaults to `http://<server.listen>/healthz`.
+        #[arg(long)]
+        url: Option<String>,
+    },
+}
+
+pub fn run(cli: Cli) -> ExitCode {
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("error: cannot start the async runtime: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(dispatch(cli)) {
+        Ok(code) => code,
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
+    let settings = Settings::load(cli.config.as_deref())?;
+    match cli.command {
+        Command::Serve { role } => {
+            telemetry::init_logging(&settings.log);
+            let listener = tokio::net::TcpListener::bind(settings.server.listen)
+                .await
+                .with_context(|| format!("cannot listen on {}", settings.server.listen))?;
+            let state = server::build_state(settings).await?;
+            let shutdown = CancellationToken::new();
+            tokio::spawn(server::cancel_on_signal(shutdown.clone()));
+            server::run(state, role, listener, shutdown).await?;
+        }
+        Command::CheckConfig => {
+            crate::ingest::Verifiers::new(&settings.sources)?;
+            println!("{}", settings.redacted_toml());
+            eprintln!("configuration is valid");
+        }
+        Command::Migrate => {
+            telemetry::init_logging(&settings.log);
+            let store = store::open(&settings.store).await?;
+            store.migrate().await.context("migration failed")?;
+            store.readiness().await?;
+            store.close().await;
+            println!("migrations applied ({})", store.backend());
+        }
+        Command::Healthcheck { url } => {
+            let url = url.unwrap_or_else(|| health_url(settings.server.listen));
+            return Ok(healthcheck(&url).await);
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The local health URL for a listen address (a wildcard address is probed on loopback).
+fn health_url(listen: SocketAddr) -> String {
+    let ip = match listen.ip() {
+        IpAddr::V4(ip) if ip.is_unspecified() => IpAddr::V4(Ipv4Addr::LOCALHOST),
+        IpAddr::V6(ip) if ip.is_unspecified() => IpAddr::V4(Ipv4Addr::LOCALHOST),
+        ip => ip,
+    };
+    format!("http://{}/healthz", SocketAddr::new(ip, listen.port()))
+}
+
+async fn healthcheck(url: &str) -> ExitCode {
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(3))
+        .build()
+        .expect("a client without custom TLS settings builds");
+    match client.get(url).send().await {
+        Ok(response) if response.status().is_success() => ExitCode::SUCCESS,
+        Ok(response) => {
+            eprintln!("unhealthy: {url} answered {}", response.status());
+            ExitCode::FAILURE
+        }
+        Err(error) => {
+            eprintln!("unhealthy: {url}: {error}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,123 @@
+//! `serve`: open the store, build the router, run until SIGTERM / ctrl-c, then shut down within
+//! `[server].shutdown_timeout_secs`: stop accepting, finish in-flight requests, flush the store.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::Settings;
+use crate::http::{self, AppState, RouteGroup};
+use crate::ingest::Verifiers;
+use crate::store;
+
+/// What one process runs (`serve --role`), so API and workers can be scaled apart.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Role {
+    /// HTTP API and workers.
+    All,
+    /// Webhooks and admin API only; no workers.
+    Api,
+    /// Workers, plus health and metrics.
+    Worker,
+}
+
+impl Role {
+    fn route_groups(self) -> &'static [RouteGroup] {
+        match self {
+            Role::All | Role::Api => &[
+                RouteGroup::Operations,
+                RouteGroup::Webhooks,
+                RouteGroup::Admin,
+            ],
+            Role::Worker => &[RouteGroup::Operations],
+        }
+    }
+}
+
+/// Opens the store (migrating it when configured) and builds the handlers' shared state.
+pub async fn build_state(settings: Settings) -> anyhow::Result<AppState> {
+    let verifiers = Verifiers::new(&settings.sources)?;
+    let store = store::open(&settings.store).await.with_context(|| {
+        format!(
+            "cannot open store {}",
+            crate::config::redact_url(&settings.store.url)
+        )
+    })?;
+    if settings.store.migrate_on_start {
+        store
+            .migrate()
+            .await
+            .context("cannot apply store migrations")?;
+    }
+    Ok(AppState {
+        settings: Arc::new(settings),
+        store,
+        verifiers: Arc::new(verifiers),
+        metrics: crate::telemetry::metrics_handle(),
+        started: Instant::now(),
+    })
+}
+
+/// Serves on `listener` until `shutdown` is cancelled, then drains and closes the store.
+pub async fn run(
+    state: AppState,
+    role: Role,
+    listener: TcpListener,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    let deadline = Duration::from_secs(state.settings.server.shutdown_timeout_secs);
+    let store = state.store.clone();
+    let app = http::router(state, role.route_groups());
+    tracing::info!(
+        address = %listener.local_addr()?,
+        ?role,
+        store = store.backend(),
+        version = env!("CARGO_PKG_VERSION"),
+        "listening"
+    );
+    let server =
+        axum::serve(listener, app).with_graceful_shutdown(shutdown.clone().cancelled_owned());
+    let drained = tokio::select! {
+        result = server => { result.context("HTTP server failed")?; true }
+        () = async { shutdown.cancelled().await; tokio::time::sleep(deadline).await } => false,
+    };
+    if !drained {
+        tracing::warn!(
+            deadline_secs = deadline.as_secs(),
+            "shutdown deadline passed with requests still in flight"
+        );
+    }
+    store.close().await;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// Cancels `token` on SIGTERM or ctrl-c.
+pub async fn cancel_on_signal(token: CancellationToken) {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(error) => {
+                tracing::error!(%error, "cannot listen for SIGTERM");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {}
+        () = terminate => {}
+    }
+    tracing::info!("shutdown requested");
+    token.cancel();
+}
