@@ -4,7 +4,8 @@
 1. values.schema.json accepts values.yaml and every ci/*-values.yaml (merged over values.yaml the
    way helm merges them), and rejects a set of known-bad values.
 2. Every `.Values.a.b` path the templates read exists in values.yaml, and every top-level value is
-   read by some template.
+   read by some template; every chart value the docs name exists; the example alert rules are
+   complete and use only the bridge's metrics.
 3. With helm (the official binary, taken from a pinned PyPI wheel that ships it): `helm lint
    --strict`, `helm template` for every ci values file, each manifest validated against the
    Kubernetes OpenAPI schemas (kubernetes-validate), the rendered config.toml and Secret checked
@@ -120,6 +121,9 @@ def schema_errors(schema: dict, values: Any) -> list[str]:
 # Values the schema must refuse: (description, override over values.yaml).
 SCHEMA_REJECTS: list[tuple[str, dict]] = [
     ("a secret in the ConfigMap", {"config": {"opentext": {"password": "x" * 20}}}),
+    ("webhook secrets in the ConfigMap",
+     {"config": {"sources": {"allportal": {"secrets": ["x" * 20]}}}}),
+    ("an API key in the ConfigMap", {"config": {"allportal": {"api_key": "x" * 20}}}),
     ("a store URL in the ConfigMap", {"config": {"store": {"url": "postgres://u:p@h/db"}}}),
     ("listen address in the ConfigMap", {"config": {"server": {"listen": "0.0.0.0:9000"}}}),
     ("an unknown flow", {"config": {"flows": {"lunch": {}}}}),
@@ -184,6 +188,62 @@ def check_references(report: Report) -> None:
             )
     for key in sorted(set(defaults) - seen_top):
         report.fail(f"values.yaml key `{key}` is read by no template")
+
+
+# --- docs ----------------------------------------------------------------------------------
+
+DOCS = ROOT / "docs"
+ALERT_RULES = DOCS / "alerts" / "prometheus-rules.yaml"
+METRICS = {
+    "xecm_webhooks_received_total", "xecm_webhooks_rejected_total", "xecm_webhooks_duplicate_total",
+    "xecm_ingest_duration_seconds", "xecm_backlog_events", "xecm_oldest_pending_age_seconds",
+    "xecm_flow_outcomes_total", "xecm_flow_duration_seconds", "xecm_dead_letters",
+    "xecm_upstream_requests_total", "xecm_upstream_request_duration_seconds",
+    "xecm_upstream_circuit_state",
+}
+# A backticked chart value in the docs, e.g. `roles.worker.replicaCount`.
+DOC_VALUE = re.compile(r"`((?:config|secrets|store|roles|ingress|metrics|networkPolicy|migrations|"
+                       r"image|serviceAccount|probes)(?:\.[A-Za-z_]+)+)`")
+# Names in the docs that look like chart values but are the configuration file and its keys.
+DOC_NOT_VALUES = {"config.toml", "store.url", "server.listen"}
+
+
+def schema_has(schema: dict, node: dict, parts: list[str]) -> bool:
+    for part in parts:
+        while "$ref" in node:
+            node = schema["definitions"][node["$ref"].rsplit("/", 1)[-1]]
+        props = node.get("properties", {})
+        if part in props:
+            node = props[part]
+        elif isinstance(node.get("additionalProperties"), dict):
+            node = node["additionalProperties"]
+        else:
+            return False
+    return True
+
+
+def check_docs(report: Report) -> None:
+    """The docs name chart values that exist, and the alert rules use metrics that exist."""
+    schema = json.loads((CHART / "values.schema.json").read_text(encoding="utf-8"))
+    for doc in sorted(DOCS.glob("*.md")):
+        for match in DOC_VALUE.finditer(doc.read_text(encoding="utf-8")):
+            path = match.group(1)
+            if path in DOC_NOT_VALUES:
+                continue
+            report.check(schema_has(schema, schema, path.split(".")),
+                         f"{doc.name} names `{path}`, which the chart's values do not have")
+    if not report.check(ALERT_RULES.is_file(), f"{ALERT_RULES} is missing"):
+        return
+    groups = load_yaml(ALERT_RULES).get("groups", [])
+    rules = [rule for group in groups for rule in group.get("rules", [])]
+    report.check(bool(rules), f"{ALERT_RULES.name}: no rules")
+    for rule in rules:
+        name = rule.get("alert", "<unnamed>")
+        report.check(bool(rule.get("expr")) and rule.get("labels", {}).get("severity")
+                     and rule.get("annotations", {}).get("summary"),
+                     f"{ALERT_RULES.name}: rule {name} needs expr, labels.severity, annotations.summary")
+        for metric in re.findall(r"\bxecm_[a-z_]+", str(rule.get("expr", ""))):
+            report.check(metric in METRICS, f"{ALERT_RULES.name}: rule {name} uses unknown metric {metric}")
 
 
 # --- helm ----------------------------------------------------------------------------------
@@ -595,10 +655,11 @@ def main() -> int:
     report = Report()
     merged = check_schema(report)
     check_references(report)
+    check_docs(report)
     if not args.no_render:
         check_rendering(report, merged)
     for problem in report.problems:
-        print(f"check_helm: FAIL {problem}", file=sys.stderr, flush=True)
+        print(f"check_helm: FAIL {problem}")
     print(f"check_helm: {report.passed} passed, {len(report.problems)} failed")
     return 1 if report.problems else 0
 
