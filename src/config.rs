@@ -320,10 +320,15 @@ impl Settings {
         Ok(settings)
     }
 
-    /// Builds settings from defaults overlaid with a TOML string (tests and `demo`).
-    pub fn from_toml(toml: &str) -> Result<Self, ConfigError> {
-        let settings: Settings = Figment::from(Toml::string(DEFAULTS))
-            .merge(Toml::string(toml))
+    /// Builds settings from the defaults overlaid with TOML documents, later ones winning
+    /// (tests and `demo`).
+    pub fn from_toml(layers: &[&str]) -> Result<Self, ConfigError> {
+        let figment = layers
+            .iter()
+            .fold(Figment::from(Toml::string(DEFAULTS)), |f, layer| {
+                f.merge(Toml::string(layer))
+            });
+        let settings: Settings = figment
             .extract()
             .map_err(|e| ConfigError(describe_figment_error(e)))?;
         settings.validate()?;

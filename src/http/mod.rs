@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::Router;
+use axum::extract::DefaultBodyLimit;
 use axum::http::{Method, Request, StatusCode};
 use axum::middleware;
 use axum::routing::{MethodRouter, get, post};
@@ -88,21 +89,26 @@ pub fn routes() -> Vec<Route> {
 /// and timeout layers.
 pub fn router(state: AppState, groups: &[RouteGroup]) -> Router {
     let timeout = Duration::from_secs(state.settings.server.request_timeout_secs);
+    let body_limit = state.settings.server.max_body_bytes;
     let mut router = Router::new();
     for route in routes().into_iter().filter(|r| groups.contains(&r.group)) {
         router = router.route(route.path, route.handler);
     }
-    router.fallback(webhooks::fallback).with_state(state).layer(
-        ServiceBuilder::new()
-            .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
-            .layer(TraceLayer::new_for_http().make_span_with(request_span))
-            .layer(PropagateRequestIdLayer::x_request_id())
-            .layer(middleware::from_fn(problem::problem_middleware))
-            .layer(TimeoutLayer::with_status_code(
-                StatusCode::REQUEST_TIMEOUT,
-                timeout,
-            )),
-    )
+    router
+        .fallback(webhooks::fallback)
+        .with_state(state)
+        .layer(DefaultBodyLimit::max(body_limit))
+        .layer(
+            ServiceBuilder::new()
+                .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
+                .layer(TraceLayer::new_for_http().make_span_with(request_span))
+                .layer(PropagateRequestIdLayer::x_request_id())
+                .layer(middleware::from_fn(problem::problem_middleware))
+                .layer(TimeoutLayer::with_status_code(
+                    StatusCode::REQUEST_TIMEOUT,
+                    timeout,
+                )),
+        )
 }
 
 /// Every log line of a request carries its id, method and path.

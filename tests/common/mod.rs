@@ -58,7 +58,7 @@ secrets = ["{OPENTEXT_SECRET}"]
 "#,
         dir.path().display()
     );
-    Settings::from_toml(&format!("{base}\n{extra}")).expect("test settings are valid")
+    Settings::from_toml(&[&base, extra]).expect("test settings are valid")
 }
 
 pub async fn spawn_app(extra: &str) -> TestApp {
@@ -68,7 +68,9 @@ pub async fn spawn_app(extra: &str) -> TestApp {
 }
 
 pub async fn spawn_with(settings: Settings, dir: TempDir) -> TestApp {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
     let addr = listener.local_addr().expect("addr");
     let state = server::build_state(settings).await.expect("state");
     let store = state.store.clone();
