@@ -5,7 +5,8 @@
 //! fsync; each request is answered only after the commit that holds its events.
 
 use std::str::FromStr;
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -35,6 +36,8 @@ pub struct SqliteStore {
     pool: SqlitePool,
     writer: Mutex<Option<mpsc::Sender<WriteRequest>>>,
     writer_task: Mutex<Option<JoinHandle<()>>>,
+    /// Transactions the writer has committed (each is one fsync).
+    commits: Arc<AtomicU64>,
 }
 
 impl std::fmt::Debug for SqliteStore {
@@ -68,17 +71,29 @@ impl SqliteStore {
             .connect_with(options)
             .await?;
         let (tx, rx) = mpsc::channel(WRITE_QUEUE);
-        let task = tokio::spawn(run_writer(pool.clone(), rx, cfg.group_commit_max_events));
+        let commits = Arc::new(AtomicU64::new(0));
+        let writer = Writer {
+            pool: pool.clone(),
+            max_events: cfg.group_commit_max_events,
+            commits: commits.clone(),
+        };
+        let task = tokio::spawn(writer.run(rx));
         Ok(Self {
             pool,
             writer: Mutex::new(Some(tx)),
             writer_task: Mutex::new(Some(task)),
+            commits,
         })
     }
 
     /// The connection pool, for the worker's queries.
     pub fn pool(&self) -> &SqlitePool {
         &self.pool
+    }
+
+    /// How many insert transactions have been committed so far.
+    pub fn commits(&self) -> u64 {
+        self.commits.load(Ordering::Relaxed)
     }
 }
 
@@ -164,22 +179,35 @@ pub(crate) fn missing_migrations(migrator: &Migrator, applied: &[i64]) -> Result
     }
 }
 
-async fn run_writer(pool: SqlitePool, mut queue: mpsc::Receiver<WriteRequest>, max_events: usize) {
-    while let Some(first) = queue.recv().await {
-        let mut count = first.events.len();
-        let mut batch = vec![first];
-        // Everything that arrived while the previous commit was on disk joins this one.
-        while count < max_events {
-            match queue.try_recv() {
-                Ok(next) => {
-                    count += next.events.len();
-                    batch.push(next);
+/// The single writer task behind [`SqliteStore::insert_events`].
+struct Writer {
+    pool: SqlitePool,
+    max_events: usize,
+    commits: Arc<AtomicU64>,
+}
+
+impl Writer {
+    async fn run(self, mut queue: mpsc::Receiver<WriteRequest>) {
+        while let Some(first) = queue.recv().await {
+            let mut count = first.events.len();
+            let mut batch = vec![first];
+            // Everything that arrived while the previous commit was on disk joins this one.
+            while count < self.max_events {
+                match queue.try_recv() {
+                    Ok(next) => {
+                        count += next.events.len();
+                        batch.push(next);
+                    }
+                    Err(_) => break,
                 }
-                Err(_) => break,
             }
+            metrics::histogram!("xecm_store_group_commit_events").record(count as f64);
+            self.commit_and_reply(batch).await;
         }
-        metrics::histogram!("xecm_store_group_commit_events").record(count as f64);
-        match commit_group(&pool, &batch).await {
+    }
+
+    async fn commit_and_reply(&self, batch: Vec<WriteRequest>) {
+        match self.commit(&batch).await {
             Ok(outcomes) => {
                 for (request, outcome) in batch.into_iter().zip(outcomes) {
                     let _ = request.reply.send(Ok(outcome));
@@ -189,13 +217,20 @@ async fn run_writer(pool: SqlitePool, mut queue: mpsc::Receiver<WriteRequest>, m
             Err(error) => {
                 tracing::warn!(%error, requests = batch.len(), "group commit failed; committing requests one by one");
                 for request in batch {
-                    let result = commit_group(&pool, std::slice::from_ref(&request))
+                    let result = self
+                        .commit(std::slice::from_ref(&request))
                         .await
                         .map(|mut outcomes| outcomes.remove(0));
                     let _ = request.reply.send(result);
                 }
             }
         }
+    }
+
+    async fn commit(&self, batch: &[WriteRequest]) -> Result<Vec<Vec<InsertOutcome>>, StoreError> {
+        let outcomes = commit_group(&self.pool, batch).await?;
+        self.commits.fetch_add(1, Ordering::Relaxed);
+        Ok(outcomes)
     }
 }
 

@@ -1,0 +1,92 @@
+//! SQLite group commit: concurrent inserts share transactions (fewer commits than requests), each
+//! caller is answered with its own outcome, and duplicates inside one group are still detected.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use xecm_bridge::config::Settings;
+use xecm_bridge::store::sqlite::SqliteStore;
+use xecm_bridge::store::{InsertOutcome, NewEvent, Source, Store};
+
+fn event(id: &str) -> NewEvent {
+    NewEvent {
+        source: Source::Allportal,
+        source_event_id: id.to_string(),
+        kind: "moduleobject_modify".into(),
+        module: Some("product".into()),
+        object_id: Some(id.into()),
+        object_key: Some(format!("product/{id}")),
+        payload: serde_json::json!({"object_id": id}),
+        raw_body: Bytes::from_static(b"{}"),
+        headers: serde_json::json!({}),
+        received_at: 1,
+    }
+}
+
+async fn open(dir: &tempfile::TempDir) -> Arc<SqliteStore> {
+    let toml = format!(
+        "[store]\nurl = \"sqlite://{}/g.db\"\n[sources.allportal]\nsecrets=[\"whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw\"]\n[sources.opentext]\nsecrets=[\"whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw\"]",
+        dir.path().display()
+    );
+    let settings = Settings::from_toml(&[&toml]).unwrap();
+    let store = SqliteStore::open(&settings.store).await.unwrap();
+    store.migrate().await.unwrap();
+    Arc::new(store)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_inserts_share_commits() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(&dir).await;
+    let mut tasks = Vec::new();
+    for i in 0..400 {
+        let store = store.clone();
+        tasks.push(tokio::spawn(async move {
+            store.insert_events(vec![event(&format!("e{i}"))]).await
+        }));
+    }
+    for task in tasks {
+        let outcomes = task.await.unwrap().unwrap();
+        assert!(matches!(outcomes.as_slice(), [InsertOutcome::Accepted(_)]));
+    }
+    assert_eq!(store.count_events().await.unwrap(), 400);
+    let commits = store.commits();
+    assert!(commits < 400, "400 concurrent requests took {commits} commits: no grouping");
+    store.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_same_event_from_many_callers_is_stored_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(&dir).await;
+    let mut tasks = Vec::new();
+    for _ in 0..50 {
+        let store = store.clone();
+        tasks.push(tokio::spawn(async move { store.insert_events(vec![event("same")]).await }));
+    }
+    let mut accepted = Vec::new();
+    let mut duplicates = Vec::new();
+    for task in tasks {
+        match task.await.unwrap().unwrap().remove(0) {
+            InsertOutcome::Accepted(id) => accepted.push(id),
+            InsertOutcome::Duplicate(id) => duplicates.push(id),
+        }
+    }
+    assert_eq!(accepted.len(), 1);
+    assert_eq!(duplicates.len(), 49);
+    assert!(duplicates.iter().all(|id| *id == accepted[0]));
+    assert_eq!(store.count_events().await.unwrap(), 1);
+    store.close().await;
+}
+
+#[tokio::test]
+async fn close_flushes_then_refuses() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(&dir).await;
+    store.insert_events(vec![event("before")]).await.unwrap();
+    store.close().await;
+    assert!(store.insert_events(vec![event("after")]).await.is_err());
+    let reopened = open(&dir).await;
+    assert_eq!(reopened.count_events().await.unwrap(), 1);
+    reopened.close().await;
+}
