@@ -51,7 +51,10 @@ async fn concurrent_inserts_share_commits() {
     }
     assert_eq!(store.count_events().await.unwrap(), 400);
     let commits = store.commits();
-    assert!(commits < 400, "400 concurrent requests took {commits} commits: no grouping");
+    assert!(
+        commits < 400,
+        "400 concurrent requests took {commits} commits: no grouping"
+    );
     store.close().await;
 }
 
@@ -62,7 +65,9 @@ async fn the_same_event_from_many_callers_is_stored_once() {
     let mut tasks = Vec::new();
     for _ in 0..50 {
         let store = store.clone();
-        tasks.push(tokio::spawn(async move { store.insert_events(vec![event("same")]).await }));
+        tasks.push(tokio::spawn(async move {
+            store.insert_events(vec![event("same")]).await
+        }));
     }
     let mut accepted = Vec::new();
     let mut duplicates = Vec::new();

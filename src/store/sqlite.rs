@@ -4,6 +4,7 @@
 //! waiting when a transaction starts are written in that one transaction and made durable by one
 //! fsync; each request is answered only after the commit that holds its events.
 
+use std::collections::{HashMap, HashSet};
 use std::str::FromStr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -15,11 +16,11 @@ use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow,
     SqliteSynchronous,
 };
-use sqlx::{Row, Sqlite, Transaction};
+use sqlx::{QueryBuilder, Row, Sqlite, Transaction};
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
-use super::{InsertOutcome, NewEvent, Store, StoreError, StoredEvent, new_event_id};
+use super::{InsertOutcome, NewEvent, Source, Store, StoreError, StoredEvent, new_event_id};
 use crate::config::StoreConfig;
 
 pub static MIGRATOR: Migrator = sqlx::migrate!("./migrations/sqlite");
@@ -234,61 +235,90 @@ impl Writer {
     }
 }
 
+/// Most rows in one INSERT statement (13 parameters each, well under SQLite's 32766).
+const ROWS_PER_STATEMENT: usize = 500;
+
+/// Writes every event of `batch` in one transaction with multi-row inserts (one statement per
+/// [`ROWS_PER_STATEMENT`] events rather than one per event) and returns the outcomes per request.
 async fn commit_group(
     pool: &SqlitePool,
     batch: &[WriteRequest],
 ) -> Result<Vec<Vec<InsertOutcome>>, StoreError> {
+    let events: Vec<(&NewEvent, String)> = batch
+        .iter()
+        .flat_map(|request| &request.events)
+        .map(|event| (event, new_event_id()))
+        .collect();
     let mut tx = pool.begin().await?;
-    let mut outcomes = Vec::with_capacity(batch.len());
-    for request in batch {
-        let mut request_outcomes = Vec::with_capacity(request.events.len());
-        for event in &request.events {
-            request_outcomes.push(insert_one(&mut tx, event).await?);
+    let mut inserted = HashSet::new();
+    for chunk in events.chunks(ROWS_PER_STATEMENT) {
+        inserted.extend(insert_rows(&mut tx, chunk).await?);
+    }
+    // An event that was not inserted duplicates one stored earlier or earlier in this group.
+    let mut stored: HashMap<(Source, &str), String> = HashMap::new();
+    for (event, id) in &events {
+        if inserted.contains(id) {
+            stored.insert((event.source, &event.source_event_id), id.clone());
         }
-        outcomes.push(request_outcomes);
+    }
+    let mut outcomes = Vec::with_capacity(events.len());
+    for (event, id) in &events {
+        let key = (event.source, event.source_event_id.as_str());
+        outcomes.push(if inserted.contains(id) {
+            InsertOutcome::Accepted(id.clone())
+        } else if let Some(first) = stored.get(&key) {
+            InsertOutcome::Duplicate(first.clone())
+        } else {
+            InsertOutcome::Duplicate(existing_id(&mut tx, event).await?)
+        });
     }
     tx.commit().await?;
-    Ok(outcomes)
+    let mut outcomes = outcomes.into_iter();
+    Ok(batch
+        .iter()
+        .map(|request| outcomes.by_ref().take(request.events.len()).collect())
+        .collect())
 }
 
-async fn insert_one(
+/// Inserts the rows that are new; returns the ids of those inserted.
+async fn insert_rows(
+    tx: &mut Transaction<'_, Sqlite>,
+    rows: &[(&NewEvent, String)],
+) -> Result<Vec<String>, StoreError> {
+    let mut query = QueryBuilder::<Sqlite>::new(
+        "INSERT INTO events (id, source, source_event_id, kind, module, object_id, object_key,
+                             payload, raw_body, headers, received_at, next_attempt_at, updated_at) ",
+    );
+    query.push_values(rows, |mut row, (event, id)| {
+        row.push_bind(id.as_str())
+            .push_bind(event.source.as_str())
+            .push_bind(event.source_event_id.as_str())
+            .push_bind(event.kind.as_str())
+            .push_bind(event.module.as_deref())
+            .push_bind(event.object_id.as_deref())
+            .push_bind(event.object_key.as_deref())
+            .push_bind(event.payload.to_string())
+            .push_bind(event.raw_body.as_ref())
+            .push_bind(event.headers.to_string())
+            .push_bind(event.received_at)
+            .push_bind(event.received_at)
+            .push_bind(event.received_at);
+    });
+    query.push(" ON CONFLICT (source, source_event_id) DO NOTHING RETURNING id");
+    Ok(query.build_query_scalar().fetch_all(&mut **tx).await?)
+}
+
+async fn existing_id(
     tx: &mut Transaction<'_, Sqlite>,
     event: &NewEvent,
-) -> Result<InsertOutcome, StoreError> {
-    let id = new_event_id();
-    let inserted = sqlx::query(
-        "INSERT INTO events (id, source, source_event_id, kind, module, object_id, object_key,
-                             payload, raw_body, headers, received_at, state, attempts,
-                             next_attempt_at, updated_at)
-         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'pending', 0, ?, ?)
-         ON CONFLICT (source, source_event_id) DO NOTHING",
-    )
-    .bind(&id)
-    .bind(event.source.as_str())
-    .bind(&event.source_event_id)
-    .bind(&event.kind)
-    .bind(&event.module)
-    .bind(&event.object_id)
-    .bind(&event.object_key)
-    .bind(event.payload.to_string())
-    .bind(event.raw_body.as_ref())
-    .bind(event.headers.to_string())
-    .bind(event.received_at)
-    .bind(event.received_at)
-    .bind(event.received_at)
-    .execute(&mut **tx)
-    .await?
-    .rows_affected();
-    if inserted == 1 {
-        return Ok(InsertOutcome::Accepted(id));
-    }
-    let existing: String =
+) -> Result<String, StoreError> {
+    Ok(
         sqlx::query_scalar("SELECT id FROM events WHERE source = ? AND source_event_id = ?")
             .bind(event.source.as_str())
             .bind(&event.source_event_id)
             .fetch_one(&mut **tx)
-            .await?;
-    Ok(InsertOutcome::Duplicate(existing))
+            .await?,
+    )
 }
 
 const SELECT_EVENT: &str =
