@@ -1,1 +1,8 @@
-//! Typed REST clients of the two upstream systems.
+//! Typed REST clients of the two upstream systems, over one resilient [`transport::Transport`]
+//! per upstream. They know nothing of flows: they return typed values and [`UpstreamError`]s.
+
+pub mod error;
+pub mod transport;
+
+pub use error::{TransportErrorKind, UpstreamError};
+pub use transport::{CircuitState, Clock, StreamBody, SystemClock, Transport, TransportPolicy};
