@@ -718,6 +718,37 @@ pub(crate) async fn answer_of(response: Response) -> ErrorAnswer {
     }
 }
 
+/// Checks the status and decodes a JSON body; error answers go through `map` (each upstream
+/// refines the generic mapping).
+pub(crate) async fn decode_json<T: serde::de::DeserializeOwned>(
+    response: Response,
+    map: fn(ErrorAnswer) -> UpstreamError,
+) -> Result<T, UpstreamError> {
+    let bytes = success_body(response, map).await?;
+    serde_json::from_slice(&bytes).map_err(UpstreamError::decode)
+}
+
+/// The body of a successful answer; error answers go through `map`.
+pub(crate) async fn success_body(
+    response: Response,
+    map: fn(ErrorAnswer) -> UpstreamError,
+) -> Result<Bytes, UpstreamError> {
+    let response = check_status(response, map).await?;
+    response.bytes().await.map_err(UpstreamError::from_reqwest)
+}
+
+/// The response itself when it is a success; error answers go through `map`.
+pub(crate) async fn check_status(
+    response: Response,
+    map: fn(ErrorAnswer) -> UpstreamError,
+) -> Result<Response, UpstreamError> {
+    if response.status().is_success() {
+        Ok(response)
+    } else {
+        Err(map(answer_of(response).await))
+    }
+}
+
 /// `Retry-After` as delay-seconds or an HTTP date.
 pub fn parse_retry_after(headers: &http::HeaderMap) -> Option<Duration> {
     let value = headers.get(RETRY_AFTER)?.to_str().ok()?.trim();
