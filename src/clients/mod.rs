@@ -4,6 +4,7 @@
 pub mod allportal;
 pub mod error;
 pub mod file;
+pub mod opentext;
 pub mod transport;
 
 pub use error::{TransportErrorKind, UpstreamError};
