@@ -390,3 +390,53 @@ async fn streamed_body_is_retried_only_while_unsent() {
     assert_eq!(received(&server).await, 1);
     assert_eq!(body.bytes_sent(), 4096);
 }
+
+#[test]
+fn records_request_metrics_and_circuit_state() {
+    let recorder = metrics_exporter_prometheus::PrometheusBuilder::new().build_recorder();
+    let handle = recorder.handle();
+    metrics::with_local_recorder(&recorder, || {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        runtime.block_on(async {
+            let server = MockServer::start().await;
+            Mock::given(path("/ok"))
+                .respond_with(ResponseTemplate::new(200))
+                .mount(&server)
+                .await;
+            Mock::given(path("/gone"))
+                .respond_with(ResponseTemplate::new(404))
+                .mount(&server)
+                .await;
+            let t = Transport::new(
+                "metrics-test",
+                Url::parse(&server.uri()).unwrap(),
+                policy(0),
+                ManualClock::new(),
+            )
+            .unwrap();
+            get(&t, "ok").await.unwrap();
+            get(&t, "ok").await.unwrap();
+            get(&t, "gone").await.unwrap();
+        });
+    });
+    let text = handle.render();
+    let line = |prefix: &str| {
+        text.lines()
+            .find(|l| l.starts_with(prefix))
+            .unwrap_or_else(|| panic!("no `{prefix}` in\n{text}"))
+            .to_string()
+    };
+    assert!(
+        line(r#"xecm_upstream_requests_total{upstream="metrics-test",status_class="2xx"}"#)
+            .ends_with(" 2")
+    );
+    assert!(
+        line(r#"xecm_upstream_requests_total{upstream="metrics-test",status_class="4xx"}"#)
+            .ends_with(" 1")
+    );
+    assert!(line(r#"xecm_upstream_circuit_state{upstream="metrics-test"}"#).ends_with(" 0"));
+    line("xecm_upstream_request_duration_seconds");
+}

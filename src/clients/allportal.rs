@@ -16,7 +16,8 @@ use serde_json::{Map, Value};
 use super::error::{ErrorAnswer, UpstreamError};
 use super::file::{Download, FileUpload};
 use super::transport::{
-    Clock, Deadline, StreamBody, SystemClock, Transport, TransportPolicy, check_status, decode_json,
+    CircuitState, Clock, Deadline, StreamBody, SystemClock, Transport, TransportPolicy,
+    check_status, decode_json,
 };
 use crate::config::AllportalConfig;
 
@@ -431,6 +432,11 @@ impl AllportalClient {
 
     pub fn transport(&self) -> &Transport {
         &self.transport
+    }
+
+    /// State of this upstream's circuit breaker (status endpoint).
+    pub fn circuit_state(&self) -> CircuitState {
+        self.transport.circuit_state()
     }
 
     fn request(

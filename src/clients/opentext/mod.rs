@@ -26,7 +26,8 @@ use self::auth::{Login, Session};
 use self::routes::{AUTH_INFO, Route};
 use super::error::{ErrorAnswer, TransportErrorKind, UpstreamError};
 use super::transport::{
-    Clock, Deadline, StreamBody, SystemClock, Transport, TransportPolicy, check_status, decode_json,
+    CircuitState, Clock, Deadline, StreamBody, SystemClock, Transport, TransportPolicy,
+    check_status, decode_json,
 };
 use crate::config::OpentextConfig;
 
@@ -128,6 +129,11 @@ impl OpentextClient {
 
     pub fn transport(&self) -> &Transport {
         &self.inner.transport
+    }
+
+    /// State of the Content Server circuit breaker (status endpoint).
+    pub fn circuit_state(&self) -> CircuitState {
+        self.inner.transport.circuit_state()
     }
 
     /// The external system id 4ALLPORTAL business objects are registered under.
