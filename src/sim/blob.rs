@@ -121,21 +121,6 @@ impl Blob {
             }
         }
     }
-
-    /// The first bytes of the content, for small inspections (tests, state dumps).
-    pub(crate) async fn read_all_limited(&self, limit: usize) -> io::Result<Vec<u8>> {
-        let mut out = Vec::new();
-        let mut stream = self.stream();
-        while let Some(chunk) = stream.next().await {
-            let chunk = chunk?;
-            let take = chunk.len().min(limit - out.len());
-            out.extend_from_slice(&chunk[..take]);
-            if out.len() >= limit {
-                break;
-            }
-        }
-        Ok(out)
-    }
 }
 
 fn file_stream(file: Arc<SpillFile>) -> BoxStream<'static, io::Result<Bytes>> {

@@ -81,9 +81,9 @@ impl MultipartReader {
         }
     }
 
-    fn find(&self, needle: &[u8]) -> Option<usize> {
+    fn find(&self, needle: &[u8], start: usize) -> Option<usize> {
         let first = needle[0];
-        let mut from = 0;
+        let mut from = start.min(self.buf.len());
         while let Some(offset) = self.buf[from..].iter().position(|b| *b == first) {
             let at = from + offset;
             if self.buf.len() - at < needle.len() {
@@ -119,7 +119,7 @@ impl MultipartReader {
             return Ok(None);
         }
         let headers_end = loop {
-            if let Some(at) = self.find(b"\r\n\r\n") {
+            if let Some(at) = self.find(b"\r\n\r\n", 0) {
                 break at;
             }
             if self.buf.len() > 16 * 1024 {
@@ -147,8 +147,10 @@ impl MultipartReader {
         if matches!(self.position, Position::AfterDelimiter | Position::Done) {
             return Ok(None);
         }
+        // Bytes before `scanned` were already searched; only the tail can start a delimiter.
+        let mut scanned = 0;
         loop {
-            if let Some(at) = self.find(&self.delimiter.clone()) {
+            if let Some(at) = self.find(&self.delimiter.clone(), scanned) {
                 if at > 0 {
                     return Ok(Some(self.take(at)));
                 }
@@ -161,6 +163,7 @@ impl MultipartReader {
             if safe > 0 && (self.buf.len() >= 64 * 1024 || self.eof) {
                 return Ok(Some(self.take(safe)));
             }
+            scanned = safe;
             if !self.fill().await? {
                 if safe > 0 {
                     return Ok(Some(self.take(safe)));
