@@ -1018,3 +1018,41 @@ async fn faults_outage_retry_after_error_rate_and_request_log() {
     let statuses: Vec<u64> = log.iter().map(|r| r["status"].as_u64().unwrap()).collect();
     assert_eq!(statuses, [200, 503, 503, 200]);
 }
+
+#[tokio::test]
+async fn injected_duplicate_create_is_carried_out_and_answered_with_500() {
+    let sim = start(None).await;
+    let mut ot = Ot::login(&sim).await;
+    sim.set_faults(FaultSettings {
+        duplicate_creates: 1,
+        ..Default::default()
+    });
+    let (status, body) = ot
+        .body(
+            reqwest::Method::POST,
+            "/api/v2/nodes",
+            json!({"type": 0, "parent_id": sample_ids::WORKSPACES_FOLDER, "name": "Lost"}),
+        )
+        .await;
+    assert_eq!(status, 500);
+    assert_eq!(
+        body["error"],
+        "An item with the name 'Lost' already exists."
+    );
+    // The folder exists: a lookup by name finds it, and the next create is answered normally.
+    let (_, listing) = ot
+        .get(&format!(
+            "/api/v2/nodes/{}/nodes?where_name=Lost",
+            sample_ids::WORKSPACES_FOLDER
+        ))
+        .await;
+    find_child(&listing, "Lost");
+    let (status, _) = ot
+        .body(
+            reqwest::Method::POST,
+            "/api/v2/nodes",
+            json!({"type": 0, "parent_id": sample_ids::WORKSPACES_FOLDER, "name": "Other"}),
+        )
+        .await;
+    assert_eq!(status, 200);
+}

@@ -28,6 +28,10 @@ pub struct FaultSettings {
     pub retry_after_secs: Option<u64>,
     /// OpenText: invalidate every ticket and token issued so far (acted on once, then reset).
     pub expire_tickets: bool,
+    /// OpenText: the next N creates (workspace, folder, document) are carried out but answered
+    /// with 500 "An item with the name '…' already exists." — what a client sees when it retries
+    /// a create whose first response was lost. The bridge must resolve it by lookup.
+    pub duplicate_creates: u32,
 }
 
 impl FaultSettings {
@@ -58,6 +62,16 @@ impl Faults {
 
     pub(crate) fn get(&self) -> FaultSettings {
         self.settings.read().expect("faults poisoned").clone()
+    }
+
+    /// Uses up one injected duplicate-name answer, if any are left.
+    pub(crate) fn take_duplicate_create(&self) -> bool {
+        let mut settings = self.settings.write().expect("faults poisoned");
+        if settings.duplicate_creates == 0 {
+            return false;
+        }
+        settings.duplicate_creates -= 1;
+        true
     }
 
     pub(crate) fn set(&self, settings: FaultSettings) {

@@ -118,6 +118,9 @@ async fn create_node(
 ) -> Response {
     let mut store = sim.store.write().expect("store poisoned");
     match create_node_inner(&mut store, &mut params, &caller) {
+        Ok(id) if sim.faults.take_duplicate_create() => {
+            super::model::duplicate_name(&store.nodes[&id].name).into_response()
+        }
         Ok(id) => node_response(&store, id, "POST"),
         Err(err) => err.into_response(),
     }

@@ -3,7 +3,7 @@
 
 use axum::Router;
 use axum::extract::{Extension, Path, State};
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, put};
 use serde_json::{Map, Value, json};
 
@@ -277,11 +277,14 @@ async fn create(
 ) -> Response {
     let mut store = sim.store.write().expect("store poisoned");
     match create_one(&mut store, &params, &caller) {
+        Ok(id) if sim.faults.take_duplicate_create() => {
+            super::model::duplicate_name(&store.nodes[&id].name).into_response()
+        }
         Ok(id) => ok(json!({
             "links": links("POST", "/api/v2/businessworkspaces"),
             "results": {"id": id, "direct_open": true, "sub_folder_id": 0},
         })),
-        Err(err) => axum::response::IntoResponse::into_response(err),
+        Err(err) => err.into_response(),
     }
 }
 
@@ -385,7 +388,7 @@ fn business_properties(store: &Store, id: i64) -> (Value, Value) {
 async fn read(State(sim): State<Sim>, Path(id): Path<i64>) -> Response {
     let mut store = sim.store.write().expect("store poisoned");
     if let Err(err) = workspace_id(&store, id) {
-        return axum::response::IntoResponse::into_response(err);
+        return err.into_response();
     }
     store.remember_recent(id);
     let node = &store.nodes[&id];
@@ -412,7 +415,7 @@ async fn read(State(sim): State<Sim>, Path(id): Path<i64>) -> Response {
 async fn related(State(sim): State<Sim>, Path(id): Path<i64>, params: Params) -> Response {
     let store = sim.store.read().expect("store poisoned");
     if let Err(err) = workspace_id(&store, id) {
-        return axum::response::IntoResponse::into_response(err);
+        return err.into_response();
     }
     let wanted: Vec<String> = params
         .str("where_rel_types")
@@ -478,7 +481,7 @@ async fn add_related(State(sim): State<Sim>, Path(id): Path<i64>, params: Params
         .and_then(|_| set_relation(&mut store, rel, id, other, true));
     match result {
         Ok(()) => ok(json!({"links": links("POST", ""), "results": {}})),
-        Err(err) => axum::response::IntoResponse::into_response(err),
+        Err(err) => err.into_response(),
     }
 }
 
@@ -489,7 +492,7 @@ async fn remove_related(State(sim): State<Sim>, Path((id, rel)): Path<(i64, i64)
         .and_then(|_| set_relation(&mut store, rel, id, "", false));
     match result {
         Ok(()) => ok(json!({"results": {}})),
-        Err(err) => axum::response::IntoResponse::into_response(err),
+        Err(err) => err.into_response(),
     }
 }
 
@@ -519,7 +522,7 @@ async fn add_reference(State(sim): State<Sim>, Path(id): Path<i64>, params: Para
         });
     match result {
         Ok(()) => ok(json!({"results": {}})),
-        Err(err) => axum::response::IntoResponse::into_response(err),
+        Err(err) => err.into_response(),
     }
 }
 
@@ -539,7 +542,7 @@ async fn remove_reference(State(sim): State<Sim>, Path(id): Path<i64>, params: P
         });
     match result {
         Ok(()) => ok(json!({"results": {}})),
-        Err(err) => axum::response::IntoResponse::into_response(err),
+        Err(err) => err.into_response(),
     }
 }
 
@@ -580,7 +583,7 @@ fn with_role<T>(
 async fn roles(State(sim): State<Sim>, Path(id): Path<i64>) -> Response {
     let store = sim.store.read().expect("store poisoned");
     if let Err(err) = workspace_id(&store, id) {
-        return axum::response::IntoResponse::into_response(err);
+        return err.into_response();
     }
     let ws = store.nodes[&id].workspace.as_ref().expect("workspace");
     let results: Vec<Value> = ws.roles.iter().map(role_json).collect();
@@ -593,7 +596,7 @@ async fn role(State(sim): State<Sim>, Path((id, role_id)): Path<(i64, i64)>) -> 
     let mut store = sim.store.write().expect("store poisoned");
     match with_role(&mut store, id, role_id, |r| role_json(r)) {
         Ok(role) => ok(json!({"results": role})),
-        Err(err) => axum::response::IntoResponse::into_response(err),
+        Err(err) => err.into_response(),
     }
 }
 
@@ -649,7 +652,7 @@ async fn update_role(
     });
     match result {
         Ok(role) => ok(json!({"links": links("PUT", ""), "results": role})),
-        Err(err) => axum::response::IntoResponse::into_response(err),
+        Err(err) => err.into_response(),
     }
 }
 
@@ -665,7 +668,7 @@ async fn role_members(State(sim): State<Sim>, Path((id, role_id)): Path<(i64, i6
             let results: Vec<Value> = members.iter().map(|m| member_json(&store, *m)).collect();
             ok(json!({"results": results}))
         }
-        Err(err) => axum::response::IntoResponse::into_response(err),
+        Err(err) => err.into_response(),
     }
 }
 
@@ -687,7 +690,7 @@ async fn add_role_member(
     });
     match result {
         Ok(()) => ok(json!({"results": member_json(&store, member)})),
-        Err(err) => axum::response::IntoResponse::into_response(err),
+        Err(err) => err.into_response(),
     }
 }
 
@@ -700,14 +703,14 @@ async fn remove_role_member(
         role.members.retain(|m| *m != member)
     }) {
         Ok(()) => ok(json!({"results": {}})),
-        Err(err) => axum::response::IntoResponse::into_response(err),
+        Err(err) => err.into_response(),
     }
 }
 
 async fn all_members(State(sim): State<Sim>, Path(id): Path<i64>) -> Response {
     let store = sim.store.read().expect("store poisoned");
     if let Err(err) = workspace_id(&store, id) {
-        return axum::response::IntoResponse::into_response(err);
+        return err.into_response();
     }
     let mut members: Vec<i64> = store.nodes[&id]
         .workspace
