@@ -881,6 +881,13 @@ async fn records_management_classify_finalize_and_holds() {
         )
         .await;
     assert_eq!(status, 200);
+    // Query and form field at once, as a cautious client sends it.
+    let hold_s = hold.to_string();
+    let query = format!("/api/v1/nodes/{ws}/holds?hold_id={hold}");
+    let (status, both) = ot
+        .form(reqwest::Method::POST, &query, &[("hold_id", &hold_s)])
+        .await;
+    assert_eq!(status, 200, "{both}");
     let (_, folders) = ot.get(&format!("/api/v2/nodes/{ws}/nodes")).await;
     let folder = find_child(&folders, "Pricing");
     let (status, _) = ot

@@ -470,10 +470,12 @@ fn category_json(store: &Store, node_id: i64, cat: i64) -> Value {
             );
         }
     }
+    let token = Store::category_token(node, cat);
     json!({
         "data": {"categories": values.values},
         "metadata": metadata,
-        "metadata_token": Store::category_token(node, cat),
+        "metadata_token": token,
+        "state": {"categories": {cat.to_string(): {"metadata_token": token}}},
     })
 }
 

@@ -36,15 +36,23 @@ impl Params {
         self.fields.get(key).filter(|v| !v.is_null())
     }
 
-    pub(crate) fn str(&self, key: &str) -> Option<String> {
+    /// A scalar parameter; when a client sent it twice (query and form), the first value counts.
+    fn scalar(&self, key: &str) -> Option<&Value> {
         match self.get(key)? {
+            Value::Array(items) => items.first(),
+            other => Some(other),
+        }
+    }
+
+    pub(crate) fn str(&self, key: &str) -> Option<String> {
+        match self.scalar(key)? {
             Value::String(s) => Some(s.clone()),
             other => Some(other.to_string()),
         }
     }
 
     pub(crate) fn i64(&self, key: &str) -> Option<i64> {
-        match self.get(key)? {
+        match self.scalar(key)? {
             Value::Number(n) => n.as_i64(),
             Value::String(s) => s.trim().parse().ok(),
             _ => None,
@@ -52,7 +60,7 @@ impl Params {
     }
 
     pub(crate) fn bool(&self, key: &str) -> Option<bool> {
-        match self.get(key)? {
+        match self.scalar(key)? {
             Value::Bool(b) => Some(*b),
             Value::String(s) => Some(matches!(
                 s.to_ascii_lowercase().as_str(),
