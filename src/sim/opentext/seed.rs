@@ -1,0 +1,345 @@
+//! OpenText configuration the simulator starts with: users, OAuth clients, categories, workspace
+//! types with their templates, workflow maps, RM classifications and holds.
+
+use serde::{Deserialize, Serialize};
+
+/// Everything an xECM administrator would have configured before the bridge runs.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default)]
+pub struct OpentextSeed {
+    /// Folder under the Enterprise Workspace (2000) where workspaces are created by default.
+    pub enterprise_folder_id: i64,
+    pub users: Vec<SeedUser>,
+    pub oauth_clients: Vec<SeedOauthClient>,
+    pub categories: Vec<SeedCategory>,
+    pub workspace_types: Vec<SeedWorkspaceType>,
+    pub workflow_maps: Vec<SeedWorkflowMap>,
+    pub rm_classifications: Vec<SeedRmClassification>,
+    pub holds: Vec<SeedHold>,
+}
+
+/// A Content Server user; `Debug` hides the password.
+#[derive(Clone, Serialize, Deserialize)]
+pub struct SeedUser {
+    pub id: i64,
+    pub name: String,
+    pub password: String,
+}
+
+impl std::fmt::Debug for SeedUser {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SeedUser")
+            .field("id", &self.id)
+            .field("name", &self.name)
+            .field("password", &"<redacted>")
+            .finish()
+    }
+}
+
+/// An OTDS OAuth client (client credentials grant) acting as `user`; `Debug` hides the secret.
+#[derive(Clone, Serialize, Deserialize)]
+pub struct SeedOauthClient {
+    pub client_id: String,
+    pub client_secret: String,
+    pub user: String,
+}
+
+impl std::fmt::Debug for SeedOauthClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SeedOauthClient")
+            .field("client_id", &self.client_id)
+            .field("client_secret", &"<redacted>")
+            .field("user", &self.user)
+            .finish()
+    }
+}
+
+/// A category (node type 131); attribute keys are `{id}_{attribute.id}`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SeedCategory {
+    pub id: i64,
+    pub name: String,
+    pub attributes: Vec<SeedAttribute>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SeedAttribute {
+    /// Attribute id; the first user attribute is conventionally 2.
+    pub id: i64,
+    pub name: String,
+    /// `String`, `Integer`, `Date`, `Boolean`, …
+    pub type_name: String,
+}
+
+/// A workspace type with its single template, bound to a business object type.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SeedWorkspaceType {
+    pub id: i64,
+    pub name: String,
+    pub ext_system_id: String,
+    pub bo_type: String,
+    pub bo_type_id: i64,
+    pub template_id: i64,
+    pub template_name: String,
+    /// Category the template applies to every new workspace.
+    pub category_id: Option<i64>,
+    /// Folders the template creates inside every new workspace.
+    pub folders: Vec<String>,
+    pub rm_enabled: bool,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SeedWorkflowMap {
+    pub id: i64,
+    pub name: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SeedRmClassification {
+    pub id: i64,
+    pub name: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SeedHold {
+    pub id: i64,
+    pub name: String,
+    pub hold_type: String,
+}
+
+/// Ids of the sample configuration ([`OpentextSeed::sample`]).
+pub mod sample_ids {
+    pub const ENTERPRISE_WORKSPACE: i64 = 2000;
+    pub const WORKSPACES_FOLDER: i64 = 2100;
+    pub const ADMIN_USER_ID: i64 = 1000;
+    pub const APPROVER_USER_ID: i64 = 1001;
+    pub const PARTNER_USER_ID: i64 = 2001;
+    pub const CATEGORY_PRODUCT: i64 = 9830;
+    pub const CATEGORY_DOCUMENT: i64 = 9840;
+    pub const TYPE_PRODUCT_LAUNCH: i64 = 101;
+    pub const TYPE_CUSTOMER: i64 = 102;
+    pub const TYPE_OPPORTUNITY: i64 = 103;
+    pub const TYPE_CHANGE_REVIEW: i64 = 104;
+    pub const TYPE_COMPLIANCE: i64 = 105;
+    pub const TYPE_PARTNER: i64 = 106;
+    pub const TYPE_PRODUCT_FAMILY: i64 = 107;
+    pub const TYPE_ARCHIVE: i64 = 108;
+    /// Template id of a workspace type in the sample: 20000 + type id.
+    pub const fn template_of(type_id: i64) -> i64 {
+        20_000 + type_id
+    }
+    pub const WORKFLOW_CHANGE_APPROVAL: i64 = 6686;
+    pub const WORKFLOW_COMPLIANCE_REVIEW: i64 = 6687;
+    pub const RM_CLASS_PRODUCT_RECORDS: i64 = 276_653;
+    pub const RM_CLASS_ARCHIVE: i64 = 276_654;
+    pub const HOLD_PRODUCT_LIABILITY: i64 = 5001;
+    /// Folder of partner workspaces that partners upload into.
+    pub const PARTNER_UPLOAD_FOLDER: &str = "Partner Uploads";
+}
+
+/// Sample credentials (simulator only).
+pub const SAMPLE_ADMIN_USER: &str = "otadmin";
+pub const SAMPLE_ADMIN_PASSWORD: &str = "sim-otadmin-password";
+pub const SAMPLE_OAUTH_CLIENT_ID: &str = "xecm-bridge";
+pub const SAMPLE_OAUTH_CLIENT_SECRET: &str = "sim-oauth-client-secret";
+
+fn attr(id: i64, name: &str, type_name: &str) -> SeedAttribute {
+    SeedAttribute {
+        id,
+        name: name.into(),
+        type_name: type_name.into(),
+    }
+}
+
+fn wtype(
+    id: i64,
+    name: &str,
+    bo_type: &str,
+    category: Option<i64>,
+    folders: &[&str],
+    rm_enabled: bool,
+) -> SeedWorkspaceType {
+    SeedWorkspaceType {
+        id,
+        name: name.into(),
+        ext_system_id: "4ALLPORTAL".into(),
+        bo_type: bo_type.into(),
+        bo_type_id: 300 + id,
+        template_id: sample_ids::template_of(id),
+        template_name: format!("{name} Template"),
+        category_id: category,
+        folders: folders.iter().map(|f| (*f).to_owned()).collect(),
+        rm_enabled,
+    }
+}
+
+impl OpentextSeed {
+    /// The configuration `demo` and the flow tests use; one workspace type per flow.
+    pub fn sample() -> Self {
+        use sample_ids::*;
+        let product = Some(CATEGORY_PRODUCT);
+        Self {
+            enterprise_folder_id: WORKSPACES_FOLDER,
+            users: vec![
+                SeedUser {
+                    id: ADMIN_USER_ID,
+                    name: SAMPLE_ADMIN_USER.into(),
+                    password: SAMPLE_ADMIN_PASSWORD.into(),
+                },
+                SeedUser {
+                    id: APPROVER_USER_ID,
+                    name: "jdoe".into(),
+                    password: "sim-jdoe-password".into(),
+                },
+                SeedUser {
+                    id: PARTNER_USER_ID,
+                    name: "partner".into(),
+                    password: "sim-partner-password".into(),
+                },
+            ],
+            oauth_clients: vec![SeedOauthClient {
+                client_id: SAMPLE_OAUTH_CLIENT_ID.into(),
+                client_secret: SAMPLE_OAUTH_CLIENT_SECRET.into(),
+                user: SAMPLE_ADMIN_USER.into(),
+            }],
+            categories: vec![
+                SeedCategory {
+                    id: CATEGORY_PRODUCT,
+                    name: "Product Data".into(),
+                    attributes: vec![
+                        attr(2, "Article Number", "String"),
+                        attr(3, "Status", "String"),
+                        attr(4, "Product Family", "String"),
+                        attr(5, "Name (en)", "String"),
+                        attr(6, "Name (de)", "String"),
+                        attr(7, "Packaging", "String"),
+                        attr(8, "Compliance Class", "String"),
+                        attr(9, "Approval Decision", "String"),
+                    ],
+                },
+                SeedCategory {
+                    id: CATEGORY_DOCUMENT,
+                    name: "Document Data".into(),
+                    attributes: vec![
+                        attr(2, "Source Object Id", "String"),
+                        attr(3, "Source Module", "String"),
+                        attr(4, "Product Data Version", "String"),
+                        attr(5, "Content Hash", "String"),
+                        attr(6, "Asset Type", "String"),
+                    ],
+                },
+            ],
+            workspace_types: vec![
+                wtype(
+                    TYPE_PRODUCT_LAUNCH,
+                    "Product Launch",
+                    "product",
+                    product,
+                    &[
+                        "Master Data",
+                        "Technical Specifications",
+                        "Pricing",
+                        "Marketing Assets",
+                    ],
+                    false,
+                ),
+                wtype(
+                    TYPE_CUSTOMER,
+                    "Customer",
+                    "customer",
+                    None,
+                    &["Products", "Images", "Brochures", "Configurations"],
+                    false,
+                ),
+                wtype(
+                    TYPE_OPPORTUNITY,
+                    "Opportunity",
+                    "opportunity",
+                    None,
+                    &["Products", "Images", "Brochures", "Configurations"],
+                    false,
+                ),
+                wtype(
+                    TYPE_CHANGE_REVIEW,
+                    "Change Review",
+                    "product",
+                    product,
+                    &["Change Documents", "Supporting Documents"],
+                    false,
+                ),
+                wtype(
+                    TYPE_COMPLIANCE,
+                    "Compliance Review",
+                    "product",
+                    product,
+                    &["Claims", "Labels", "Images", "Brochures"],
+                    false,
+                ),
+                wtype(
+                    TYPE_PARTNER,
+                    "Partner Collaboration",
+                    "partner",
+                    None,
+                    &[
+                        "Specifications",
+                        "Media",
+                        "Channel Content",
+                        PARTNER_UPLOAD_FOLDER,
+                    ],
+                    false,
+                ),
+                wtype(
+                    TYPE_PRODUCT_FAMILY,
+                    "Product Family",
+                    "product_family",
+                    None,
+                    &[
+                        "Datasheets",
+                        "Manuals",
+                        "Safety Sheets",
+                        "Packaging Artwork",
+                    ],
+                    false,
+                ),
+                wtype(
+                    TYPE_ARCHIVE,
+                    "Product Archive",
+                    "product",
+                    product,
+                    &[
+                        "Final Data",
+                        "Final Assets",
+                        "Release Documentation",
+                        "Approval History",
+                    ],
+                    true,
+                ),
+            ],
+            workflow_maps: vec![
+                SeedWorkflowMap {
+                    id: WORKFLOW_CHANGE_APPROVAL,
+                    name: "Change Approval".into(),
+                },
+                SeedWorkflowMap {
+                    id: WORKFLOW_COMPLIANCE_REVIEW,
+                    name: "Compliance Review".into(),
+                },
+            ],
+            rm_classifications: vec![
+                SeedRmClassification {
+                    id: RM_CLASS_PRODUCT_RECORDS,
+                    name: "Product Records".into(),
+                },
+                SeedRmClassification {
+                    id: RM_CLASS_ARCHIVE,
+                    name: "Product Records - Archive".into(),
+                },
+            ],
+            holds: vec![SeedHold {
+                id: HOLD_PRODUCT_LIABILITY,
+                name: "Product Liability Hold".into(),
+                hold_type: "Legal".into(),
+            }],
+        }
+    }
+}
