@@ -44,6 +44,8 @@ pub enum Command {
         #[arg(long)]
         url: Option<String>,
     },
+    /// Run a simulator of one upstream system (for exploring and testing; no configuration needed).
+    Sim(crate::sim::SimArgs),
 }
 
 pub fn run(cli: Cli) -> ExitCode {
@@ -64,6 +66,11 @@ pub fn run(cli: Cli) -> ExitCode {
 }
 
 async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
+    if let Command::Sim(args) = cli.command {
+        telemetry::init_logging(&crate::config::LogConfig::default());
+        crate::sim::run(args).await?;
+        return Ok(ExitCode::SUCCESS);
+    }
     let settings = Settings::load(cli.config.as_deref())?;
     match cli.command {
         Command::Serve { role } => {
@@ -93,6 +100,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             let url = url.unwrap_or_else(|| health_url(settings.server.listen));
             return Ok(healthcheck(&url).await);
         }
+        Command::Sim(_) => unreachable!("handled above"),
     }
     Ok(ExitCode::SUCCESS)
 }
