@@ -52,7 +52,7 @@ async fn every_route_answers_its_method() {
     for route in routes() {
         // Path parameters get a placeholder value; the handler may then say 404 for the resource,
         // which is a problem of type not-found but never the fallback's "no route".
-        let path = route.path.replace('{', "").replace('}', "");
+        let path = route.path.replace(['{', '}'], "");
         let response = client
             .request(route.method.clone(), app.url(&path))
             .header("content-type", "application/json")
