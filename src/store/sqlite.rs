@@ -16,7 +16,9 @@ use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow,
     SqliteSynchronous,
 };
-use sqlx::{QueryBuilder, Row, Sqlite, Transaction};
+use sqlx::{
+    ConnectOptions as _, Connection as _, QueryBuilder, Row, Sqlite, SqliteConnection, Transaction,
+};
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
@@ -24,6 +26,9 @@ use super::{InsertOutcome, NewEvent, Source, Store, StoreError, StoredEvent, new
 use crate::config::StoreConfig;
 
 pub static MIGRATOR: Migrator = sqlx::migrate!("./migrations/sqlite");
+
+/// Longest wait for more requests to join a group commit while under load (see [`Writer::run`]).
+const GATHER_WINDOW: Duration = Duration::from_micros(500);
 
 /// Requests queued for the writer; bounded so that a stalled disk pushes back on ingest.
 const WRITE_QUEUE: usize = 4096;
@@ -69,12 +74,14 @@ impl SqliteStore {
         }
         let pool = SqlitePoolOptions::new()
             .max_connections(cfg.max_connections)
-            .connect_with(options)
+            .connect_with(options.clone())
             .await?;
         let (tx, rx) = mpsc::channel(WRITE_QUEUE);
         let commits = Arc::new(AtomicU64::new(0));
+        // The writer keeps a connection of its own: no pool round trip on the hot path.
+        let connection = options.connect().await?;
         let writer = Writer {
-            pool: pool.clone(),
+            connection,
             max_events: cfg.group_commit_max_events,
             commits: commits.clone(),
         };
@@ -182,16 +189,17 @@ pub(crate) fn missing_migrations(migrator: &Migrator, applied: &[i64]) -> Result
 
 /// The single writer task behind [`SqliteStore::insert_events`].
 struct Writer {
-    pool: SqlitePool,
+    connection: SqliteConnection,
     max_events: usize,
     commits: Arc<AtomicU64>,
 }
 
 impl Writer {
-    async fn run(self, mut queue: mpsc::Receiver<WriteRequest>) {
+    async fn run(mut self, mut queue: mpsc::Receiver<WriteRequest>) {
+        let mut last_batch = 1;
         while let Some(first) = queue.recv().await {
-            let mut count = first.events.len();
             let mut batch = vec![first];
+            let mut count = batch[0].events.len();
             // Everything that arrived while the previous commit was on disk joins this one.
             while count < self.max_events {
                 match queue.try_recv() {
@@ -202,12 +210,28 @@ impl Writer {
                     Err(_) => break,
                 }
             }
+            // Under load, the senders just answered by the previous commit are about to send
+            // again; a short wait for them beats committing a batch of one and making them wait
+            // a whole commit. At low load (last batch of one) nothing waits.
+            if batch.len() < last_batch {
+                let deadline = tokio::time::Instant::now() + GATHER_WINDOW;
+                while batch.len() < last_batch && count < self.max_events {
+                    match tokio::time::timeout_at(deadline, queue.recv()).await {
+                        Ok(Some(next)) => {
+                            count += next.events.len();
+                            batch.push(next);
+                        }
+                        _ => break,
+                    }
+                }
+            }
+            last_batch = batch.len();
             metrics::histogram!("xecm_store_group_commit_events").record(count as f64);
             self.commit_and_reply(batch).await;
         }
     }
 
-    async fn commit_and_reply(&self, batch: Vec<WriteRequest>) {
+    async fn commit_and_reply(&mut self, batch: Vec<WriteRequest>) {
         match self.commit(&batch).await {
             Ok(outcomes) => {
                 for (request, outcome) in batch.into_iter().zip(outcomes) {
@@ -228,8 +252,11 @@ impl Writer {
         }
     }
 
-    async fn commit(&self, batch: &[WriteRequest]) -> Result<Vec<Vec<InsertOutcome>>, StoreError> {
-        let outcomes = commit_group(&self.pool, batch).await?;
+    async fn commit(
+        &mut self,
+        batch: &[WriteRequest],
+    ) -> Result<Vec<Vec<InsertOutcome>>, StoreError> {
+        let outcomes = commit_group(&mut self.connection, batch).await?;
         self.commits.fetch_add(1, Ordering::Relaxed);
         Ok(outcomes)
     }
@@ -241,7 +268,7 @@ const ROWS_PER_STATEMENT: usize = 500;
 /// Writes every event of `batch` in one transaction with multi-row inserts (one statement per
 /// [`ROWS_PER_STATEMENT`] events rather than one per event) and returns the outcomes per request.
 async fn commit_group(
-    pool: &SqlitePool,
+    connection: &mut SqliteConnection,
     batch: &[WriteRequest],
 ) -> Result<Vec<Vec<InsertOutcome>>, StoreError> {
     let events: Vec<(&NewEvent, String)> = batch
@@ -249,7 +276,7 @@ async fn commit_group(
         .flat_map(|request| &request.events)
         .map(|event| (event, new_event_id()))
         .collect();
-    let mut tx = pool.begin().await?;
+    let mut tx = connection.begin().await?;
     let mut inserted = HashSet::new();
     for chunk in events.chunks(ROWS_PER_STATEMENT) {
         inserted.extend(insert_rows(&mut tx, chunk).await?);
