@@ -9,3 +9,4 @@ pub mod config;
 pub mod ingest;
 pub mod sim;
 pub mod store;
+pub mod worker;
