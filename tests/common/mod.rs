@@ -24,7 +24,7 @@ macro_rules! backend_tests {
             $(
                 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
                 async fn $name() {
-                    let db = crate::common::TestDb::sqlite(true).await;
+                    let db = $crate::common::TestDb::sqlite(true).await;
                     super::$name(&db).await;
                     db.teardown().await;
                 }
@@ -34,7 +34,7 @@ macro_rules! backend_tests {
             $(
                 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
                 async fn $name() {
-                    let Some(db) = crate::common::TestDb::postgres(true).await else { return };
+                    let Some(db) = $crate::common::TestDb::postgres(true).await else { return };
                     super::$name(&db).await;
                     db.teardown().await;
                 }
