@@ -27,6 +27,7 @@ pub struct Settings {
     pub sources: SourcesConfig,
     pub allportal: AllportalConfig,
     pub opentext: OpentextConfig,
+    pub worker: WorkerConfig,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -219,6 +220,100 @@ pub struct OpentextConfig {
     pub transport: TransportConfig,
 }
 
+/// The worker pool (`[worker]`): leases, retries, coalescing, reconciliation and retention.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct WorkerConfig {
+    /// Runs the worker pool in this process (an API-only replica sets `false`).
+    pub enabled: bool,
+    /// Hard limit of units of work (one flow × one business object) running at once.
+    pub concurrency: usize,
+    /// How long a claim stays valid without renewal; renewed every third of it while work runs.
+    /// Must exceed the longest upstream call including its retries, so that a slow but live
+    /// worker never loses its work to another replica.
+    pub lease_secs: u64,
+    /// Polling backstop between claim rounds when no wake-up arrives.
+    pub poll_interval_ms: u64,
+    /// Delay before each retry of a retryable failure, in seconds (±20 % jitter); after the
+    /// last entry the next failure is final (`dead`).
+    pub retry_schedule_secs: Vec<u64>,
+    /// A job older than this (since it was created or last replayed) is not retried again.
+    pub max_age_secs: u64,
+    /// Pending events routed to flows per round.
+    pub route_batch: usize,
+    /// Most events of one business object merged into one reconcile.
+    pub coalesce_max: usize,
+    /// Finished events (`done`, `ignored`) older than this are deleted; dead letters are kept.
+    pub retention_days: u64,
+    /// Events deleted per pruning statement (keeps transactions short).
+    pub prune_batch: usize,
+    /// How often retention runs.
+    pub prune_interval_secs: u64,
+    /// Polls 4ALLPORTAL for objects modified since the stored cursor; 0 turns it off.
+    pub reconcile_allportal_interval_secs: u64,
+    /// Polls OpenText for the status of workflows the bridge started; 0 turns it off.
+    pub reconcile_opentext_interval_secs: u64,
+    /// How often the backlog gauges are refreshed.
+    pub metrics_interval_secs: u64,
+    /// How long shutdown lets running work finish before releasing it for another replica.
+    pub shutdown_grace_secs: u64,
+}
+
+impl Default for WorkerConfig {
+    /// The `[worker]` section of the built-in defaults.
+    fn default() -> Self {
+        Figment::from(Toml::string(DEFAULTS))
+            .extract_inner("worker")
+            .expect("the built-in [worker] defaults are valid")
+    }
+}
+
+impl WorkerConfig {
+    fn validate(&self, transports: &[(&str, &TransportConfig)]) -> Result<(), ConfigError> {
+        let positive = [
+            ("concurrency", self.concurrency as u64),
+            ("lease_secs", self.lease_secs),
+            ("poll_interval_ms", self.poll_interval_ms),
+            ("max_age_secs", self.max_age_secs),
+            ("route_batch", self.route_batch as u64),
+            ("coalesce_max", self.coalesce_max as u64),
+            ("retention_days", self.retention_days),
+            ("prune_batch", self.prune_batch as u64),
+            ("prune_interval_secs", self.prune_interval_secs),
+            ("metrics_interval_secs", self.metrics_interval_secs),
+        ];
+        for (key, value) in positive {
+            if value == 0 {
+                return Err(ConfigError::key(
+                    &format!("worker.{key}"),
+                    "must be greater than 0",
+                ));
+            }
+        }
+        if self.retry_schedule_secs.contains(&0) {
+            return Err(ConfigError::key(
+                "worker.retry_schedule_secs",
+                "every delay must be greater than 0",
+            ));
+        }
+        for (at, transport) in transports {
+            let longest = transport
+                .request_timeout_secs
+                .saturating_mul(u64::from(transport.max_retries) + 1);
+            if self.lease_secs <= longest {
+                return Err(ConfigError::key(
+                    "worker.lease_secs",
+                    format!(
+                        "must exceed {longest} s, the longest upstream call \
+                         (`{at}.request_timeout_secs` × (`{at}.max_retries` + 1))"
+                    ),
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
 /// The built-in defaults: a complete, valid configuration for local use against the simulators
 /// except for secrets, which have no defaults in production settings.
 const DEFAULTS: &str = r#"
@@ -290,6 +385,23 @@ circuit_failure_rate = 0.5
 circuit_min_requests = 20
 circuit_window_secs = 30
 circuit_open_secs = 30
+
+[worker]
+enabled = true
+concurrency = 8
+lease_secs = 600
+poll_interval_ms = 1000
+retry_schedule_secs = [5, 30, 120, 600, 1800, 3600]
+max_age_secs = 86400
+route_batch = 200
+coalesce_max = 100
+retention_days = 14
+prune_batch = 1000
+prune_interval_secs = 3600
+reconcile_allportal_interval_secs = 300
+reconcile_opentext_interval_secs = 300
+metrics_interval_secs = 15
+shutdown_grace_secs = 25
 "#;
 
 /// A configuration error; the message names the key.
@@ -426,6 +538,10 @@ impl Settings {
         }
         self.allportal.transport.validate("allportal.transport")?;
         self.opentext.transport.validate("opentext.transport")?;
+        self.worker.validate(&[
+            ("allportal.transport", &self.allportal.transport),
+            ("opentext.transport", &self.opentext.transport),
+        ])?;
         Ok(())
     }
 }

@@ -13,3 +13,4 @@ pub mod server;
 pub mod sim;
 pub mod store;
 pub mod telemetry;
+pub mod worker;

@@ -11,7 +11,11 @@ use serde::Serialize;
 
 use crate::config::StoreConfig;
 
+pub mod model;
+pub mod postgres;
 pub mod sqlite;
+
+pub use model::*;
 
 /// Where an event came from; also the last segment of its webhook path.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
@@ -103,6 +107,8 @@ pub enum StoreError {
     Closed,
     #[error("invalid store configuration: {0}")]
     Config(String),
+    #[error("invalid request: {0}")]
+    Invalid(String),
 }
 
 #[async_trait]
@@ -127,12 +133,194 @@ pub trait Store: Send + Sync + 'static {
 
     /// Flushes pending writes and closes connections. Later calls fail with [`StoreError::Closed`].
     async fn close(&self);
+
+    // ----- worker: routing, claims, leases, results -----
+
+    /// Notified whenever new events (or replays) are committed, so that idle workers wake up
+    /// early; polling remains the backstop. PostgreSQL delivers it across processes
+    /// (`LISTEN xecm_events`).
+    fn wakeup(&self) -> Arc<tokio::sync::Notify>;
+
+    /// Up to `limit` events in state `pending` (not yet routed), oldest first.
+    async fn unrouted_events(&self, limit: i64) -> Result<Vec<StoredEvent>, StoreError>;
+
+    /// Creates one job per wanted flow and marks each event `routed`, or `ignored` when no flow
+    /// wants it. Events routed meanwhile by another worker are skipped. Returns how many events
+    /// this call routed.
+    async fn route_events(&self, routings: &[Routing], now: i64) -> Result<usize, StoreError>;
+
+    /// Claims the due jobs of one (flow, object key) whose key has no live lease: takes the
+    /// lease, marks the jobs `running` and opens an attempt per job. Jobs whose lease ran out
+    /// (their worker died) are made claimable first. `None` when nothing is due.
+    async fn claim(&self, request: &ClaimRequest) -> Result<Option<ClaimedWork>, StoreError>;
+
+    /// Extends the lease of a claimed unit; `false` when it is no longer held.
+    async fn renew_lease(
+        &self,
+        work: &ClaimedWork,
+        until: i64,
+        now: i64,
+    ) -> Result<bool, StoreError>;
+
+    /// Closes the attempts and applies the transitions to the jobs still owned by this claim,
+    /// then releases the lease and updates the events' states. Returns whether the lease was
+    /// still held.
+    async fn finish_work(
+        &self,
+        work: &ClaimedWork,
+        result: &AttemptResult,
+        transitions: &[JobTransition],
+    ) -> Result<bool, StoreError>;
+
+    /// Gives unfinished work back (shutdown): jobs `pending` and due, the attempt recorded as
+    /// `released` and not counted, the lease dropped.
+    async fn release_work(&self, work: &ClaimedWork, now: i64) -> Result<(), StoreError>;
+
+    // ----- replay -----
+
+    /// Replays a finished (`done`, `dead`, `ignored`) event: its finished jobs become pending
+    /// with a fresh retry budget (the attempt history is kept), or, without jobs, the event is
+    /// routed again. Adds `note` to the event's audit notes.
+    async fn replay_event(
+        &self,
+        id: &str,
+        note: &str,
+        now: i64,
+    ) -> Result<ReplayOutcome, StoreError>;
+
+    /// Replays every event matching `filter` (state `dead` unless the filter names another
+    /// finished state) and returns how many; with `dry_run` only counts them.
+    async fn replay_by_filter(
+        &self,
+        filter: &EventFilter,
+        dry_run: bool,
+        now: i64,
+    ) -> Result<u64, StoreError> {
+        let mut filter = filter.clone();
+        match filter.state.as_deref() {
+            None => filter.state = Some(state::DEAD.to_string()),
+            Some(s) if state::FINISHED.contains(&s) => {}
+            Some(s) => {
+                return Err(StoreError::Invalid(format!(
+                    "cannot replay events in state `{s}`; use done, dead or ignored"
+                )));
+            }
+        }
+        // Collect first: replaying moves events out of the filter, which would shift pages.
+        let mut ids = Vec::new();
+        let mut page = Page {
+            after: None,
+            limit: 500,
+        };
+        loop {
+            let found = self.list_events(&filter, &page).await?;
+            ids.extend(found.events.into_iter().map(|e| e.id));
+            match found.next_cursor {
+                Some(cursor) => page.after = Some(cursor),
+                None => break,
+            }
+        }
+        if dry_run {
+            return Ok(ids.len() as u64);
+        }
+        let mut replayed = 0;
+        for id in ids {
+            if self.replay_event(&id, "bulk replay", now).await? == ReplayOutcome::Replayed {
+                replayed += 1;
+            }
+        }
+        Ok(replayed)
+    }
+
+    /// Enqueues a synthetic `resync` event for one business object (`<module>/<id>`), for
+    /// one flow or, with `None`, every flow that wants it. Returns the event id.
+    async fn resync(
+        &self,
+        flow: Option<&str>,
+        object_key: &str,
+        now: i64,
+    ) -> Result<String, StoreError> {
+        let event = resync_event(flow, object_key, now)?;
+        match self.insert_events(vec![event]).await?.pop() {
+            Some(InsertOutcome::Accepted(id) | InsertOutcome::Duplicate(id)) => Ok(id),
+            None => Err(StoreError::Invalid("resync event was not stored".into())),
+        }
+    }
+
+    // ----- queries for the admin API -----
+
+    /// Events matching `filter`, newest first, without raw bodies.
+    async fn list_events(&self, filter: &EventFilter, page: &Page)
+    -> Result<EventPage, StoreError>;
+
+    /// An event with its jobs, their attempt history and its audit notes.
+    async fn event_detail(&self, id: &str) -> Result<Option<EventDetail>, StoreError>;
+
+    /// Job counts per flow and state, with each flow's most recent error.
+    async fn flow_stats(&self) -> Result<Vec<FlowStats>, StoreError>;
+
+    /// Backlog size, oldest unfinished age, dead letters.
+    async fn backlog(&self, now: i64) -> Result<Backlog, StoreError>;
+
+    // ----- retention -----
+
+    /// Deletes up to `batch` finished events (`done`, `ignored`) last updated before
+    /// `older_than`, with their jobs, attempts and notes. Dead letters stay until replayed.
+    async fn prune_finished(&self, older_than: i64, batch: i64) -> Result<u64, StoreError>;
+
+    // ----- reconciliation state -----
+
+    async fn get_cursor(&self, name: &str) -> Result<Option<String>, StoreError>;
+
+    async fn set_cursor(&self, name: &str, value: &str, now: i64) -> Result<(), StoreError>;
+
+    /// Records (or replaces) a workflow the bridge started.
+    async fn record_workflow(&self, workflow: &WorkflowRecord) -> Result<(), StoreError>;
+
+    /// Workflows still waiting for a decision, oldest first.
+    async fn running_workflows(&self, limit: i64) -> Result<Vec<WorkflowRecord>, StoreError>;
+
+    /// Stores a workflow's decision; `true` when it was still running (the first to decide).
+    async fn decide_workflow(
+        &self,
+        process_id: &str,
+        decision: &serde_json::Value,
+        now: i64,
+    ) -> Result<bool, StoreError>;
 }
+
+/// The synthetic event behind [`Store::resync`].
+fn resync_event(flow: Option<&str>, object_key: &str, now: i64) -> Result<NewEvent, StoreError> {
+    let (module, object_id) = object_key
+        .split_once('/')
+        .filter(|(m, id)| !m.is_empty() && !id.is_empty())
+        .ok_or_else(|| {
+            StoreError::Invalid(format!("object key `{object_key}` is not `<module>/<id>`"))
+        })?;
+    Ok(NewEvent {
+        source: Source::Allportal,
+        source_event_id: format!("resync:{}", uuid::Uuid::now_v7()),
+        kind: RESYNC_KIND.to_string(),
+        module: Some(module.to_string()),
+        object_id: Some(object_id.to_string()),
+        object_key: Some(object_key.to_string()),
+        payload: serde_json::json!({ "flow": flow }),
+        raw_body: Bytes::new(),
+        headers: serde_json::json!({}),
+        received_at: now,
+    })
+}
+
+/// The kind of synthetic events enqueued by [`Store::resync`]; their payload's `flow` names the
+/// one flow to run, or is null for all that want it.
+pub const RESYNC_KIND: &str = "resync";
 
 /// Opens the store named by `[store].url`.
 pub async fn open(cfg: &StoreConfig) -> Result<Arc<dyn Store>, StoreError> {
     if cfg.url.starts_with("sqlite:") {
         Ok(Arc::new(sqlite::SqliteStore::open(cfg).await?))
+    } else if cfg.url.starts_with("postgres://") || cfg.url.starts_with("postgresql://") {
+        Ok(Arc::new(postgres::PgStore::open(cfg).await?))
     } else {
         Err(StoreError::Config(format!(
             "unsupported store URL `{}`",
@@ -149,4 +337,122 @@ pub fn now_millis() -> i64 {
 /// A fresh, time-ordered event id.
 pub fn new_event_id() -> String {
     uuid::Uuid::now_v7().to_string()
+}
+
+/// Appends `WHERE …` for an event filter and page cursor to a query over `events`, then the
+/// newest-first order and the limit (one more row than the page, to detect a next page).
+/// Shared by both backends; placeholders come from the builder.
+pub(crate) fn push_event_filter<'a, DB>(
+    query: &mut sqlx::QueryBuilder<'a, DB>,
+    filter: &EventFilter,
+    page: &Page,
+) where
+    DB: sqlx::Database,
+    String: sqlx::Encode<'a, DB> + sqlx::Type<DB>,
+    i64: sqlx::Encode<'a, DB> + sqlx::Type<DB>,
+{
+    query.push(" WHERE 1 = 1");
+    let text_columns = [
+        ("state", &filter.state),
+        ("source", &filter.source),
+        ("kind", &filter.kind),
+        ("object_key", &filter.object_key),
+    ];
+    for (column, value) in text_columns {
+        if let Some(value) = value {
+            query
+                .push(format!(" AND {column} = "))
+                .push_bind(value.clone());
+        }
+    }
+    if let Some(flow) = &filter.flow {
+        query
+            .push(" AND EXISTS (SELECT 1 FROM jobs j WHERE j.event_id = events.id AND j.flow = ")
+            .push_bind(flow.clone())
+            .push(")");
+    }
+    if let Some(from) = filter.received_from {
+        query.push(" AND received_at >= ").push_bind(from);
+    }
+    if let Some(to) = filter.received_to {
+        query.push(" AND received_at < ").push_bind(to);
+    }
+    if let Some(after) = &page.after {
+        query.push(" AND id < ").push_bind(after.clone());
+    }
+    query
+        .push(" ORDER BY id DESC LIMIT ")
+        .push_bind(page.limit.clamp(1, 1000) + 1);
+}
+
+/// Cuts the extra row fetched by [`push_event_filter`] and derives the next cursor.
+pub(crate) fn into_page(mut events: Vec<StoredEvent>, limit: i64) -> EventPage {
+    let limit = limit.clamp(1, 1000) as usize;
+    let next_cursor = if events.len() > limit {
+        events.truncate(limit);
+        events.last().map(|e| e.id.clone())
+    } else {
+        None
+    };
+    EventPage {
+        events,
+        next_cursor,
+    }
+}
+
+/// Recomputes an event's state, attempts, next attempt and last error from its jobs (events
+/// without jobs keep theirs). `{event}` and `{now}` are the placeholders of the backend.
+pub(crate) fn refresh_event_sql(now: &str, event: &str) -> String {
+    format!(
+        "UPDATE events SET
+            state = CASE
+                WHEN EXISTS (SELECT 1 FROM jobs j WHERE j.event_id = events.id
+                             AND j.state IN ('pending', 'running')) THEN 'routed'
+                WHEN EXISTS (SELECT 1 FROM jobs j WHERE j.event_id = events.id
+                             AND j.state = 'dead') THEN 'dead'
+                WHEN EXISTS (SELECT 1 FROM jobs j WHERE j.event_id = events.id
+                             AND j.state = 'done') THEN 'done'
+                ELSE 'ignored' END,
+            attempts = (SELECT COALESCE(MAX(j.attempts), 0) FROM jobs j
+                        WHERE j.event_id = events.id),
+            next_attempt_at = COALESCE((SELECT MIN(j.next_attempt_at) FROM jobs j
+                        WHERE j.event_id = events.id AND j.state = 'pending'), next_attempt_at),
+            last_error = (SELECT j.last_error FROM jobs j
+                        WHERE j.event_id = events.id AND j.last_error IS NOT NULL
+                        ORDER BY j.updated_at DESC, j.id DESC LIMIT 1),
+            updated_at = {now}
+         WHERE id = {event} AND EXISTS (SELECT 1 FROM jobs j WHERE j.event_id = events.id)"
+    )
+}
+
+/// The message recorded on a job whose worker stopped while it ran.
+pub(crate) const LEASE_EXPIRED: &str =
+    "lease expired before the attempt finished (worker stopped?)";
+/// The message recorded on an attempt given back at shutdown.
+pub(crate) const RELEASED_AT_SHUTDOWN: &str = "released at shutdown before it finished";
+
+/// Backlog counters in one round trip (portable SQL).
+pub(crate) const BACKLOG_SQL: &str = "SELECT
+    (SELECT COUNT(*) FROM events WHERE state IN ('pending', 'routed')),
+    (SELECT COUNT(*) FROM jobs WHERE state IN ('pending', 'running')),
+    (SELECT MIN(received_at) FROM events WHERE state IN ('pending', 'routed')),
+    (SELECT COUNT(*) FROM events WHERE state = 'dead')";
+
+/// Folds `(flow, state, count)` rows (sorted by flow) into one [`FlowStats`] per flow.
+pub(crate) fn group_flow_counts(rows: Vec<(String, String, i64)>) -> Vec<FlowStats> {
+    let mut stats: Vec<FlowStats> = Vec::new();
+    for (flow, state, count) in rows {
+        match stats.last_mut() {
+            Some(last) if last.flow == flow => {
+                last.states.insert(state, count);
+            }
+            _ => stats.push(FlowStats {
+                flow,
+                states: [(state, count)].into_iter().collect(),
+                last_error: None,
+                last_error_at: None,
+            }),
+        }
+    }
+    stats
 }

@@ -19,10 +19,16 @@ use sqlx::sqlite::{
 use sqlx::{
     ConnectOptions as _, Connection as _, QueryBuilder, Row, Sqlite, SqliteConnection, Transaction,
 };
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{Notify, mpsc, oneshot};
 use tokio::task::JoinHandle;
 
-use super::{InsertOutcome, NewEvent, Source, Store, StoreError, StoredEvent, new_event_id};
+use super::{
+    AttemptRecord, AttemptResult, Backlog, ClaimRequest, ClaimedJob, ClaimedWork, EventDetail,
+    EventFilter, EventNote, EventPage, FlowStats, InsertOutcome, JobRecord, JobTransition,
+    LEASE_EXPIRED, NO_FLOW_WANTS_IT, NewEvent, Page, RELEASED_AT_SHUTDOWN, ReplayOutcome, Routing,
+    Source, Store, StoreError, StoredEvent, WorkflowRecord, into_page, new_event_id, outcome,
+    push_event_filter, refresh_event_sql, state, workflow_state,
+};
 use crate::config::StoreConfig;
 
 pub static MIGRATOR: Migrator = sqlx::migrate!("./migrations/sqlite");
@@ -44,6 +50,7 @@ pub struct SqliteStore {
     writer_task: Mutex<Option<JoinHandle<()>>>,
     /// Transactions the writer has committed (each is one fsync).
     commits: Arc<AtomicU64>,
+    wakeup: Arc<Notify>,
 }
 
 impl std::fmt::Debug for SqliteStore {
@@ -78,12 +85,14 @@ impl SqliteStore {
             .await?;
         let (tx, rx) = mpsc::channel(WRITE_QUEUE);
         let commits = Arc::new(AtomicU64::new(0));
+        let wakeup = Arc::new(Notify::new());
         // The writer keeps a connection of its own: no pool round trip on the hot path.
         let connection = options.connect().await?;
         let writer = Writer {
             connection,
             max_events: cfg.group_commit_max_events,
             commits: commits.clone(),
+            wakeup: wakeup.clone(),
         };
         let task = tokio::spawn(writer.run(rx));
         Ok(Self {
@@ -91,6 +100,7 @@ impl SqliteStore {
             writer: Mutex::new(Some(tx)),
             writer_task: Mutex::new(Some(task)),
             commits,
+            wakeup,
         })
     }
 
@@ -168,6 +178,399 @@ impl Store for SqliteStore {
         }
         self.pool.close().await;
     }
+
+    fn wakeup(&self) -> Arc<Notify> {
+        self.wakeup.clone()
+    }
+
+    async fn unrouted_events(&self, limit: i64) -> Result<Vec<StoredEvent>, StoreError> {
+        let rows = sqlx::query(&format!(
+            "SELECT {EVENT_COLUMNS} FROM events WHERE state = 'pending' ORDER BY id LIMIT ?"
+        ))
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(event_from_row).collect()
+    }
+
+    async fn route_events(&self, routings: &[Routing], now: i64) -> Result<usize, StoreError> {
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let mut routed = 0;
+        for routing in routings {
+            if route_one(&mut tx, routing, now).await? {
+                routed += 1;
+            }
+        }
+        tx.commit().await?;
+        Ok(routed)
+    }
+
+    async fn claim(&self, request: &ClaimRequest) -> Result<Option<ClaimedWork>, StoreError> {
+        // IMMEDIATE takes the write lock up front: the whole claim is one serialized step.
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        reap_expired(&mut tx, request.now, request.max_attempts).await?;
+        let work = claim_unit(&mut tx, request).await?;
+        tx.commit().await?;
+        Ok(work)
+    }
+
+    async fn renew_lease(
+        &self,
+        work: &ClaimedWork,
+        until: i64,
+        now: i64,
+    ) -> Result<bool, StoreError> {
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let lease = sqlx::query(
+            "UPDATE leases SET expires_at = ? WHERE flow = ? AND object_key = ? AND owner = ?",
+        )
+        .bind(until)
+        .bind(&work.flow)
+        .bind(&work.object_key)
+        .bind(&work.owner)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        let jobs = sqlx::query(
+            "UPDATE jobs SET lease_expires_at = ?, updated_at = ?
+             WHERE lease_owner = ? AND state = 'running'",
+        )
+        .bind(until)
+        .bind(now)
+        .bind(&work.owner)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        tx.commit().await?;
+        Ok(lease == 1 && jobs > 0)
+    }
+
+    async fn finish_work(
+        &self,
+        work: &ClaimedWork,
+        result: &AttemptResult,
+        transitions: &[JobTransition],
+    ) -> Result<bool, StoreError> {
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let held =
+            sqlx::query("DELETE FROM leases WHERE flow = ? AND object_key = ? AND owner = ?")
+                .bind(&work.flow)
+                .bind(&work.object_key)
+                .bind(&work.owner)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected()
+                == 1;
+        let summary = result.summary.as_ref().map(|v| v.to_string());
+        for t in transitions {
+            sqlx::query(
+                "UPDATE attempts SET finished_at = ?, outcome = ?, error = ?, summary = ?
+                 WHERE id = ? AND finished_at IS NULL",
+            )
+            .bind(result.finished_at)
+            .bind(result.outcome)
+            .bind(&result.error)
+            .bind(&summary)
+            .bind(t.attempt_id)
+            .execute(&mut *tx)
+            .await?;
+            let finished = (t.state != state::PENDING).then_some(result.finished_at);
+            sqlx::query(
+                "UPDATE jobs SET state = ?, next_attempt_at = ?, last_error = ?,
+                        lease_owner = NULL, lease_expires_at = NULL, updated_at = ?,
+                        finished_at = ?
+                 WHERE id = ? AND lease_owner = ? AND state = 'running'",
+            )
+            .bind(t.state)
+            .bind(t.next_attempt_at)
+            .bind(&t.last_error)
+            .bind(result.finished_at)
+            .bind(finished)
+            .bind(t.job_id)
+            .bind(&work.owner)
+            .execute(&mut *tx)
+            .await?;
+        }
+        refresh_events(&mut tx, &work.event_ids(), result.finished_at).await?;
+        tx.commit().await?;
+        Ok(held)
+    }
+
+    async fn release_work(&self, work: &ClaimedWork, now: i64) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        for job in &work.jobs {
+            sqlx::query(
+                "UPDATE attempts SET finished_at = ?, outcome = ?, error = ?
+                 WHERE id = ? AND finished_at IS NULL",
+            )
+            .bind(now)
+            .bind(outcome::RELEASED)
+            .bind(RELEASED_AT_SHUTDOWN)
+            .bind(job.attempt_id)
+            .execute(&mut *tx)
+            .await?;
+            sqlx::query(
+                "UPDATE jobs SET state = 'pending', attempts = attempts - 1, next_attempt_at = ?,
+                        lease_owner = NULL, lease_expires_at = NULL, updated_at = ?
+                 WHERE id = ? AND lease_owner = ? AND state = 'running'",
+            )
+            .bind(now)
+            .bind(now)
+            .bind(job.job_id)
+            .bind(&work.owner)
+            .execute(&mut *tx)
+            .await?;
+        }
+        sqlx::query("DELETE FROM leases WHERE flow = ? AND object_key = ? AND owner = ?")
+            .bind(&work.flow)
+            .bind(&work.object_key)
+            .bind(&work.owner)
+            .execute(&mut *tx)
+            .await?;
+        refresh_events(&mut tx, &work.event_ids(), now).await?;
+        tx.commit().await?;
+        self.wakeup.notify_waiters();
+        Ok(())
+    }
+
+    async fn replay_event(
+        &self,
+        id: &str,
+        note: &str,
+        now: i64,
+    ) -> Result<ReplayOutcome, StoreError> {
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let current: Option<String> = sqlx::query_scalar("SELECT state FROM events WHERE id = ?")
+            .bind(id)
+            .fetch_optional(&mut *tx)
+            .await?;
+        let Some(current) = current else {
+            return Ok(ReplayOutcome::NotFound);
+        };
+        if !state::FINISHED.contains(&current.as_str()) {
+            return Ok(ReplayOutcome::InProgress);
+        }
+        let jobs = sqlx::query(
+            "UPDATE jobs SET state = 'pending', attempts_base = attempts, age_from = ?,
+                    next_attempt_at = ?, last_error = NULL, finished_at = NULL, updated_at = ?
+             WHERE event_id = ? AND state IN ('done', 'dead', 'ignored')",
+        )
+        .bind(now)
+        .bind(now)
+        .bind(now)
+        .bind(id)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        if jobs == 0 {
+            // Never routed to a flow: route it again (the flows may have changed).
+            sqlx::query(
+                "UPDATE events SET state = 'pending', last_error = NULL, next_attempt_at = ?,
+                        updated_at = ? WHERE id = ?",
+            )
+            .bind(now)
+            .bind(now)
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+        } else {
+            refresh_events(&mut tx, &[id.to_string()], now).await?;
+        }
+        sqlx::query("INSERT INTO event_notes (event_id, at, note) VALUES (?, ?, ?)")
+            .bind(id)
+            .bind(now)
+            .bind(note)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        self.wakeup.notify_waiters();
+        Ok(ReplayOutcome::Replayed)
+    }
+
+    async fn list_events(
+        &self,
+        filter: &EventFilter,
+        page: &Page,
+    ) -> Result<EventPage, StoreError> {
+        let mut query =
+            sqlx::QueryBuilder::<Sqlite>::new(format!("SELECT {LIST_COLUMNS} FROM events"));
+        push_event_filter(&mut query, filter, page);
+        let rows = query.build().fetch_all(&self.pool).await?;
+        let events = rows.iter().map(event_from_row).collect::<Result<_, _>>()?;
+        Ok(into_page(events, page.limit))
+    }
+
+    async fn event_detail(&self, id: &str) -> Result<Option<EventDetail>, StoreError> {
+        let Some(event) = self.get_event(id).await? else {
+            return Ok(None);
+        };
+        let mut jobs = sqlx::query(&format!(
+            "SELECT {JOB_COLUMNS} FROM jobs WHERE event_id = ? ORDER BY id"
+        ))
+        .bind(id)
+        .fetch_all(&self.pool)
+        .await?
+        .iter()
+        .map(job_from_row)
+        .collect::<Result<Vec<_>, _>>()?;
+        let attempts = sqlx::query(
+            "SELECT a.job_id, a.attempt, a.owner, a.started_at, a.finished_at, a.outcome, a.error,
+                    a.summary
+             FROM attempts a JOIN jobs j ON j.id = a.job_id
+             WHERE j.event_id = ? ORDER BY a.id",
+        )
+        .bind(id)
+        .fetch_all(&self.pool)
+        .await?;
+        for row in &attempts {
+            let job_id: i64 = row.try_get("job_id")?;
+            if let Some(job) = jobs.iter_mut().find(|j| j.id == job_id) {
+                job.history.push(attempt_from_row(row)?);
+            }
+        }
+        let notes = sqlx::query("SELECT at, note FROM event_notes WHERE event_id = ? ORDER BY id")
+            .bind(id)
+            .fetch_all(&self.pool)
+            .await?
+            .iter()
+            .map(|r| {
+                Ok(EventNote {
+                    at: r.try_get("at")?,
+                    note: r.try_get("note")?,
+                })
+            })
+            .collect::<Result<_, StoreError>>()?;
+        Ok(Some(EventDetail { event, jobs, notes }))
+    }
+
+    async fn flow_stats(&self) -> Result<Vec<FlowStats>, StoreError> {
+        let counts: Vec<(String, String, i64)> = sqlx::query_as(
+            "SELECT flow, state, COUNT(*) FROM jobs GROUP BY flow, state ORDER BY flow, state",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        let mut stats = super::group_flow_counts(counts);
+        for flow in &mut stats {
+            let last: Option<(Option<String>, Option<i64>)> = sqlx::query_as(
+                "SELECT a.error, a.finished_at FROM attempts a JOIN jobs j ON j.id = a.job_id
+                 WHERE j.flow = ? AND a.error IS NOT NULL ORDER BY a.id DESC LIMIT 1",
+            )
+            .bind(&flow.flow)
+            .fetch_optional(&self.pool)
+            .await?;
+            if let Some((error, at)) = last {
+                flow.last_error = error;
+                flow.last_error_at = at;
+            }
+        }
+        Ok(stats)
+    }
+
+    async fn backlog(&self, now: i64) -> Result<Backlog, StoreError> {
+        let (events, jobs, oldest, dead): (i64, i64, Option<i64>, i64) =
+            sqlx::query_as(super::BACKLOG_SQL)
+                .fetch_one(&self.pool)
+                .await?;
+        Ok(Backlog {
+            events,
+            jobs,
+            oldest_pending_age_ms: oldest.map_or(0, |t| (now - t).max(0)),
+            dead_letters: dead,
+        })
+    }
+
+    async fn prune_finished(&self, older_than: i64, batch: i64) -> Result<u64, StoreError> {
+        Ok(sqlx::query(
+            "DELETE FROM events WHERE id IN (
+                SELECT id FROM events WHERE state IN ('done', 'ignored') AND updated_at < ?
+                ORDER BY updated_at LIMIT ?)",
+        )
+        .bind(older_than)
+        .bind(batch)
+        .execute(&self.pool)
+        .await?
+        .rows_affected())
+    }
+
+    async fn get_cursor(&self, name: &str) -> Result<Option<String>, StoreError> {
+        Ok(
+            sqlx::query_scalar("SELECT value FROM cursors WHERE name = ?")
+                .bind(name)
+                .fetch_optional(&self.pool)
+                .await?,
+        )
+    }
+
+    async fn set_cursor(&self, name: &str, value: &str, now: i64) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO cursors (name, value, updated_at) VALUES (?, ?, ?)
+             ON CONFLICT (name) DO UPDATE SET value = excluded.value,
+                                              updated_at = excluded.updated_at",
+        )
+        .bind(name)
+        .bind(value)
+        .bind(now)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn record_workflow(&self, workflow: &WorkflowRecord) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO workflows (process_id, flow, object_key, started_at, state, decision,
+                                    updated_at)
+             VALUES (?, ?, ?, ?, ?, ?, ?)
+             ON CONFLICT (process_id) DO UPDATE SET flow = excluded.flow,
+                object_key = excluded.object_key, started_at = excluded.started_at,
+                state = excluded.state, decision = excluded.decision,
+                updated_at = excluded.updated_at",
+        )
+        .bind(&workflow.process_id)
+        .bind(&workflow.flow)
+        .bind(&workflow.object_key)
+        .bind(workflow.started_at)
+        .bind(&workflow.state)
+        .bind(workflow.decision.as_ref().map(|d| d.to_string()))
+        .bind(workflow.updated_at)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn running_workflows(&self, limit: i64) -> Result<Vec<WorkflowRecord>, StoreError> {
+        sqlx::query(
+            "SELECT process_id, flow, object_key, started_at, state, decision, updated_at
+             FROM workflows WHERE state = ? ORDER BY started_at LIMIT ?",
+        )
+        .bind(workflow_state::RUNNING)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?
+        .iter()
+        .map(workflow_from_row)
+        .collect()
+    }
+
+    async fn decide_workflow(
+        &self,
+        process_id: &str,
+        decision: &serde_json::Value,
+        now: i64,
+    ) -> Result<bool, StoreError> {
+        Ok(sqlx::query(
+            "UPDATE workflows SET state = ?, decision = ?, updated_at = ?
+             WHERE process_id = ? AND state = ?",
+        )
+        .bind(workflow_state::DECIDED)
+        .bind(decision.to_string())
+        .bind(now)
+        .bind(process_id)
+        .bind(workflow_state::RUNNING)
+        .execute(&self.pool)
+        .await?
+        .rows_affected()
+            == 1)
+    }
 }
 
 /// Ready only if every migration this build knows has been applied.
@@ -192,6 +595,8 @@ struct Writer {
     connection: SqliteConnection,
     max_events: usize,
     commits: Arc<AtomicU64>,
+    /// Wakes idle workers when new events are committed.
+    wakeup: Arc<Notify>,
 }
 
 impl Writer {
@@ -258,6 +663,7 @@ impl Writer {
     ) -> Result<Vec<Vec<InsertOutcome>>, StoreError> {
         let outcomes = commit_group(&mut self.connection, batch).await?;
         self.commits.fetch_add(1, Ordering::Relaxed);
+        self.wakeup.notify_waiters();
         Ok(outcomes)
     }
 }
@@ -376,6 +782,269 @@ fn event_from_row(row: &SqliteRow) -> Result<StoredEvent, StoreError> {
         attempts: row.try_get("attempts")?,
         next_attempt_at: row.try_get("next_attempt_at")?,
         last_error: row.try_get("last_error")?,
+        updated_at: row.try_get("updated_at")?,
+    })
+}
+
+// ----- worker queries -----
+
+const EVENT_COLUMNS: &str = "id, source, source_event_id, kind, module, object_id, object_key,
+        payload, raw_body, headers, received_at, state, attempts, next_attempt_at, last_error,
+        updated_at";
+
+/// Like [`EVENT_COLUMNS`] without the raw body, which lists do not need.
+const LIST_COLUMNS: &str = "id, source, source_event_id, kind, module, object_id, object_key,
+        payload, X'' AS raw_body, headers, received_at, state, attempts, next_attempt_at,
+        last_error, updated_at";
+
+const JOB_COLUMNS: &str = "id, flow, object_key, state, attempts, next_attempt_at, lease_owner,
+        lease_expires_at, last_error, created_at, updated_at, finished_at";
+
+/// Routes one event unless another worker did already; `true` when this call routed it.
+async fn route_one(
+    tx: &mut Transaction<'_, Sqlite>,
+    routing: &Routing,
+    now: i64,
+) -> Result<bool, StoreError> {
+    let (next, reason) = if routing.flows.is_empty() {
+        (state::IGNORED, Some(NO_FLOW_WANTS_IT))
+    } else {
+        (state::ROUTED, None)
+    };
+    let changed = sqlx::query(
+        "UPDATE events SET state = ?, last_error = ?, updated_at = ?
+         WHERE id = ? AND state = 'pending'",
+    )
+    .bind(next)
+    .bind(reason)
+    .bind(now)
+    .bind(&routing.event_id)
+    .execute(&mut **tx)
+    .await?
+    .rows_affected();
+    if changed == 0 {
+        return Ok(false);
+    }
+    for flow in &routing.flows {
+        sqlx::query(
+            "INSERT INTO jobs (event_id, flow, object_key, state, age_from, next_attempt_at,
+                               created_at, updated_at)
+             VALUES (?, ?, ?, 'pending', ?, ?, ?, ?)
+             ON CONFLICT (event_id, flow) DO NOTHING",
+        )
+        .bind(&routing.event_id)
+        .bind(flow)
+        .bind(&routing.object_key)
+        .bind(now)
+        .bind(now)
+        .bind(now)
+        .bind(now)
+        .execute(&mut **tx)
+        .await?;
+    }
+    Ok(true)
+}
+
+/// Jobs whose lease ran out while `running` (their worker died) become pending again, or dead
+/// when that was their last attempt; their open attempts are closed as `abandoned`.
+async fn reap_expired(
+    tx: &mut Transaction<'_, Sqlite>,
+    now: i64,
+    max_attempts: i64,
+) -> Result<(), StoreError> {
+    let expired: Vec<(i64, String, i64)> = sqlx::query_as(
+        "SELECT id, event_id, attempts - attempts_base FROM jobs
+         WHERE state = 'running' AND lease_expires_at <= ?",
+    )
+    .bind(now)
+    .fetch_all(&mut **tx)
+    .await?;
+    for (job_id, _, used) in &expired {
+        sqlx::query(
+            "UPDATE attempts SET finished_at = ?, outcome = ?, error = ?
+             WHERE job_id = ? AND finished_at IS NULL",
+        )
+        .bind(now)
+        .bind(outcome::ABANDONED)
+        .bind(LEASE_EXPIRED)
+        .bind(job_id)
+        .execute(&mut **tx)
+        .await?;
+        let next = if *used >= max_attempts {
+            state::DEAD
+        } else {
+            state::PENDING
+        };
+        let finished = (next == state::DEAD).then_some(now);
+        sqlx::query(
+            "UPDATE jobs SET state = ?, next_attempt_at = ?, lease_owner = NULL,
+                    lease_expires_at = NULL, last_error = ?, updated_at = ?, finished_at = ?
+             WHERE id = ?",
+        )
+        .bind(next)
+        .bind(now)
+        .bind(LEASE_EXPIRED)
+        .bind(now)
+        .bind(finished)
+        .bind(job_id)
+        .execute(&mut **tx)
+        .await?;
+    }
+    let ids: Vec<String> = expired.into_iter().map(|(_, e, _)| e).collect();
+    refresh_events(tx, &ids, now).await
+}
+
+/// Takes the lease of the first due key that has none and claims that key's pending jobs.
+async fn claim_unit(
+    tx: &mut Transaction<'_, Sqlite>,
+    request: &ClaimRequest,
+) -> Result<Option<ClaimedWork>, StoreError> {
+    let candidate: Option<(String, String)> = sqlx::query_as(
+        "SELECT flow, object_key FROM jobs j
+         WHERE state = 'pending' AND next_attempt_at <= ?
+           AND NOT EXISTS (SELECT 1 FROM leases l WHERE l.flow = j.flow
+                           AND l.object_key = j.object_key AND l.expires_at > ?)
+         ORDER BY next_attempt_at, id LIMIT 1",
+    )
+    .bind(request.now)
+    .bind(request.now)
+    .fetch_optional(&mut **tx)
+    .await?;
+    let Some((flow, object_key)) = candidate else {
+        return Ok(None);
+    };
+    let leased = sqlx::query(
+        "INSERT INTO leases (flow, object_key, owner, expires_at) VALUES (?, ?, ?, ?)
+         ON CONFLICT (flow, object_key) DO UPDATE SET owner = excluded.owner,
+                expires_at = excluded.expires_at
+         WHERE leases.expires_at <= ?",
+    )
+    .bind(&flow)
+    .bind(&object_key)
+    .bind(&request.owner)
+    .bind(request.lease_until)
+    .bind(request.now)
+    .execute(&mut **tx)
+    .await?
+    .rows_affected();
+    if leased == 0 {
+        return Ok(None);
+    }
+    // Every pending job of the key joins, due or not: one reconcile serves them all.
+    let claimed: Vec<(i64, String, i64, i64, i64)> = sqlx::query_as(
+        "UPDATE jobs SET state = 'running', attempts = attempts + 1, lease_owner = ?,
+                lease_expires_at = ?, updated_at = ?
+         WHERE id IN (SELECT id FROM jobs WHERE flow = ? AND object_key = ?
+                      AND state = 'pending' ORDER BY id LIMIT ?)
+         RETURNING id, event_id, attempts, attempts - attempts_base, age_from",
+    )
+    .bind(&request.owner)
+    .bind(request.lease_until)
+    .bind(request.now)
+    .bind(&flow)
+    .bind(&object_key)
+    .bind(request.max_jobs)
+    .fetch_all(&mut **tx)
+    .await?;
+    let mut jobs = Vec::with_capacity(claimed.len());
+    for (job_id, event_id, attempt, budget_attempt, age_from) in claimed {
+        let attempt_id: i64 = sqlx::query_scalar(
+            "INSERT INTO attempts (job_id, attempt, owner, started_at) VALUES (?, ?, ?, ?)
+             RETURNING id",
+        )
+        .bind(job_id)
+        .bind(attempt)
+        .bind(&request.owner)
+        .bind(request.now)
+        .fetch_one(&mut **tx)
+        .await?;
+        let row = sqlx::query(&format!("SELECT {EVENT_COLUMNS} FROM events WHERE id = ?"))
+            .bind(&event_id)
+            .fetch_one(&mut **tx)
+            .await?;
+        jobs.push(ClaimedJob {
+            job_id,
+            attempt_id,
+            attempt,
+            budget_attempt,
+            age_from,
+            event: event_from_row(&row)?,
+        });
+    }
+    jobs.sort_by(|a, b| a.event.id.cmp(&b.event.id));
+    Ok(Some(ClaimedWork {
+        owner: request.owner.clone(),
+        flow,
+        object_key,
+        lease_until: request.lease_until,
+        jobs,
+    }))
+}
+
+async fn refresh_events(
+    tx: &mut Transaction<'_, Sqlite>,
+    event_ids: &[String],
+    now: i64,
+) -> Result<(), StoreError> {
+    let sql = refresh_event_sql("?1", "?2");
+    let mut seen = std::collections::HashSet::new();
+    for id in event_ids {
+        if seen.insert(id) {
+            sqlx::query(&sql)
+                .bind(now)
+                .bind(id)
+                .execute(&mut **tx)
+                .await?;
+        }
+    }
+    Ok(())
+}
+
+fn parse_json(text: Option<String>) -> Result<Option<serde_json::Value>, StoreError> {
+    text.map(|t| {
+        serde_json::from_str(&t).map_err(|e| StoreError::Database(sqlx::Error::Decode(Box::new(e))))
+    })
+    .transpose()
+}
+
+fn job_from_row(row: &SqliteRow) -> Result<JobRecord, StoreError> {
+    Ok(JobRecord {
+        id: row.try_get("id")?,
+        flow: row.try_get("flow")?,
+        object_key: row.try_get("object_key")?,
+        state: row.try_get("state")?,
+        attempts: row.try_get("attempts")?,
+        next_attempt_at: row.try_get("next_attempt_at")?,
+        lease_owner: row.try_get("lease_owner")?,
+        lease_expires_at: row.try_get("lease_expires_at")?,
+        last_error: row.try_get("last_error")?,
+        created_at: row.try_get("created_at")?,
+        updated_at: row.try_get("updated_at")?,
+        finished_at: row.try_get("finished_at")?,
+        history: Vec::new(),
+    })
+}
+
+fn attempt_from_row(row: &SqliteRow) -> Result<AttemptRecord, StoreError> {
+    Ok(AttemptRecord {
+        attempt: row.try_get("attempt")?,
+        owner: row.try_get("owner")?,
+        started_at: row.try_get("started_at")?,
+        finished_at: row.try_get("finished_at")?,
+        outcome: row.try_get("outcome")?,
+        error: row.try_get("error")?,
+        summary: parse_json(row.try_get("summary")?)?,
+    })
+}
+
+fn workflow_from_row(row: &SqliteRow) -> Result<WorkflowRecord, StoreError> {
+    Ok(WorkflowRecord {
+        process_id: row.try_get("process_id")?,
+        flow: row.try_get("flow")?,
+        object_key: row.try_get("object_key")?,
+        started_at: row.try_get("started_at")?,
+        state: row.try_get("state")?,
+        decision: parse_json(row.try_get("decision")?)?,
         updated_at: row.try_get("updated_at")?,
     })
 }

@@ -15,6 +15,10 @@ use xecm_bridge::config::Settings;
 use xecm_bridge::server::{self, Role};
 use xecm_bridge::store::Store;
 
+mod db;
+#[allow(unused_imports)]
+pub use db::*;
+
 pub const ALLPORTAL_SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
 pub const OPENTEXT_SECRET: &str = "whsec_C2FVsBQIhrscChlQIMV+b5sSYspob7oD";
 pub const OTHER_SECRET: &str = "whsec_dGhpcyBpcyBhbm90aGVyIHNlY3JldCBrZXk=";

@@ -1,0 +1,132 @@
+//! Background loops beside the claim loop: reconciliation, retention and backlog gauges.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use super::clock::{Clock, millis};
+use super::reconcile::{ChangeFeed, WorkflowStatusFeed, reconcile_allportal, reconcile_opentext};
+use crate::config::WorkerConfig;
+use crate::store::{Store, StoreError};
+
+const DAY: Duration = Duration::from_secs(24 * 3600);
+
+pub(super) fn spawn_loops(
+    store: Arc<dyn Store>,
+    cfg: &WorkerConfig,
+    clock: Arc<dyn Clock>,
+    change_feed: Option<Arc<dyn ChangeFeed>>,
+    workflow_feed: Option<Arc<dyn WorkflowStatusFeed>>,
+    shutdown: CancellationToken,
+) -> Vec<JoinHandle<()>> {
+    let mut tasks = Vec::new();
+    let secs = Duration::from_secs;
+    {
+        let (store, clock) = (store.clone(), clock.clone());
+        tasks.push(every(
+            secs(cfg.metrics_interval_secs),
+            shutdown.clone(),
+            move || update_gauges(store.clone(), clock.clone()),
+        ));
+    }
+    {
+        let (store, clock) = (store.clone(), clock.clone());
+        let retention = DAY * u32::try_from(cfg.retention_days).unwrap_or(u32::MAX);
+        let batch = cfg.prune_batch as i64;
+        tasks.push(every(
+            secs(cfg.prune_interval_secs),
+            shutdown.clone(),
+            move || {
+                let (store, clock) = (store.clone(), clock.clone());
+                async move {
+                    let older_than = clock.now_millis() - millis(retention);
+                    match prune(store.as_ref(), older_than, batch).await {
+                        Ok(0) => {}
+                        Ok(pruned) => tracing::info!(pruned, "pruned finished events"),
+                        Err(error) => tracing::warn!(%error, "pruning failed"),
+                    }
+                }
+            },
+        ));
+    }
+    if let (Some(feed), true) = (change_feed, cfg.reconcile_allportal_interval_secs > 0) {
+        let (store, clock) = (store.clone(), clock.clone());
+        let interval = secs(cfg.reconcile_allportal_interval_secs);
+        tasks.push(every(interval, shutdown.clone(), move || {
+            let (store, clock, feed) = (store.clone(), clock.clone(), feed.clone());
+            async move {
+                if let Err(error) =
+                    reconcile_allportal(store.as_ref(), feed.as_ref(), clock.now_millis()).await
+                {
+                    tracing::warn!(%error, "4ALLPORTAL reconciliation failed");
+                }
+            }
+        }));
+    }
+    if let (Some(feed), true) = (workflow_feed, cfg.reconcile_opentext_interval_secs > 0) {
+        let interval = secs(cfg.reconcile_opentext_interval_secs);
+        tasks.push(every(interval, shutdown, move || {
+            let (store, clock, feed) = (store.clone(), clock.clone(), feed.clone());
+            async move {
+                if let Err(error) =
+                    reconcile_opentext(store.as_ref(), feed.as_ref(), clock.now_millis()).await
+                {
+                    tracing::warn!(%error, "OpenText reconciliation failed");
+                }
+            }
+        }));
+    }
+    tasks
+}
+
+/// Runs `round` now and then every `interval` until shutdown.
+fn every<F, Fut>(interval: Duration, shutdown: CancellationToken, mut round: F) -> JoinHandle<()>
+where
+    F: FnMut() -> Fut + Send + 'static,
+    Fut: Future<Output = ()> + Send + 'static,
+{
+    tokio::spawn(async move {
+        let mut ticks = tokio::time::interval(interval);
+        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = ticks.tick() => {}
+            }
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = round() => {}
+            }
+        }
+    })
+}
+
+/// Deletes finished events older than `older_than` in batches until none are left; returns
+/// how many.
+pub async fn prune(store: &dyn Store, older_than: i64, batch: i64) -> Result<u64, StoreError> {
+    let mut total = 0;
+    loop {
+        let deleted = store.prune_finished(older_than, batch).await?;
+        total += deleted;
+        if deleted < batch as u64 {
+            return Ok(total);
+        }
+        // Short transactions, and room for ingest between them.
+        tokio::task::yield_now().await;
+    }
+}
+
+async fn update_gauges(store: Arc<dyn Store>, clock: Arc<dyn Clock>) {
+    match store.backlog(clock.now_millis()).await {
+        Ok(backlog) => {
+            metrics::gauge!("xecm_backlog_events").set(backlog.events as f64);
+            metrics::gauge!("xecm_oldest_pending_age_seconds")
+                .set(backlog.oldest_pending_age_ms as f64 / 1000.0);
+            metrics::gauge!("xecm_dead_letters").set(backlog.dead_letters as f64);
+        }
+        Err(error) => tracing::warn!(%error, "cannot read the backlog"),
+    }
+}
