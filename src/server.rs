@@ -8,10 +8,12 @@ use anyhow::Context as _;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
+use crate::clients::Upstreams;
 use crate::config::Settings;
 use crate::http::{self, AppState, RouteGroup};
 use crate::ingest::Verifiers;
 use crate::store;
+use crate::worker::{Flow, Worker, WorkerHandle};
 
 /// What one process runs (`serve --role`), so API and workers can be scaled apart.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -35,11 +37,16 @@ impl Role {
             Role::Worker => &[RouteGroup::Operations],
         }
     }
+
+    fn runs_worker(self) -> bool {
+        matches!(self, Role::All | Role::Worker)
+    }
 }
 
 /// Opens the store (migrating it when configured) and builds the handlers' shared state.
 pub async fn build_state(settings: Settings) -> anyhow::Result<AppState> {
     let verifiers = Verifiers::new(&settings.sources)?;
+    let upstreams = Upstreams::new(&settings).context("cannot build the upstream clients")?;
     let store = store::open(&settings.store).await.with_context(|| {
         format!(
             "cannot open store {}",
@@ -58,18 +65,37 @@ pub async fn build_state(settings: Settings) -> anyhow::Result<AppState> {
         verifiers: Arc::new(verifiers),
         metrics: crate::telemetry::metrics_handle(),
         started: Instant::now(),
+        upstreams,
+        worker: None,
     })
 }
 
-/// Serves on `listener` until `shutdown` is cancelled, then drains and closes the store.
+/// The business flows this process runs.
+fn flows(_state: &AppState) -> Vec<Arc<dyn Flow>> {
+    Vec::new()
+}
+
+fn start_worker(state: &AppState, shutdown: &CancellationToken) -> WorkerHandle {
+    Worker::builder(
+        state.store.clone(),
+        flows(state),
+        state.settings.worker.clone(),
+    )
+    .spawn(shutdown.clone())
+}
+
+/// Serves on `listener` until `shutdown` is cancelled, then drains: stop accepting, finish
+/// in-flight requests, let running work finish (or release it), flush and close the store.
 pub async fn run(
-    state: AppState,
+    mut state: AppState,
     role: Role,
     listener: TcpListener,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
     let deadline = Duration::from_secs(state.settings.server.shutdown_timeout_secs);
     let store = state.store.clone();
+    let worker = role.runs_worker().then(|| start_worker(&state, &shutdown));
+    state.worker = worker.as_ref().map(WorkerHandle::probe);
     let app = http::router(state, role.route_groups());
     tracing::info!(
         address = %listener.local_addr()?,
@@ -89,6 +115,9 @@ pub async fn run(
             deadline_secs = deadline.as_secs(),
             "shutdown deadline passed with requests still in flight"
         );
+    }
+    if let Some(worker) = worker {
+        worker.join().await;
     }
     store.close().await;
     tracing::info!("stopped");

@@ -391,7 +391,12 @@ async fn accepted_event_is_stored_with_raw_body_and_kept_headers() {
         event.headers.get("webhook-signature").is_none(),
         "signatures are not kept"
     );
-    assert_eq!(event.state, "pending");
+    // The worker may already have routed it (no flow is configured here: `ignored`).
+    assert!(
+        ["pending", "ignored"].contains(&event.state.as_str()),
+        "{}",
+        event.state
+    );
     app.stop().await;
 }
 

@@ -10,3 +10,38 @@ pub mod transport;
 pub use error::{TransportErrorKind, UpstreamError};
 pub use file::{Download, FileUpload};
 pub use transport::{CircuitState, Clock, StreamBody, SystemClock, Transport, TransportPolicy};
+
+use std::sync::Arc;
+
+use crate::config::Settings;
+
+/// Both upstream clients, built once from the configuration and shared by the flows and the
+/// status endpoint. Building them contacts nobody.
+#[derive(Clone)]
+pub struct Upstreams {
+    pub opentext: Arc<opentext::OpentextClient>,
+    pub allportal: Arc<allportal::AllportalClient>,
+}
+
+impl std::fmt::Debug for Upstreams {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Upstreams").finish_non_exhaustive()
+    }
+}
+
+impl Upstreams {
+    pub fn new(settings: &Settings) -> Result<Self, UpstreamError> {
+        Ok(Self {
+            opentext: Arc::new(opentext::OpentextClient::new(&settings.opentext)?),
+            allportal: Arc::new(allportal::AllportalClient::new(&settings.allportal)?),
+        })
+    }
+
+    /// Circuit breaker state per upstream, for `/api/v1/status`.
+    pub fn circuit_states(&self) -> [(&'static str, CircuitState); 2] {
+        [
+            ("opentext", self.opentext.circuit_state()),
+            ("allportal", self.allportal.circuit_state()),
+        ]
+    }
+}

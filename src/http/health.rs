@@ -13,8 +13,19 @@ pub async fn healthz() -> impl IntoResponse {
     Json(json!({ "status": "ok" }))
 }
 
-/// Readiness: the store answers and every migration of this build is applied.
+/// Readiness: the store answers, every migration of this build is applied, and the worker of
+/// this process (if any) is alive.
 pub async fn readyz(State(state): State<AppState>) -> Result<impl IntoResponse, Problem> {
+    if let Some(worker) = &state.worker
+        && !worker.is_alive(crate::store::now_millis())
+    {
+        tracing::warn!("not ready: the worker's claim loop has stalled");
+        return Err(Problem::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "not-ready",
+            "the worker's claim loop has not gone round for over a minute",
+        ));
+    }
     match state.store.readiness().await {
         Ok(()) => Ok(Json(json!({
             "status": "ready",

@@ -17,10 +17,13 @@ use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetReques
 use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::TraceLayer;
 
+use crate::clients::Upstreams;
 use crate::config::Settings;
 use crate::ingest::Verifiers;
 use crate::store::Store;
+use crate::worker::WorkerProbe;
 
+mod admin;
 mod health;
 pub mod problem;
 mod webhooks;
@@ -37,6 +40,9 @@ pub struct AppState {
     pub verifiers: Arc<Verifiers>,
     pub metrics: PrometheusHandle,
     pub started: Instant,
+    pub upstreams: Upstreams,
+    /// The worker of this process, if it runs one (`serve --role all|worker`).
+    pub worker: Option<WorkerProbe>,
 }
 
 /// Which deployment role serves a route (`serve --role`).
@@ -82,6 +88,32 @@ pub fn routes() -> Vec<Route> {
             Webhooks,
             post(webhooks::opentext),
         ),
+        route(Method::GET, "/api/v1/status", Admin, get(admin::status)),
+        route(
+            Method::GET,
+            "/api/v1/events",
+            Admin,
+            get(admin::list_events),
+        ),
+        route(
+            Method::GET,
+            "/api/v1/events/{id}",
+            Admin,
+            get(admin::get_event),
+        ),
+        route(
+            Method::POST,
+            "/api/v1/events/{id}/replay",
+            Admin,
+            post(admin::replay_event),
+        ),
+        route(
+            Method::POST,
+            "/api/v1/events/replay",
+            Admin,
+            post(admin::replay_events),
+        ),
+        route(Method::POST, "/api/v1/resync", Admin, post(admin::resync)),
     ]
 }
 

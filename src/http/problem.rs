@@ -100,23 +100,26 @@ pub async fn problem_middleware(request: Request, next: Next) -> Response {
         .and_then(|v| v.to_str().ok())
         .map(str::to_owned);
     let mut response = next.run(request).await;
-    if let Some(problem) = response.extensions_mut().remove::<Problem>() {
-        return problem.render(request_id);
-    }
-    let status = response.status();
-    let is_problem = response
-        .headers()
-        .get(header::CONTENT_TYPE)
-        .is_some_and(|v| v.as_bytes().starts_with(PROBLEM_JSON.as_bytes()));
-    if (status.is_client_error() || status.is_server_error()) && !is_problem {
-        let mut rendered = Problem::for_status(status).render(request_id);
-        // Keep headers such as `Allow` or `Retry-After` that the original response carried.
-        for (name, value) in response.headers() {
-            if name != header::CONTENT_TYPE && name != header::CONTENT_LENGTH {
-                rendered.headers_mut().insert(name.clone(), value.clone());
+    let problem = match response.extensions_mut().remove::<Problem>() {
+        Some(problem) => problem,
+        None => {
+            let status = response.status();
+            let is_problem = response
+                .headers()
+                .get(header::CONTENT_TYPE)
+                .is_some_and(|v| v.as_bytes().starts_with(PROBLEM_JSON.as_bytes()));
+            if !(status.is_client_error() || status.is_server_error()) || is_problem {
+                return response;
             }
+            Problem::for_status(status)
         }
-        return rendered;
+    };
+    let mut rendered = problem.render(request_id);
+    // Keep headers such as `Allow`, `WWW-Authenticate` or `Retry-After` of the original response.
+    for (name, value) in response.headers() {
+        if name != header::CONTENT_TYPE && name != header::CONTENT_LENGTH {
+            rendered.headers_mut().insert(name.clone(), value.clone());
+        }
     }
-    response
+    rendered
 }

@@ -160,4 +160,40 @@ impl WorkerHandle {
     pub fn is_running(&self) -> bool {
         self.tasks.iter().any(|t| !t.is_finished())
     }
+
+    /// A cheap handle for readiness and status: when did the claim loop last go round.
+    pub fn probe(&self) -> WorkerProbe {
+        WorkerProbe {
+            heartbeat: self.heartbeat.clone(),
+            enabled: !self.tasks.is_empty(),
+        }
+    }
+}
+
+/// Liveness of a worker as seen from the HTTP side.
+#[derive(Debug, Clone)]
+pub struct WorkerProbe {
+    heartbeat: Arc<AtomicI64>,
+    enabled: bool,
+}
+
+impl WorkerProbe {
+    /// A claim loop that has not gone round for this long is stalled (it goes round at least
+    /// every poll interval, also while work runs).
+    pub const STALLED_AFTER_MS: i64 = 60_000;
+
+    /// Unix ms of the last round of the claim loop.
+    pub fn last_heartbeat(&self) -> i64 {
+        self.heartbeat.load(Ordering::Relaxed)
+    }
+
+    /// Whether the worker pool runs in this process (`[worker].enabled`).
+    pub fn is_enabled(&self) -> bool {
+        self.enabled
+    }
+
+    /// Enabled, and its claim loop went round recently.
+    pub fn is_alive(&self, now: i64) -> bool {
+        !self.enabled || now.saturating_sub(self.last_heartbeat()) < Self::STALLED_AFTER_MS
+    }
 }
