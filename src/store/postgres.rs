@@ -6,12 +6,13 @@
 //! replica `LISTEN`s and wakes its worker, with polling as the backstop.
 
 use std::collections::HashSet;
+use std::str::FromStr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
 use sqlx::migrate::Migrator;
-use sqlx::postgres::{PgListener, PgPool, PgPoolOptions, PgRow};
+use sqlx::postgres::{PgConnectOptions, PgListener, PgPool, PgPoolOptions, PgRow};
 use sqlx::{Postgres, QueryBuilder, Row, Transaction};
 use tokio::sync::Notify;
 use tokio::task::JoinHandle;
@@ -41,6 +42,7 @@ pub struct PgStore {
     pool: PgPool,
     wakeup: Arc<Notify>,
     listener: Mutex<Option<JoinHandle<()>>>,
+    listen_pool: PgPool,
 }
 
 impl std::fmt::Debug for PgStore {
@@ -51,17 +53,24 @@ impl std::fmt::Debug for PgStore {
 
 impl PgStore {
     pub async fn open(cfg: &StoreConfig) -> Result<Self, StoreError> {
+        let options = PgConnectOptions::from_str(&cfg.url)
+            .map_err(|e| StoreError::Config(format!("`store.url`: {e}")))?;
         let pool = PgPoolOptions::new()
             .max_connections(cfg.max_connections)
             .acquire_timeout(Duration::from_secs(10))
-            .connect(&cfg.url)
+            .connect_with(options.clone())
             .await?;
+        // LISTEN holds its connection for good: give it its own, outside the work pool.
+        let listen_pool = PgPoolOptions::new()
+            .max_connections(1)
+            .connect_lazy_with(options);
         let wakeup = Arc::new(Notify::new());
-        let listener = tokio::spawn(listen(pool.clone(), wakeup.clone()));
+        let listener = tokio::spawn(listen(listen_pool.clone(), wakeup.clone()));
         Ok(Self {
             pool,
             wakeup,
             listener: Mutex::new(Some(listener)),
+            listen_pool,
         })
     }
 
@@ -174,7 +183,9 @@ impl Store for PgStore {
         let listener = self.listener.lock().expect("listener lock").take();
         if let Some(listener) = listener {
             listener.abort();
+            let _ = listener.await;
         }
+        self.listen_pool.close().await;
         self.pool.close().await;
     }
 
@@ -832,6 +843,14 @@ async fn refresh_events(
     // Sorted, so that concurrent transactions lock events in the same order.
     let ids: std::collections::BTreeSet<&String> = event_ids.iter().collect();
     for id in ids {
+        // Lock first, then compute in a new statement: its snapshot then includes the jobs a
+        // concurrent unit of another flow committed for the same event. Computing inside the
+        // UPDATE alone would read the older snapshot, and two units finishing the two jobs of
+        // one event at once would both leave it `routed`.
+        sqlx::query("SELECT 1 FROM events WHERE id = $1 FOR UPDATE")
+            .bind(id)
+            .execute(&mut **tx)
+            .await?;
         sqlx::query(&sql)
             .bind(now)
             .bind(id)

@@ -14,7 +14,10 @@ use super::clock::{Clock, millis};
 use super::flow::{FlowOutcome, Router};
 use super::retry::{RetryPolicy, plan};
 use crate::config::WorkerConfig;
-use crate::store::{ClaimRequest, ClaimedWork, Store, StoreError};
+use crate::store::{AttemptResult, ClaimRequest, ClaimedWork, JobTransition, Store, StoreError};
+
+/// Tries to record one outcome (100 ms, doubling: about 6 s in all).
+const RECORD_TRIES: u32 = 6;
 
 pub(super) struct Engine {
     store: Arc<dyn Store>,
@@ -147,14 +150,7 @@ impl Engine {
         let (result, transitions) = plan(&self.policy, &work, &outcome, now, || {
             rand::random_range(-1.0..=1.0)
         });
-        match self.store.finish_work(&work, &result, &transitions).await {
-            Ok(true) => {}
-            Ok(false) => tracing::warn!(flow = %work.flow, key = %work.object_key,
-                "lease was lost before the outcome was recorded"),
-            // The lease will expire and the jobs become claimable again.
-            Err(error) => tracing::error!(%error, flow = %work.flow, key = %work.object_key,
-                "cannot record the outcome"),
-        }
+        self.record_outcome(&work, &result, &transitions).await;
         record_metrics(&work.flow, &outcome, started.elapsed());
         tracing::info!(flow = %work.flow, key = %work.object_key, events = work.jobs.len(),
             outcome = outcome.label(), "reconciled");
@@ -162,6 +158,36 @@ impl Engine {
             .lock()
             .expect("inflight lock")
             .remove(&work.owner);
+    }
+
+    /// Writes the outcome, retrying briefly: a transient database error must not leave the
+    /// work stuck until its lease expires.
+    async fn record_outcome(
+        &self,
+        work: &ClaimedWork,
+        result: &AttemptResult,
+        transitions: &[JobTransition],
+    ) {
+        let mut pause = Duration::from_millis(100);
+        for _ in 0..RECORD_TRIES {
+            match self.store.finish_work(work, result, transitions).await {
+                Ok(true) => return,
+                Ok(false) => {
+                    tracing::warn!(flow = %work.flow, key = %work.object_key,
+                        "lease was lost before the outcome was recorded");
+                    return;
+                }
+                Err(error) => {
+                    tracing::warn!(%error, flow = %work.flow, key = %work.object_key,
+                        "cannot record the outcome yet");
+                    tokio::time::sleep(pause).await;
+                    pause *= 2;
+                }
+            }
+        }
+        // The lease will expire and the jobs become claimable again.
+        tracing::error!(flow = %work.flow, key = %work.object_key,
+            "gave up recording the outcome; the work runs again after its lease expires");
     }
 
     /// The flow's outcome; a panic or a lost lease is a retryable failure. The flow runs in its

@@ -61,8 +61,20 @@ fn config(url: &str) -> StoreConfig {
     }
 }
 
+/// Logs to the test output (shown for failing tests); `RUST_LOG` filters.
+pub fn init_tracing() {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "warn,xecm_bridge=info".into()),
+        )
+        .with_test_writer()
+        .try_init();
+}
+
 impl TestDb {
     pub async fn sqlite(migrate: bool) -> TestDb {
+        init_tracing();
         let dir = tempfile::tempdir().expect("tempdir");
         let url = format!("sqlite://{}", dir.path().join("bridge.db").display());
         let store = store::open(&config(&url)).await.expect("open sqlite");
@@ -81,6 +93,7 @@ impl TestDb {
     /// A fresh PostgreSQL database, or `None` (skip) when `XECM_TEST_POSTGRES_URL` is not set;
     /// with `CI` set a missing URL fails the test.
     pub async fn postgres(migrate: bool) -> Option<TestDb> {
+        init_tracing();
         let Ok(admin) = std::env::var(PG_ENV) else {
             assert!(
                 std::env::var_os("CI").is_none(),
@@ -132,13 +145,34 @@ impl TestDb {
         }
         self.store.close().await;
         if let Some((admin, name)) = self.pg_admin {
-            let mut conn = sqlx::PgConnection::connect(&admin).await.expect("connect");
-            sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
-                .execute(&mut conn)
-                .await
-                .expect("drop test database");
+            drop_database(&admin, &name).await;
         }
     }
+}
+
+/// Drops a test database. `FORCE` ends sessions a closed pool has not finished closing yet;
+/// an autovacuum worker (another role) cannot be ended that way, so this tries a few times.
+async fn drop_database(admin: &str, name: &str) {
+    let mut conn = sqlx::PgConnection::connect(admin).await.expect("connect");
+    let mut last_error = None;
+    for _ in 0..50 {
+        match sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+            .execute(&mut conn)
+            .await
+        {
+            Ok(_) => return,
+            Err(error) => last_error = Some(error),
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let sessions: Vec<(Option<String>, Option<String>, Option<String>)> = sqlx::query_as(
+        "SELECT usename::text, backend_type, query FROM pg_stat_activity WHERE datname = $1",
+    )
+    .bind(name)
+    .fetch_all(&mut conn)
+    .await
+    .unwrap_or_default();
+    panic!("cannot drop test database {name}: {last_error:?}; sessions: {sessions:?}");
 }
 
 /// An `allportal` event about `key` (`<module>/<id>`).
@@ -194,7 +228,9 @@ where
 
 /// Waits until the event has reached `state`; returns it.
 pub async fn wait_for_state(store: &dyn Store, id: &str, state: &str) -> StoredEvent {
-    wait_for(&format!("event {id} in state {state}"), || async {
+    let detail = store.event_detail(id).await.ok().flatten();
+    let what = format!("event {id} in state {state} (before waiting: {detail:?})");
+    wait_for(&what, || async {
         store
             .get_event(id)
             .await
