@@ -4,6 +4,8 @@
 //!
 //! `cargo bench --bench ingest` (env: BENCH_REQUESTS, default 20000; BENCH_CONCURRENCY, default 64).
 
+mod support;
+
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
@@ -12,22 +14,11 @@ use axum::Router;
 use axum::body::Bytes;
 use axum::http::StatusCode;
 use axum::routing::post;
-use base64::Engine as _;
-use hmac::{Hmac, Mac};
-use sha2::Sha256;
+use support::{SECRET, Signed, env_usize, product_event, sign};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use xecm_bridge::config::Settings;
 use xecm_bridge::server::{self, Role};
-
-const SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
-
-struct Signed {
-    id: String,
-    timestamp: String,
-    signature: String,
-    body: Bytes,
-}
 
 struct Report {
     rps: f64,
@@ -35,37 +26,14 @@ struct Report {
     p99: Duration,
 }
 
-fn env_usize(name: &str, default: usize) -> usize {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
 /// `count` signed 1 KiB bodies with unique ids, made before the clock starts.
 fn requests(prefix: &str, count: usize) -> Vec<Signed> {
-    let key = base64::engine::general_purpose::STANDARD
-        .decode(SECRET.trim_start_matches("whsec_"))
-        .unwrap();
-    let timestamp = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs()
-        .to_string();
     (0..count)
         .map(|i| {
-            let id = format!("msg_{prefix}_{i}");
-            let head = format!(
-                r#"{{"event":"moduleobject_modify","module":"product","object_id":"{i}","padding":""#
-            );
-            let body = format!("{head}{}\"}}", "x".repeat(1024 - head.len() - 2));
-            let mut mac = Hmac::<Sha256>::new_from_slice(&key).unwrap();
-            mac.update(format!("{id}.{timestamp}.{body}").as_bytes());
-            let signature = format!(
-                "v1,{}",
-                base64::engine::general_purpose::STANDARD.encode(mac.finalize().into_bytes())
-            );
-            Signed { id, timestamp: timestamp.clone(), signature, body: Bytes::from(body) }
+            sign(
+                format!("msg_{prefix}_{i}"),
+                product_event(&i.to_string(), 1024),
+            )
         })
         .collect()
 }
@@ -88,16 +56,7 @@ async fn load(url: String, requests: Vec<Signed>, concurrency: usize) -> Report 
                 let i = next.fetch_add(1, Ordering::Relaxed);
                 let Some(r) = requests.get(i) else { break };
                 let sent = Instant::now();
-                let response = client
-                    .post(&url)
-                    .header("content-type", "application/json")
-                    .header("webhook-id", &r.id)
-                    .header("webhook-timestamp", &r.timestamp)
-                    .header("webhook-signature", &r.signature)
-                    .body(r.body.clone())
-                    .send()
-                    .await
-                    .expect("request");
+                let response = r.send(&client, &url).send().await.expect("request");
                 assert_eq!(response.status(), StatusCode::ACCEPTED);
                 response.bytes().await.expect("body");
                 latencies.push(sent.elapsed());

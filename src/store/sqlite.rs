@@ -1,4 +1,4 @@
-//! The embedded SQLite store (WAL, `synchronous = FULL`).
+//! The embedded SQLite store (WAL; the inbox writer commits with `synchronous = FULL`).
 //!
 //! Inserts go through one writer task that practises **group commit**: whatever requests are
 //! waiting when a transaction starts are written in that one transaction and made durable by one
@@ -51,6 +51,9 @@ pub struct SqliteStore {
     /// Transactions the writer has committed (each is one fsync).
     commits: Arc<AtomicU64>,
     wakeup: Arc<Notify>,
+    /// Serialises this process's write transactions in async code: SQLite admits one writer at
+    /// a time, and its own busy handler waits by sleeping whole milliseconds.
+    write_lock: Arc<tokio::sync::Mutex<()>>,
 }
 
 impl std::fmt::Debug for SqliteStore {
@@ -65,8 +68,9 @@ impl SqliteStore {
             .map_err(|e| StoreError::Config(format!("`store.url`: {e}")))?
             .create_if_missing(true)
             .journal_mode(SqliteJournalMode::Wal)
-            // FULL: a commit is on disk before the webhook is acknowledged.
-            .synchronous(SqliteSynchronous::Full)
+            // The worker's bookkeeping: NORMAL survives a process crash; after a power loss the
+            // last few state changes may roll back, and the idempotent flows simply run again.
+            .synchronous(SqliteSynchronous::Normal)
             .busy_timeout(Duration::from_secs(10))
             .foreign_keys(true);
         if let Some(dir) = options.get_filename().parent()
@@ -86,13 +90,20 @@ impl SqliteStore {
         let (tx, rx) = mpsc::channel(WRITE_QUEUE);
         let commits = Arc::new(AtomicU64::new(0));
         let wakeup = Arc::new(Notify::new());
-        // The writer keeps a connection of its own: no pool round trip on the hot path.
-        let connection = options.connect().await?;
+        // The inbox writer keeps a connection of its own (no pool round trip on the hot path)
+        // with FULL synchronisation: a commit is on disk before any webhook is acknowledged.
+        let connection = options
+            .clone()
+            .synchronous(SqliteSynchronous::Full)
+            .connect()
+            .await?;
+        let write_lock = Arc::new(tokio::sync::Mutex::new(()));
         let writer = Writer {
             connection,
             max_events: cfg.group_commit_max_events,
             commits: commits.clone(),
             wakeup: wakeup.clone(),
+            write_lock: write_lock.clone(),
         };
         let task = tokio::spawn(writer.run(rx));
         Ok(Self {
@@ -101,12 +112,28 @@ impl SqliteStore {
             writer_task: Mutex::new(Some(task)),
             commits,
             wakeup,
+            write_lock,
         })
     }
 
     /// The connection pool, for the worker's queries.
     pub fn pool(&self) -> &SqlitePool {
         &self.pool
+    }
+
+    /// A write transaction, taken only after this process's other writers are done.
+    async fn begin_write(
+        &self,
+    ) -> Result<
+        (
+            tokio::sync::MutexGuard<'_, ()>,
+            Transaction<'static, Sqlite>,
+        ),
+        StoreError,
+    > {
+        let guard = self.write_lock.lock().await;
+        let tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        Ok((guard, tx))
     }
 
     /// How many insert transactions have been committed so far.
@@ -194,7 +221,7 @@ impl Store for SqliteStore {
     }
 
     async fn route_events(&self, routings: &[Routing], now: i64) -> Result<usize, StoreError> {
-        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let (_write, mut tx) = self.begin_write().await?;
         let mut routed = 0;
         for routing in routings {
             if route_one(&mut tx, routing, now).await? {
@@ -207,7 +234,7 @@ impl Store for SqliteStore {
 
     async fn claim(&self, request: &ClaimRequest) -> Result<Option<ClaimedWork>, StoreError> {
         // IMMEDIATE takes the write lock up front: the whole claim is one serialized step.
-        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let (_write, mut tx) = self.begin_write().await?;
         reap_expired(&mut tx, request.now, request.max_attempts).await?;
         let work = claim_unit(&mut tx, request).await?;
         tx.commit().await?;
@@ -220,7 +247,7 @@ impl Store for SqliteStore {
         until: i64,
         now: i64,
     ) -> Result<bool, StoreError> {
-        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let (_write, mut tx) = self.begin_write().await?;
         let lease = sqlx::query(
             "UPDATE leases SET expires_at = ? WHERE flow = ? AND object_key = ? AND owner = ?",
         )
@@ -251,7 +278,7 @@ impl Store for SqliteStore {
         result: &AttemptResult,
         transitions: &[JobTransition],
     ) -> Result<bool, StoreError> {
-        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let (_write, mut tx) = self.begin_write().await?;
         let held =
             sqlx::query("DELETE FROM leases WHERE flow = ? AND object_key = ? AND owner = ?")
                 .bind(&work.flow)
@@ -297,7 +324,7 @@ impl Store for SqliteStore {
     }
 
     async fn release_work(&self, work: &ClaimedWork, now: i64) -> Result<(), StoreError> {
-        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let (_write, mut tx) = self.begin_write().await?;
         for job in &work.jobs {
             sqlx::query(
                 "UPDATE attempts SET finished_at = ?, outcome = ?, error = ?
@@ -339,7 +366,7 @@ impl Store for SqliteStore {
         note: &str,
         now: i64,
     ) -> Result<ReplayOutcome, StoreError> {
-        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let (_write, mut tx) = self.begin_write().await?;
         let current: Option<String> = sqlx::query_scalar("SELECT state FROM events WHERE id = ?")
             .bind(id)
             .fetch_optional(&mut *tx)
@@ -597,6 +624,7 @@ struct Writer {
     commits: Arc<AtomicU64>,
     /// Wakes idle workers when new events are committed.
     wakeup: Arc<Notify>,
+    write_lock: Arc<tokio::sync::Mutex<()>>,
 }
 
 impl Writer {
@@ -661,6 +689,7 @@ impl Writer {
         &mut self,
         batch: &[WriteRequest],
     ) -> Result<Vec<Vec<InsertOutcome>>, StoreError> {
+        let _write = self.write_lock.lock().await;
         let outcomes = commit_group(&mut self.connection, batch).await?;
         self.commits.fetch_add(1, Ordering::Relaxed);
         self.wakeup.notify_waiters();
