@@ -770,11 +770,12 @@ async fn records_are_classified_finalized_held_and_the_workspace_made_read_only(
     ot.add_role_member(ws, roles[0].id, sample_ids::APPROVER_USER_ID)
         .await
         .expect("member");
-    assert_eq!(
-        node_state(&sim, ws)["workspace"]["roles"][0]["members"]
+    let members = node_state(&sim, ws)["workspace"]["roles"][0]["members"].clone();
+    assert!(
+        members
             .as_array()
             .is_some_and(|m| m.contains(&json!(sample_ids::APPROVER_USER_ID))),
-        true
+        "{members}"
     );
 }
 
@@ -805,7 +806,6 @@ async fn an_outage_with_retry_after_is_waited_out() {
 
 #[tokio::test]
 async fn a_failing_upstream_opens_the_circuit_which_closes_once_it_recovers() {
-    // One `GET /_sim/state` over HTTP, as a person exploring the simulator would read it.
     let sim = start().await;
     let ot = client(&sim);
     ot.node(sample_ids::WORKSPACES_FOLDER)
@@ -831,6 +831,8 @@ async fn a_failing_upstream_opens_the_circuit_which_closes_once_it_recovers() {
     );
     assert!(sim.requests().is_empty(), "{:?}", sim.requests());
 
+    // Faults cleared and checked over the control endpoints, as a person exploring the
+    // simulator would do it.
     let faults: Value = reqwest::Client::new()
         .put(format!("{}/faults", sim.control_url()))
         .json(&json!({}))
