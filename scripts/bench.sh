@@ -11,7 +11,11 @@ cd "$(dirname "$0")/.."
 benches=(ingest transfer)
 
 # Build everything first so that compiling never overlaps a measurement.
-cargo bench --no-run $(printf -- '--bench %s ' "${benches[@]}")
+build=()
+for bench in "${benches[@]}"; do
+    build+=(--bench "${bench}")
+done
+cargo bench --no-run "${build[@]}"
 
 for bench in "${benches[@]}"; do
     echo
