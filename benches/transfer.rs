@@ -341,8 +341,9 @@ async fn run(size: u64) -> anyhow::Result<()> {
         }
     );
     for (name, peak) in sims {
+        let label = format!("{name} simulator process peak RSS:");
         println!(
-            "  {name} simulator process peak RSS:   {:>8.1} MiB (not the bridge)",
+            "  {label:<41} {:>8.1} MiB  (child process, not the bridge)",
             mib_of_kib(peak)
         );
     }
