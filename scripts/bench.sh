@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# Runs every benchmark of xecm-bridge, one after the other: each measures throughput, so they
+# must not compete for the machine. Figures go to stdout; BENCHMARKS.md records them.
+#
+# Environment (optional):
+#   BENCH_REQUESTS, BENCH_CONCURRENCY   ingest (defaults 20000, 64)
+#   BENCH_TRANSFER_MIB                  transfer size in MiB (default 1024)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+benches=(ingest transfer)
+
+# Build everything first so that compiling never overlaps a measurement.
+build=()
+for bench in "${benches[@]}"; do
+    build+=(--bench "${bench}")
+done
+cargo bench --no-run "${build[@]}"
+
+for bench in "${benches[@]}"; do
+    echo
+    echo "== cargo bench --bench ${bench}"
+    cargo bench --bench "${bench}"
+done
