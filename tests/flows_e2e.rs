@@ -1,0 +1,499 @@
+//! The business flows end to end through the real HTTP path: both simulators with the sample
+//! data, the bridge in-process with its worker, signed webhooks sent by the 4ALLPORTAL simulator
+//! (and callbacks by the OpenText simulator); assertions on the simulators' end state and
+//! request logs. The mapping is the one in `config/example.toml`.
+
+mod common;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::StreamExt;
+use serde_json::{Value, json};
+use tokio_util::sync::CancellationToken;
+use xecm_bridge::config::{Settings, WorkerConfig};
+use xecm_bridge::flows::{self, Clients, Flows};
+use xecm_bridge::sim::SimHandle;
+use xecm_bridge::sim::allportal::{self as ap_sim, AllportalSimOptions, ids, sample_catalogue};
+use xecm_bridge::sim::opentext::{self as ot_sim, OpentextSimOptions};
+use xecm_bridge::store::{EventFilter, Page, Store, StoredEvent};
+use xecm_bridge::worker::{Worker, WorkerHandle};
+
+use common::{ALLPORTAL_SECRET, OPENTEXT_SECRET, TestApp, spawn_with, test_settings};
+
+const API_KEY: &str = "sim-allportal-api-key";
+const DEADLINE: Duration = Duration::from_secs(30);
+
+/// The `[flows]` sections of the example configuration, limited to `names`.
+fn example_flows(names: &[&str]) -> String {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/config/example.toml");
+    let text = std::fs::read_to_string(path).expect("example config");
+    let doc: toml::Table = text.parse().expect("example config is TOML");
+    let all = doc["flows"].as_table().expect("[flows]").clone();
+    let chosen: toml::Table = all
+        .into_iter()
+        .filter(|(name, _)| names.contains(&name.as_str()))
+        .collect();
+    let mut root = toml::Table::new();
+    root.insert("flows".into(), toml::Value::Table(chosen));
+    toml::to_string(&root).expect("renders")
+}
+
+struct Bridge {
+    app: Option<TestApp>,
+    ap: SimHandle,
+    ot: SimHandle,
+    flows: Flows,
+    clients: Clients,
+    worker: Option<WorkerHandle>,
+    shutdown: CancellationToken,
+    http: reqwest::Client,
+}
+
+async fn start(names: &[&str]) -> Bridge {
+    start_with(names, |_| {}).await
+}
+
+async fn start_with(names: &[&str], tune: impl FnOnce(&mut WorkerConfig)) -> Bridge {
+    let ap = ap_sim::spawn(
+        "127.0.0.1:0".parse().unwrap(),
+        AllportalSimOptions {
+            api_key: API_KEY.into(),
+            webhook_secret: Some(ALLPORTAL_SECRET.into()),
+            seed: Some(sample_catalogue()),
+            ..AllportalSimOptions::default()
+        },
+    )
+    .await
+    .expect("4ALLPORTAL simulator");
+    let ot = ot_sim::spawn(
+        "127.0.0.1:0".parse().unwrap(),
+        OpentextSimOptions {
+            callback_secret: Some(OPENTEXT_SECRET.into()),
+            ..OpentextSimOptions::default()
+        },
+    )
+    .await
+    .expect("OpenText simulator");
+    let dir = tempfile::tempdir().expect("temp dir");
+    let extra = format!(
+        r#"
+[allportal]
+base_url = "{ap}"
+api_key = "{API_KEY}"
+[allportal.transport]
+max_retries = 1
+backoff_base_ms = 10
+backoff_max_ms = 50
+[opentext]
+base_url = "{ot}"
+username = "{user}"
+password = "{password}"
+[opentext.transport]
+max_retries = 1
+backoff_base_ms = 10
+backoff_max_ms = 50
+{flows}
+"#,
+        ap = ap.base_url(),
+        ot = ot.base_url(),
+        user = ot_sim::SAMPLE_ADMIN_USER,
+        password = ot_sim::SAMPLE_ADMIN_PASSWORD,
+        flows = example_flows(names),
+    );
+    let settings: Settings = test_settings(&dir, &extra);
+    let app = spawn_with(settings.clone(), dir).await;
+    let http = reqwest::Client::new();
+    http.put(format!("{}/webhook", ap.control_url()))
+        .json(&json!({"url": app.url("/webhooks/allportal")}))
+        .send()
+        .await
+        .expect("webhook target");
+    http.put(format!("{}/callback", ot.control_url()))
+        .json(&json!({"url": app.url("/webhooks/opentext")}))
+        .send()
+        .await
+        .expect("callback target");
+    let clients = Clients::from_settings(&settings).expect("clients");
+    let flows = flows::build(&settings, &clients, app.store.clone());
+    let mut cfg = WorkerConfig {
+        poll_interval_ms: 50,
+        retry_schedule_secs: vec![1, 1, 1],
+        reconcile_allportal_interval_secs: 0,
+        reconcile_opentext_interval_secs: 0,
+        ..WorkerConfig::default()
+    };
+    tune(&mut cfg);
+    let shutdown = CancellationToken::new();
+    let worker = Worker::builder(app.store.clone(), flows.as_worker_flows(), cfg)
+        .workflow_feed(flows::workflow_feed(&clients))
+        .spawn(shutdown.clone());
+    Bridge {
+        app: Some(app),
+        ap,
+        ot,
+        flows,
+        clients,
+        worker: Some(worker),
+        shutdown,
+        http,
+    }
+}
+
+impl Bridge {
+    fn store(&self) -> Arc<dyn Store> {
+        self.app.as_ref().expect("running").store.clone()
+    }
+
+    async fn stop(mut self) {
+        self.shutdown.cancel();
+        if let Some(worker) = self.worker.take() {
+            worker.join().await;
+        }
+        if let Some(app) = self.app.take() {
+            app.stop().await;
+        }
+    }
+
+    /// Has the 4ALLPORTAL simulator send a signed change webhook for one object.
+    async fn webhook(&self, module: &str, id: &str, event: &str) {
+        let delivery: Value = self
+            .http
+            .post(format!("{}/webhooks/send", self.ap.control_url()))
+            .json(&json!({"module": module, "object_id": id, "event": event}))
+            .send()
+            .await
+            .expect("send webhook")
+            .json()
+            .await
+            .expect("delivery");
+        assert_eq!(delivery["status"], 202, "{delivery}");
+        self.settle().await;
+    }
+
+    /// Changes an object as a 4ALLPORTAL user would (audit entry by that user) and sends the
+    /// webhook.
+    async fn edit(&self, module: &str, id: &str, fields: Value) {
+        let answer: Value = self
+            .http
+            .post(format!(
+                "{}/objects/{module}/{id}?webhook=true",
+                self.ap.control_url()
+            ))
+            .json(&fields)
+            .send()
+            .await
+            .expect("edit object")
+            .json()
+            .await
+            .expect("edit answer");
+        assert_eq!(answer["webhook"]["Ok"]["status"], 202, "{answer}");
+        self.settle().await;
+    }
+
+    /// Waits until every event is finished, then fails on any dead letter.
+    async fn settle(&self) {
+        let store = self.store();
+        let deadline = tokio::time::Instant::now() + DEADLINE;
+        loop {
+            let backlog = store
+                .backlog(xecm_bridge::store::now_millis())
+                .await
+                .expect("backlog");
+            if backlog.events == 0 && backlog.jobs == 0 {
+                break;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "work did not finish: {backlog:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let dead = self.events(Some("dead")).await;
+        assert!(
+            dead.is_empty(),
+            "dead letters: {:?}",
+            dead.iter().map(|e| &e.last_error).collect::<Vec<_>>()
+        );
+    }
+
+    async fn events(&self, state: Option<&str>) -> Vec<StoredEvent> {
+        let filter = EventFilter {
+            state: state.map(str::to_string),
+            ..EventFilter::default()
+        };
+        self.store()
+            .list_events(
+                &filter,
+                &Page {
+                    after: None,
+                    limit: 1000,
+                },
+            )
+            .await
+            .expect("events")
+            .events
+    }
+
+    /// The outcome summaries/reasons of `flow`'s attempts for the newest event.
+    async fn last_outcome(&self, flow: &str) -> (String, Option<String>) {
+        let store = self.store();
+        for event in self.events(None).await {
+            let detail = store.event_detail(&event.id).await.unwrap().unwrap();
+            if let Some(job) = detail.jobs.iter().find(|j| j.flow == flow) {
+                return (job.state.clone(), job.last_error.clone());
+            }
+        }
+        panic!("no job of flow {flow}");
+    }
+
+    fn ot_writes(&self) -> Vec<String> {
+        writes(&self.ot)
+    }
+
+    fn ap_writes(&self) -> Vec<String> {
+        writes(&self.ap)
+    }
+
+    fn clear_logs(&self) {
+        self.ot.clear_requests();
+        self.ap.clear_requests();
+    }
+
+    async fn download(&self, node: i64) -> Vec<u8> {
+        let download = self
+            .clients
+            .opentext
+            .download_content(node)
+            .await
+            .expect("download");
+        let chunks: Vec<_> = download.stream.collect().await;
+        chunks
+            .into_iter()
+            .flat_map(|c| c.expect("chunk").to_vec())
+            .collect()
+    }
+}
+
+/// Requests that change state; logging in (`POST …/auth`) changes nothing.
+fn writes(sim: &SimHandle) -> Vec<String> {
+    sim.requests()
+        .into_iter()
+        .filter(|r| r.is_write() && !r.path.ends_with("/api/v1/auth"))
+        .map(|r| format!("{} {}", r.method, r.path))
+        .collect()
+}
+
+/// The OpenText simulator's nodes.
+struct Nodes(Vec<Value>);
+
+impl Nodes {
+    fn of(ot: &SimHandle) -> Self {
+        Nodes(ot.state()["nodes"].as_array().cloned().unwrap_or_default())
+    }
+
+    fn workspaces(&self, bo_type: &str) -> Vec<&Value> {
+        self.0
+            .iter()
+            .filter(|n| {
+                n["workspace"]["references"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .any(|r| r["bo_type"] == bo_type)
+            })
+            .collect()
+    }
+
+    fn workspace(&self, bo_type: &str, bo_id: &str) -> &Value {
+        let found: Vec<&Value> = self
+            .workspaces(bo_type)
+            .into_iter()
+            .filter(|n| {
+                n["workspace"]["references"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .any(|r| r["bo_id"] == bo_id)
+            })
+            .collect();
+        assert_eq!(found.len(), 1, "one workspace for {bo_type}/{bo_id}");
+        found[0]
+    }
+
+    fn children(&self, parent: &Value) -> Vec<&Value> {
+        self.0
+            .iter()
+            .filter(|n| n["parent_id"] == parent["id"])
+            .collect()
+    }
+
+    fn child(&self, parent: &Value, name: &str) -> &Value {
+        self.children(parent)
+            .into_iter()
+            .find(|n| n["name"] == name)
+            .unwrap_or_else(|| panic!("no `{name}` under {}", parent["name"]))
+    }
+
+    fn child_names(&self, parent: &Value) -> Vec<String> {
+        let mut names: Vec<String> = self
+            .children(parent)
+            .iter()
+            .map(|n| n["name"].as_str().unwrap_or_default().to_string())
+            .collect();
+        names.sort();
+        names
+    }
+}
+
+fn versions(node: &Value) -> usize {
+    node["versions"].as_array().map(Vec::len).unwrap_or(0)
+}
+
+fn sha256(bytes: &[u8]) -> String {
+    xecm_bridge::flows::hash::sha256_hex(bytes)
+}
+
+// ------------------------------------------------------------------------------------------
+// launch
+// ------------------------------------------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn launch_builds_the_workspace_then_changes_only_what_changed() {
+    let bridge = start(&["launch"]).await;
+    bridge
+        .webhook("product", ids::PRODUCT_PUMP_A100, "moduleobject_modify")
+        .await;
+
+    let nodes = Nodes::of(&bridge.ot);
+    let ws = nodes.workspace("product", ids::PRODUCT_PUMP_A100);
+    assert_eq!(ws["name"], "Launch Pump A100 (4711)");
+    let category = &ws["categories"]["9830"];
+    assert_eq!(category["9830_2"], "4711");
+    assert_eq!(category["9830_5"], "Pump A100");
+    assert_eq!(category["9830_6"], "Pumpe A100");
+    assert_eq!(category["9830_7"], "carton");
+
+    let master = nodes.child(ws, "Master Data");
+    assert_eq!(
+        nodes.child_names(master),
+        ["4711 master data.html", "4711 master data.json"]
+    );
+    let json_node = nodes.child(master, "4711 master data.json");
+    let snapshot: Value =
+        serde_json::from_slice(&bridge.download(json_node["id"].as_i64().unwrap()).await).unwrap();
+    assert_eq!(snapshot["id"], ids::PRODUCT_PUMP_A100);
+    assert_eq!(snapshot["fields"]["article_number"][0]["value"], "4711");
+    assert!(snapshot["fields"].get("approval_status").is_none());
+    let html_node = nodes.child(master, "4711 master data.html");
+    let html = String::from_utf8(bridge.download(html_node["id"].as_i64().unwrap()).await).unwrap();
+    assert!(html.starts_with("<!DOCTYPE html>"), "{html}");
+    assert!(html.contains("Master data: Pump A100 (4711)"));
+    assert!(html.contains("Pumpe A100"));
+
+    assert_eq!(
+        nodes.child_names(nodes.child(ws, "Technical Specifications")),
+        ["pump-a100-datasheet.pdf"]
+    );
+    assert_eq!(
+        nodes.child_names(nodes.child(ws, "Pricing")),
+        ["pricing-2025.csv", "pricing-2025.json"]
+    );
+    let image = nodes.child(nodes.child(ws, "Marketing Assets"), "pump-a100.png");
+    assert_eq!(
+        image["versions"][0]["sha256"],
+        sha256(&ap_sim::sample_png()),
+        "the image arrives byte for byte"
+    );
+
+    // Second run on unchanged data: no write call at all, to either system.
+    bridge.clear_logs();
+    bridge
+        .webhook("product", ids::PRODUCT_PUMP_A100, "moduleobject_modify")
+        .await;
+    assert_eq!(bridge.ot_writes(), Vec::<String>::new());
+    assert_eq!(bridge.ap_writes(), Vec::<String>::new());
+    assert_eq!(bridge.last_outcome("launch").await.0, "done");
+
+    // A changed description: a new version of both snapshot documents, nothing else.
+    bridge.clear_logs();
+    bridge
+        .edit(
+            "product",
+            ids::PRODUCT_PUMP_A100,
+            json!({"description": [{"value": "Now with a quieter motor", "dimensions": {"locale": "en_US"}}]}),
+        )
+        .await;
+    let writes = bridge.ot_writes();
+    assert_eq!(writes.len(), 2, "{writes:?}");
+    assert!(
+        writes.iter().all(|w| w.ends_with("/versions")),
+        "{writes:?}"
+    );
+    let nodes = Nodes::of(&bridge.ot);
+    let ws = nodes.workspace("product", ids::PRODUCT_PUMP_A100);
+    let master = nodes.child(ws, "Master Data");
+    assert_eq!(versions(nodes.child(master, "4711 master data.json")), 2);
+    assert_eq!(versions(nodes.child(master, "4711 master data.html")), 2);
+    let datasheet = nodes.child(
+        nodes.child(ws, "Technical Specifications"),
+        "pump-a100-datasheet.pdf",
+    );
+    assert_eq!(versions(datasheet), 1);
+    assert_eq!(nodes.workspaces("product").len(), 1);
+    bridge.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn launch_skips_products_that_are_not_launch_ready_and_plans_without_writing() {
+    let bridge = start(&["launch"]).await;
+    bridge
+        .webhook("product", ids::PRODUCT_PUMP_A200, "moduleobject_modify")
+        .await;
+    let (state, reason) = bridge.last_outcome("launch").await;
+    assert_eq!(state, "ignored");
+    assert!(
+        reason.as_deref().unwrap_or_default().contains("status"),
+        "{reason:?}"
+    );
+    assert!(Nodes::of(&bridge.ot).workspaces("product").is_empty());
+
+    // The plan for a launch-ready product lists the writes and makes none.
+    bridge.clear_logs();
+    let event = StoredEvent {
+        id: "plan".into(),
+        source: "allportal".into(),
+        source_event_id: "plan".into(),
+        kind: "moduleobject_modify".into(),
+        module: Some("product".into()),
+        object_id: Some(ids::PRODUCT_VALVE_V20.into()),
+        object_key: Some(format!("product/{}", ids::PRODUCT_VALVE_V20)),
+        payload: json!({}),
+        raw_body: Vec::new(),
+        headers: json!({}),
+        received_at: 0,
+        state: "pending".into(),
+        attempts: 0,
+        next_attempt_at: 0,
+        last_error: None,
+        updated_at: 0,
+    };
+    let plans = bridge
+        .flows
+        .plan(Some("launch"), &event)
+        .await
+        .expect("plan");
+    let actions: Vec<&str> = plans[0].operations.iter().map(|o| o.action).collect();
+    assert_eq!(actions[0], "create_workspace", "{actions:?}");
+    assert!(actions.contains(&"upload_document"), "{actions:?}");
+    assert!(
+        plans[0].operations[0]
+            .description
+            .contains("Launch Valve V20 (5820)")
+    );
+    assert_eq!(bridge.ot_writes(), Vec::<String>::new());
+    assert!(Nodes::of(&bridge.ot).workspaces("product").is_empty());
+    let rendered = serde_json::to_value(&plans[0]).unwrap();
+    assert_eq!(rendered["flow"], "launch");
+    bridge.stop().await;
+}
