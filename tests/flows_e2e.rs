@@ -497,3 +497,241 @@ async fn launch_skips_products_that_are_not_launch_ready_and_plans_without_writi
     assert_eq!(rendered["flow"], "launch");
     bridge.stop().await;
 }
+
+// ------------------------------------------------------------------------------------------
+// family
+// ------------------------------------------------------------------------------------------
+
+/// Replaces the original of a 4ALLPORTAL file object (a new version of a document).
+async fn replace_media(bridge: &Bridge, id: &str, content: &[u8]) {
+    let bytes = bytes::Bytes::copy_from_slice(content);
+    let upload = xecm_bridge::clients::FileUpload::new(
+        futures::stream::once(async move { Ok::<_, std::io::Error>(bytes) }),
+        content.len() as u64,
+        "pumps-manual.pdf",
+        "application/pdf",
+    );
+    bridge
+        .clients
+        .allportal
+        .upload_media("file", id, None, upload)
+        .await
+        .expect("upload media");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn family_keeps_documents_current_as_versions_and_launch_relates_to_it() {
+    let bridge = start(&["family", "launch"]).await;
+    bridge
+        .webhook("product_family", ids::FAMILY_PUMPS, "moduleobject_modify")
+        .await;
+    let nodes = Nodes::of(&bridge.ot);
+    let ws = nodes.workspace("product_family", ids::FAMILY_PUMPS);
+    assert_eq!(ws["name"], "Product family Pumps (PUMPS)");
+    let manual = nodes.child(nodes.child(ws, "Manuals"), "pumps-manual.pdf");
+    assert_eq!(versions(manual), 1);
+    assert_eq!(
+        manual["versions"][0]["sha256"],
+        sha256(&ap_sim::sample_pdf("Pumps operating manual"))
+    );
+    assert!(nodes.child_names(nodes.child(ws, "Datasheets")).is_empty());
+
+    // The launch workspace of a pump is related to its family's workspace.
+    bridge
+        .webhook("product", ids::PRODUCT_PUMP_A100, "moduleobject_modify")
+        .await;
+    let nodes = Nodes::of(&bridge.ot);
+    let launch = nodes.workspace("product", ids::PRODUCT_PUMP_A100);
+    let family = nodes.workspace("product_family", ids::FAMILY_PUMPS);
+    let related = serde_json::to_string(&launch["workspace"]).unwrap()
+        + &serde_json::to_string(&family["workspace"]).unwrap();
+    assert!(
+        related.contains(&family["id"].to_string()) && related.contains(&launch["id"].to_string()),
+        "{related}"
+    );
+
+    // Unchanged: no write at all.
+    bridge.clear_logs();
+    bridge
+        .webhook("product_family", ids::FAMILY_PUMPS, "moduleobject_modify")
+        .await;
+    assert_eq!(bridge.ot_writes(), Vec::<String>::new());
+
+    // New content of the manual: one new version of the same document.
+    let new_manual = ap_sim::sample_pdf("Pumps operating manual, edition 2");
+    replace_media(&bridge, ids::FILE_PUMPS_MANUAL, &new_manual).await;
+    bridge.clear_logs();
+    bridge
+        .webhook("product_family", ids::FAMILY_PUMPS, "moduleobject_modify")
+        .await;
+    let writes = bridge.ot_writes();
+    assert_eq!(writes.len(), 1, "{writes:?}");
+    assert!(writes[0].ends_with("/versions"), "{writes:?}");
+    let nodes = Nodes::of(&bridge.ot);
+    let ws = nodes.workspace("product_family", ids::FAMILY_PUMPS);
+    let manuals = nodes.child(ws, "Manuals");
+    assert_eq!(nodes.child_names(manuals), ["pumps-manual.pdf"]);
+    let manual = nodes.child(manuals, "pumps-manual.pdf");
+    assert_eq!(versions(manual), 2);
+    assert_eq!(manual["versions"][1]["sha256"], sha256(&new_manual));
+
+    // The same bytes uploaded again (a new modification time, equal content): no new version.
+    replace_media(&bridge, ids::FILE_PUMPS_MANUAL, &new_manual).await;
+    bridge.clear_logs();
+    bridge
+        .webhook("product_family", ids::FAMILY_PUMPS, "moduleobject_modify")
+        .await;
+    assert_eq!(bridge.ot_writes(), Vec::<String>::new());
+    bridge.stop().await;
+}
+
+// ------------------------------------------------------------------------------------------
+// account
+// ------------------------------------------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn account_fills_the_existing_opportunity_workspace() {
+    let bridge = start(&["account"]).await;
+    // The opportunity's workspace exists already (made in OpenText earlier).
+    let created: Value = bridge
+        .http
+        .post(format!("{}/workspaces", bridge.ot.control_url()))
+        .json(&json!({"wksp_type_id": 103, "name": "ACME retrofit (CRM)",
+                      "bo_type": "opportunity", "bo_id": ids::OPPORTUNITY_ACME_2025}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let ws_id = created["id"].clone();
+    assert!(ws_id.is_i64(), "{created}");
+    bridge
+        .webhook(
+            "opportunity",
+            ids::OPPORTUNITY_ACME_2025,
+            "moduleobject_modify",
+        )
+        .await;
+    let nodes = Nodes::of(&bridge.ot);
+    assert_eq!(
+        nodes.workspaces("opportunity").len(),
+        1,
+        "found, not created"
+    );
+    let ws = nodes.workspace("opportunity", ids::OPPORTUNITY_ACME_2025);
+    assert_eq!(ws["id"], ws_id);
+    assert_eq!(
+        nodes.child_names(nodes.child(ws, "Products")),
+        [
+            "4711 Pump A100 product data.html",
+            "4711 Pump A100 product data.json"
+        ]
+    );
+    assert_eq!(
+        nodes.child_names(nodes.child(ws, "Configurations")),
+        ["4711 configuration options.html"]
+    );
+    assert_eq!(
+        nodes.child_names(nodes.child(ws, "Images")),
+        ["pump-a100.png"]
+    );
+    assert_eq!(
+        nodes.child_names(nodes.child(ws, "Brochures")),
+        ["pump-a100-datasheet.pdf"]
+    );
+
+    // A second product joins the opportunity: only its content is added.
+    bridge.clear_logs();
+    bridge
+        .edit(
+            "opportunity",
+            ids::OPPORTUNITY_ACME_2025,
+            json!({"products": [{"value": [ids::PRODUCT_PUMP_A100, ids::PRODUCT_VALVE_V10], "dimensions": null}]}),
+        )
+        .await;
+    let writes = bridge.ot_writes();
+    assert_eq!(
+        writes.len(),
+        3,
+        "two product-data documents and one configuration: {writes:?}"
+    );
+    let nodes = Nodes::of(&bridge.ot);
+    let ws = nodes.workspace("opportunity", ids::OPPORTUNITY_ACME_2025);
+    assert!(
+        nodes
+            .child_names(nodes.child(ws, "Products"))
+            .contains(&"5810 Valve V10 product data.json".to_string())
+    );
+    bridge.stop().await;
+}
+
+// ------------------------------------------------------------------------------------------
+// archival
+// ------------------------------------------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn archival_archives_classifies_finalizes_holds_and_locks() {
+    let bridge = start(&["archival"]).await;
+    bridge
+        .webhook("product", ids::PRODUCT_VALVE_V10, "moduleobject_modify")
+        .await;
+    let nodes = Nodes::of(&bridge.ot);
+    let ws = nodes.workspace("product_archive", ids::PRODUCT_VALVE_V10);
+    assert_eq!(ws["name"], "Archive 5810 Valve V10");
+    assert_eq!(
+        nodes.child_names(nodes.child(ws, "Final Data")),
+        ["5810 final data.html", "5810 final data.json"]
+    );
+    assert_eq!(
+        nodes.child_names(nodes.child(ws, "Final Assets")),
+        ["pricing-2025.csv"]
+    );
+    let history_folder = nodes.child(ws, "Approval History");
+    assert_eq!(
+        nodes.child_names(history_folder),
+        ["5810 approval history.html", "5810 approval history.json"]
+    );
+    let history = nodes.child(history_folder, "5810 approval history.json");
+    let history: Value =
+        serde_json::from_slice(&bridge.download(history["id"].as_i64().unwrap()).await).unwrap();
+    assert_eq!(history["audit"][0]["type"], "initial", "{history}");
+
+    assert_eq!(ws["rm"]["class_id"], 276_654, "{}", ws["rm"]);
+    assert!(ws["holds"].as_array().unwrap().contains(&json!(5001)));
+    for doc in ["5810 final data.json", "5810 final data.html"] {
+        let node = nodes.child(nodes.child(ws, "Final Data"), doc);
+        assert_eq!(node["finalized"], true, "{doc}");
+        assert_eq!(node["rm"]["class_id"], 276_654);
+    }
+    let roles = ws["workspace"]["roles"].as_array().expect("roles");
+    assert!(!roles.is_empty());
+    for role in roles {
+        assert_eq!(
+            role["permissions"],
+            json!(["see", "see_contents"]),
+            "{role}"
+        );
+    }
+
+    // The archive is final: a later change makes no write.
+    bridge.clear_logs();
+    bridge
+        .edit(
+            "product",
+            ids::PRODUCT_VALVE_V10,
+            json!({"packaging": [{"value": "crate", "dimensions": null}]}),
+        )
+        .await;
+    assert_eq!(bridge.ot_writes(), Vec::<String>::new());
+    let (state, reason) = bridge.last_outcome("archival").await;
+    assert_eq!(state, "ignored");
+    assert!(reason.unwrap().contains("final"));
+
+    // Products not at end of life are not archived.
+    bridge
+        .webhook("product", ids::PRODUCT_PUMP_A100, "moduleobject_modify")
+        .await;
+    assert_eq!(Nodes::of(&bridge.ot).workspaces("product_archive").len(), 1);
+    bridge.stop().await;
+}

@@ -40,6 +40,9 @@ pub struct MappedFlow {
     pub(crate) name: &'static str,
     pub(crate) mapping: FlowMapping,
     pub(crate) env: FlowEnv,
+    /// The other enabled flows and their workspaces' business object types (the archive's
+    /// approval history reads their workflows).
+    pub(crate) peers: Vec<(String, String)>,
 }
 
 impl std::fmt::Debug for MappedFlow {
@@ -336,7 +339,9 @@ impl MappedFlow {
             "compliance" => {
                 compliance::after_content(self, run, scope, target, ws, &placed, &mut state).await?
             }
-            "archival" => archival::after_content(self, run, ws, &placed, &mut state).await?,
+            "archival" => {
+                archival::after_content(self, run, scope, ws, &placed, &mut state).await?
+            }
             "partner" => partner::remember_items(target, &mut state),
             _ => {}
         }

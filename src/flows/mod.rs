@@ -73,16 +73,20 @@ pub fn build(settings: &Settings, clients: &Clients, store: Arc<dyn Store>) -> F
         allportal: clients.allportal.clone(),
         store,
     };
+    let enabled = settings.flows.enabled();
+    let peers: Vec<(String, String)> = enabled
+        .iter()
+        .map(|(name, m)| (name.to_string(), m.workspace.bo_type.clone()))
+        .collect();
     Flows {
-        flows: settings
-            .flows
-            .enabled()
+        flows: enabled
             .into_iter()
             .map(|(name, mapping)| {
                 Arc::new(MappedFlow {
                     name,
                     mapping: mapping.clone(),
                     env: env.clone(),
+                    peers: peers.iter().filter(|(n, _)| n != name).cloned().collect(),
                 })
             })
             .collect(),
