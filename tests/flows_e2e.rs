@@ -735,3 +735,377 @@ async fn archival_archives_classifies_finalizes_holds_and_locks() {
     assert_eq!(Nodes::of(&bridge.ot).workspaces("product_archive").len(), 1);
     bridge.stop().await;
 }
+
+// ------------------------------------------------------------------------------------------
+// change (+ write-back return path, echo suppression, poller)
+// ------------------------------------------------------------------------------------------
+
+fn processes(ot: &SimHandle) -> Vec<Value> {
+    ot.state()["processes"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+}
+
+fn field(ap: &SimHandle, module: &str, id: &str, name: &str) -> Value {
+    ap.state()["objects"][module][id][name][0]["value"].clone()
+}
+
+/// Completes a workflow in the OpenText simulator, which sends the signed callback.
+async fn complete(bridge: &Bridge, pid: &Value, decision: &str, comment: &str) -> Value {
+    let answer: Value = bridge
+        .http
+        .post(format!(
+            "{}/workflows/{pid}/complete",
+            bridge.ot.control_url()
+        ))
+        .json(&json!({"decision": decision, "comment": comment, "approver": "jdoe"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    bridge.settle().await;
+    answer
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn change_reviews_watched_changes_and_writes_decisions_back() {
+    let bridge = start(&["change", "launch"]).await;
+    let a100 = ids::PRODUCT_PUMP_A100;
+    bridge.webhook("product", a100, "moduleobject_modify").await;
+    assert!(
+        Nodes::of(&bridge.ot)
+            .workspaces("product_change")
+            .is_empty()
+    );
+    let (state, reason) = bridge.last_outcome("change").await;
+    assert_eq!(state, "ignored");
+    assert!(reason.unwrap().contains("no watched attribute changed"));
+
+    bridge
+        .edit(
+            "product",
+            a100,
+            json!({"packaging": [{"value": "blister", "dimensions": null}]}),
+        )
+        .await;
+    let nodes = Nodes::of(&bridge.ot);
+    let reviews = nodes.workspaces("product_change");
+    assert_eq!(reviews.len(), 1);
+    let ws = reviews[0];
+    assert!(
+        ws["name"].as_str().unwrap().starts_with("Change 4711 #"),
+        "{}",
+        ws["name"]
+    );
+    let docs = nodes.child(ws, "Change Documents");
+    let names = nodes.child_names(docs);
+    assert_eq!(names.len(), 2, "{names:?}");
+    let json_doc = nodes.child(docs, names.iter().find(|n| n.ends_with(".json")).unwrap());
+    let change: Value =
+        serde_json::from_slice(&bridge.download(json_doc["id"].as_i64().unwrap()).await).unwrap();
+    assert_eq!(change["changes"][0]["field"], "packaging");
+    assert_eq!(change["changes"][0]["old"], "carton");
+    assert_eq!(change["changes"][0]["new"], "blister");
+    assert_eq!(change["changes"][0]["changed_by"], "jdoe");
+    assert_eq!(
+        nodes.child_names(nodes.child(ws, "Supporting Documents")),
+        ["pump-a100-datasheet.pdf"]
+    );
+    let started = processes(&bridge.ot);
+    assert_eq!(started.len(), 1);
+    assert_eq!(started[0]["workflow_id"], 6686);
+    assert_eq!(started[0]["doc_ids"].as_array().unwrap().len(), 3);
+
+    // Nothing new: no second workspace, document or workflow; no write at all.
+    bridge.clear_logs();
+    bridge.webhook("product", a100, "moduleobject_modify").await;
+    assert_eq!(bridge.ot_writes(), Vec::<String>::new());
+    assert_eq!(bridge.ap_writes(), Vec::<String>::new());
+
+    // Approved: the callback's decision lands in the product's fields.
+    let pid = started[0]["id"].clone();
+    let answer = complete(&bridge, &pid, "approved", "Packaging text checked").await;
+    assert_eq!(answer["callback"]["status"], 202, "{answer}");
+    assert_eq!(
+        field(&bridge.ap, "product", a100, "approval_status"),
+        "approved"
+    );
+    assert_eq!(
+        field(&bridge.ap, "product", a100, "approval_comment"),
+        "Packaging text checked"
+    );
+    assert_eq!(field(&bridge.ap, "product", a100, "approved_by"), "jdoe");
+    assert!(field(&bridge.ap, "product", a100, "approved_at").is_string());
+
+    // The write-back's own change event is recognised and goes no further.
+    bridge.clear_logs();
+    bridge.webhook("product", a100, "moduleobject_modify").await;
+    assert_eq!(bridge.ot_writes(), Vec::<String>::new());
+    let (state, reason) = bridge.last_outcome("launch").await;
+    assert_eq!(state, "ignored");
+    assert_eq!(reason.as_deref(), Some(flows::echo::ECHO_REASON));
+
+    // A second change, rejected: a second review workspace; the rejection is written back.
+    bridge
+        .edit(
+            "product",
+            a100,
+            json!({"compliance_class": [{"value": "UKCA", "dimensions": null}]}),
+        )
+        .await;
+    assert_eq!(Nodes::of(&bridge.ot).workspaces("product_change").len(), 2);
+    let second = processes(&bridge.ot)
+        .into_iter()
+        .find(|p| p["id"] != pid)
+        .expect("second workflow");
+    complete(&bridge, &second["id"], "rejected", "Label not updated").await;
+    assert_eq!(
+        field(&bridge.ap, "product", a100, "approval_status"),
+        "rejected"
+    );
+    assert_eq!(
+        field(&bridge.ap, "product", a100, "approval_comment"),
+        "Label not updated"
+    );
+    bridge.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn change_decisions_are_found_by_the_poller_when_no_callback_comes() {
+    let bridge = start(&["change"]).await;
+    let v20 = ids::PRODUCT_VALVE_V20;
+    bridge
+        .edit(
+            "product",
+            v20,
+            json!({"claims": [{"value": ["recyclable"], "dimensions": null}]}),
+        )
+        .await;
+    let started = processes(&bridge.ot);
+    assert_eq!(started.len(), 1);
+    // The callback goes nowhere (OpenText's side is not set up to post it).
+    bridge
+        .http
+        .put(format!("{}/callback", bridge.ot.control_url()))
+        .json(&json!({"url": "http://127.0.0.1:9/unreachable"}))
+        .send()
+        .await
+        .unwrap();
+    complete(
+        &bridge,
+        &started[0]["id"],
+        "rejected",
+        "Claim not substantiated",
+    )
+    .await;
+    assert!(field(&bridge.ap, "product", v20, "approval_status").is_null());
+
+    let feed = flows::workflow_feed(&bridge.clients);
+    let store = bridge.store();
+    let found = xecm_bridge::worker::reconcile::reconcile_opentext(
+        store.as_ref(),
+        feed.as_ref(),
+        xecm_bridge::store::now_millis(),
+    )
+    .await
+    .expect("poll");
+    assert_eq!(found, 1);
+    bridge.settle().await;
+    assert_eq!(
+        field(&bridge.ap, "product", v20, "approval_status"),
+        "rejected"
+    );
+    assert_eq!(
+        field(&bridge.ap, "product", v20, "approval_comment"),
+        "Claim not substantiated"
+    );
+    assert_eq!(field(&bridge.ap, "product", v20, "approved_by"), "1001");
+    bridge.stop().await;
+}
+
+// ------------------------------------------------------------------------------------------
+// compliance
+// ------------------------------------------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn compliance_ties_documents_to_the_data_version_and_marks_outdated_reviews() {
+    let bridge = start(&["compliance"]).await;
+    let a100 = ids::PRODUCT_PUMP_A100;
+    bridge.webhook("product", a100, "moduleobject_modify").await;
+    let nodes = Nodes::of(&bridge.ot);
+    let ws = nodes.workspace("product_compliance", a100);
+    let mod_time = bridge.ap.state()["objects"]["product"][a100]["mod_time"].clone();
+    let claims = nodes.child(nodes.child(ws, "Claims"), "4711 claims.json");
+    let tags = &claims["categories"]["9840"];
+    assert_eq!(tags["9840_2"], a100);
+    assert_eq!(tags["9840_3"], "product");
+    assert_eq!(tags["9840_4"], mod_time);
+    assert_eq!(tags["9840_5"].as_str().unwrap().len(), 64);
+    let image = nodes.child(nodes.child(ws, "Images"), "pump-a100.png");
+    assert_eq!(image["categories"]["9840"]["9840_4"], mod_time);
+    assert_eq!(image["categories"]["9840"]["9840_6"], "image");
+    assert_eq!(ws["categories"]["9830"]["9830_9"], "in review");
+    assert_eq!(processes(&bridge.ot).len(), 1);
+    assert_eq!(processes(&bridge.ot)[0]["workflow_id"], 6687);
+
+    bridge.clear_logs();
+    bridge.webhook("product", a100, "moduleobject_modify").await;
+    assert_eq!(bridge.ot_writes(), Vec::<String>::new());
+
+    // Product data changes while the review runs: the review is marked outdated and the
+    // documents carry the new version; no second review runs at the same time.
+    bridge
+        .edit(
+            "product",
+            a100,
+            json!({"claims": [{"value": ["energy efficient", "quiet"], "dimensions": null}]}),
+        )
+        .await;
+    let nodes = Nodes::of(&bridge.ot);
+    let ws = nodes.workspace("product_compliance", a100);
+    assert_eq!(ws["categories"]["9830"]["9830_9"], "outdated");
+    let new_time = bridge.ap.state()["objects"]["product"][a100]["mod_time"].clone();
+    let claims = nodes.child(nodes.child(ws, "Claims"), "4711 claims.json");
+    assert_eq!(versions(claims), 2);
+    assert_eq!(claims["categories"]["9840"]["9840_4"], new_time);
+    assert_eq!(processes(&bridge.ot).len(), 1);
+
+    // Once the outdated review is decided, the current version gets its own review.
+    let pid = processes(&bridge.ot)[0]["id"].clone();
+    complete(&bridge, &pid, "approved", "ok").await;
+    bridge.webhook("product", a100, "moduleobject_modify").await;
+    assert_eq!(processes(&bridge.ot).len(), 2);
+    let ws = Nodes::of(&bridge.ot)
+        .workspace("product_compliance", a100)
+        .clone();
+    assert_eq!(ws["categories"]["9830"]["9830_9"], "in review");
+    bridge.stop().await;
+}
+
+// ------------------------------------------------------------------------------------------
+// partner (+ import return path)
+// ------------------------------------------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn partner_shares_content_and_imports_approved_partner_documents() {
+    let bridge = start(&["partner"]).await;
+    let partner = ids::PARTNER_DISTRIBUTOR;
+    bridge
+        .webhook("partner", partner, "moduleobject_modify")
+        .await;
+    let nodes = Nodes::of(&bridge.ot);
+    assert_eq!(nodes.workspaces("partner_product").len(), 2);
+    let a100 = nodes.workspace(
+        "partner_product",
+        &format!("{partner}:{}", ids::PRODUCT_PUMP_A100),
+    );
+    assert_eq!(a100["name"], "Nordic Distribution AB - Pump A100 (4711)");
+    assert_eq!(
+        nodes.child_names(nodes.child(a100, "Specifications")),
+        ["pump-a100-datasheet.pdf"]
+    );
+    assert_eq!(
+        nodes.child_names(nodes.child(a100, "Media")),
+        ["pump-a100.png"]
+    );
+    assert_eq!(
+        nodes.child_names(nodes.child(a100, "Channel Content")),
+        ["4711 channel content.html", "4711 channel content.json"]
+    );
+
+    // The partner uploads a translation; it is approved internally.
+    let content = b"Fiche technique Pompe A100".to_vec();
+    let uploaded: Value = bridge
+        .http
+        .post(format!("{}/partner/upload", bridge.ot.control_url()))
+        .json(
+            &json!({"workspace_id": a100["id"], "name": "Datasheet FR.txt",
+                      "content": String::from_utf8(content.clone()).unwrap(),
+                      "mime_type": "text/plain"}),
+        )
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let approve = || async {
+        let answer: Value = bridge
+            .http
+            .post(format!("{}/partner/approve", bridge.ot.control_url()))
+            .json(&json!({"node_id": uploaded["node_id"]}))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(answer["callback"]["status"], 202, "{answer}");
+        bridge.settle().await;
+    };
+    approve().await;
+    let node = uploaded["node_id"].as_i64().unwrap();
+    let file_id = flows::partner::import_id("4ALLPORTAL", node, 1);
+    let state = bridge.ap.state();
+    let file = &state["objects"]["file"][&file_id];
+    assert_eq!(file["name"][0]["value"], "Datasheet FR.txt", "{file}");
+    assert_eq!(file["asset_type"][0]["value"], "partner_document");
+    assert_eq!(file["_media"]["Original"]["sha256"], sha256(&content));
+    let linked =
+        &state["objects"]["product"][ids::PRODUCT_PUMP_A100]["partner_documents"][0]["value"];
+    assert_eq!(linked, &json!([file_id]));
+
+    // The same approval again imports nothing twice.
+    bridge.clear_logs();
+    approve().await;
+    assert_eq!(bridge.ap_writes(), Vec::<String>::new());
+    bridge.stop().await;
+}
+
+// ------------------------------------------------------------------------------------------
+// deletes
+// ------------------------------------------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_delete_marks_the_workspace_and_deletes_nothing_in_opentext() {
+    let bridge = start(&["launch"]).await;
+    let a100 = ids::PRODUCT_PUMP_A100;
+    bridge.webhook("product", a100, "moduleobject_modify").await;
+    let before = Nodes::of(&bridge.ot).0.len();
+    let status = bridge
+        .http
+        .delete(format!(
+            "{}/api/modules/product/objects/{a100}",
+            bridge.ap.base_url()
+        ))
+        .bearer_auth(API_KEY)
+        .send()
+        .await
+        .unwrap()
+        .status();
+    assert!(status.is_success(), "{status}");
+    bridge.clear_logs();
+    bridge.webhook("product", a100, "moduleobject_delete").await;
+    let writes = bridge.ot_writes();
+    assert!(
+        writes
+            .iter()
+            .all(|w| w.starts_with("PUT ") && w.contains("/categories/")),
+        "{writes:?}"
+    );
+    let nodes = Nodes::of(&bridge.ot);
+    assert_eq!(nodes.0.len(), before, "nothing deleted");
+    let ws = nodes.workspace("product", a100);
+    assert_eq!(ws["categories"]["9830"]["9830_3"], "deleted in 4ALLPORTAL");
+    let link = bridge
+        .store()
+        .get_link("launch", &format!("product/{a100}"))
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(link.state["deleted_at"].is_i64());
+    bridge.stop().await;
+}

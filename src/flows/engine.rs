@@ -203,6 +203,9 @@ impl MappedFlow {
                 return Ok(Some(reason));
             }
         }
+        // Re-read: when the object's key is also its workspace's key, the target step has just
+        // stored the workspace link under it.
+        let link = self.link(object_key).await?;
         let mut state = link.state.as_object().cloned().unwrap_or_default();
         state.insert(
             "seen".into(),
@@ -342,7 +345,7 @@ impl MappedFlow {
             "archival" => {
                 archival::after_content(self, run, scope, ws, &placed, &mut state).await?
             }
-            "partner" => partner::remember_items(target, &mut state),
+            "partner" => partner::remember_items(scope, target, &mut state),
             _ => {}
         }
         self.save_link(run, &target.key, Some(ws), state).await?;
@@ -413,8 +416,14 @@ impl MappedFlow {
         } else {
             items.iter().map(|i| scope.with_item(i)).collect()
         };
+        // The change flow writes its own change document instead of a field snapshot.
+        let generated: &[DocumentRule] = if self.name == "change" {
+            &[]
+        } else {
+            &self.mapping.content.documents
+        };
         for subject in &subjects {
-            for (i, rule) in self.mapping.content.documents.iter().enumerate() {
+            for (i, rule) in generated.iter().enumerate() {
                 self.ensure_generated(run, ws, subject, i, rule, &mut placed)
                     .await?;
             }
