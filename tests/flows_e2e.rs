@@ -1109,3 +1109,37 @@ async fn a_delete_marks_the_workspace_and_deletes_nothing_in_opentext() {
     assert!(link.state["deleted_at"].is_i64());
     bridge.stop().await;
 }
+
+// ------------------------------------------------------------------------------------------
+// lost answers
+// ------------------------------------------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn creates_whose_answer_was_lost_are_resolved_by_lookup_without_duplicates() {
+    let bridge = start(&["launch"]).await;
+    // The next creates are carried out but answered "already exists" (as after a timeout and
+    // a retry): the workspace and the first uploads.
+    bridge.ot.set_faults(xecm_bridge::sim::FaultSettings {
+        duplicate_creates: 3,
+        ..Default::default()
+    });
+    bridge
+        .webhook("product", ids::PRODUCT_PUMP_A100, "moduleobject_modify")
+        .await;
+    let nodes = Nodes::of(&bridge.ot);
+    let ws = nodes.workspace("product", ids::PRODUCT_PUMP_A100);
+    let master = nodes.child(ws, "Master Data");
+    assert_eq!(
+        nodes.child_names(master),
+        ["4711 master data.html", "4711 master data.json"]
+    );
+    for doc in nodes.children(master) {
+        assert_eq!(versions(doc), 1, "{}", doc["name"]);
+    }
+    bridge.clear_logs();
+    bridge
+        .webhook("product", ids::PRODUCT_PUMP_A100, "moduleobject_modify")
+        .await;
+    assert_eq!(bridge.ot_writes(), Vec::<String>::new());
+    bridge.stop().await;
+}
