@@ -28,6 +28,9 @@ pub struct Settings {
     pub allportal: AllportalConfig,
     pub opentext: OpentextConfig,
     pub worker: WorkerConfig,
+    /// The business flows' mappings (`[flows.<name>]`); a flow without a section is off.
+    #[serde(default)]
+    pub flows: crate::flows::FlowsConfig,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -542,6 +545,9 @@ impl Settings {
             ("allportal.transport", &self.allportal.transport),
             ("opentext.transport", &self.opentext.transport),
         ])?;
+        self.flows
+            .validate()
+            .map_err(|e| ConfigError::key(&e.key, e.problem))?;
         Ok(())
     }
 }

@@ -287,6 +287,56 @@ pub trait Store: Send + Sync + 'static {
         decision: &serde_json::Value,
         now: i64,
     ) -> Result<bool, StoreError>;
+
+    /// One workflow the bridge started, by process id.
+    async fn get_workflow(&self, process_id: &str) -> Result<Option<WorkflowRecord>, StoreError>;
+
+    /// Workflows of `flow` whose object key starts with `key_prefix`, oldest first.
+    async fn workflows_of(
+        &self,
+        flow: &str,
+        key_prefix: &str,
+    ) -> Result<Vec<WorkflowRecord>, StoreError>;
+
+    // ----- state of the business flows -----
+
+    /// The workspace link of one business object in one flow.
+    async fn get_link(
+        &self,
+        flow: &str,
+        object_key: &str,
+    ) -> Result<Option<LinkRecord>, StoreError>;
+
+    /// Creates or replaces a workspace link.
+    async fn put_link(&self, link: &LinkRecord) -> Result<(), StoreError>;
+
+    /// A document a flow keeps current, by its logical name.
+    async fn get_document(
+        &self,
+        flow: &str,
+        object_key: &str,
+        logical_name: &str,
+    ) -> Result<Option<DocumentRecord>, StoreError>;
+
+    /// Every document of one business object in one flow, by logical name.
+    async fn list_documents(
+        &self,
+        flow: &str,
+        object_key: &str,
+    ) -> Result<Vec<DocumentRecord>, StoreError>;
+
+    /// Creates or replaces a document record.
+    async fn put_document(&self, document: &DocumentRecord) -> Result<(), StoreError>;
+
+    /// Records a write of the bridge to a 4ALLPORTAL object.
+    async fn record_writeback(&self, writeback: &WritebackRecord) -> Result<(), StoreError>;
+
+    /// The bridge's most recent write to one 4ALLPORTAL object.
+    async fn last_writeback(
+        &self,
+        module: &str,
+        object_id: &str,
+    ) -> Result<Option<WritebackRecord>, StoreError>;
 }
 
 /// The synthetic event behind [`Store::resync`].

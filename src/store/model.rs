@@ -242,3 +242,49 @@ pub enum ReplayOutcome {
     InProgress,
     NotFound,
 }
+
+/// A business object's workspace as one flow last applied it (`links`).
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct LinkRecord {
+    pub flow: String,
+    pub object_key: String,
+    /// The OpenText workspace node, once known.
+    pub workspace_id: Option<i64>,
+    /// Whatever the flow needs to remember between runs (hashes of applied values, the last
+    /// audit entry reviewed, the workflow started, …).
+    pub state: serde_json::Value,
+    pub updated_at: i64,
+}
+
+/// A document a flow keeps current (`documents`), by a logical name that is stable across runs.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct DocumentRecord {
+    pub flow: String,
+    pub object_key: String,
+    pub logical_name: String,
+    pub node_id: i64,
+    /// SHA-256 (hex) of the bytes last uploaded.
+    pub content_hash: String,
+    /// The source's own version marker (e.g. the file object's `mod_time`) at that upload, so
+    /// an unchanged source needs not even be downloaded to be compared.
+    pub source_version: Option<String>,
+    /// Hash of the category values last applied to the document.
+    pub meta_hash: Option<String>,
+    /// OpenText version number of the last upload (1 for the first).
+    pub version: i64,
+    pub updated_at: i64,
+}
+
+/// One write of the bridge to a 4ALLPORTAL object (`writebacks`), for echo suppression.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct WritebackRecord {
+    pub module: String,
+    pub object_id: String,
+    /// Names of the fields written.
+    pub fields: Vec<String>,
+    /// Hash of the values written.
+    pub values_hash: String,
+    /// The object's `mod_time` right after the write.
+    pub mod_time_after: Option<String>,
+    pub at: i64,
+}

@@ -20,10 +20,11 @@ use tokio::task::JoinHandle;
 use super::sqlite::missing_migrations;
 use super::{
     AttemptRecord, AttemptResult, BACKLOG_SQL, Backlog, ClaimRequest, ClaimedJob, ClaimedWork,
-    EventDetail, EventFilter, EventNote, EventPage, FlowStats, InsertOutcome, JobRecord,
-    JobTransition, LEASE_EXPIRED, NO_FLOW_WANTS_IT, NewEvent, Page, RELEASED_AT_SHUTDOWN,
-    ReplayOutcome, Routing, Store, StoreError, StoredEvent, WorkflowRecord, group_flow_counts,
-    into_page, new_event_id, outcome, push_event_filter, refresh_event_sql, state, workflow_state,
+    DocumentRecord, EventDetail, EventFilter, EventNote, EventPage, FlowStats, InsertOutcome,
+    JobRecord, JobTransition, LEASE_EXPIRED, LinkRecord, NO_FLOW_WANTS_IT, NewEvent, Page,
+    RELEASED_AT_SHUTDOWN, ReplayOutcome, Routing, Store, StoreError, StoredEvent, WorkflowRecord,
+    WritebackRecord, group_flow_counts, into_page, new_event_id, outcome, push_event_filter,
+    refresh_event_sql, state, workflow_state,
 };
 use crate::config::StoreConfig;
 
@@ -561,6 +562,153 @@ impl Store for PgStore {
         .rows_affected()
             == 1)
     }
+
+    async fn get_workflow(&self, process_id: &str) -> Result<Option<WorkflowRecord>, StoreError> {
+        sqlx::query(
+            "SELECT process_id, flow, object_key, started_at, state, decision, updated_at FROM workflows WHERE process_id = $1",
+        )
+        .bind(process_id)
+        .fetch_optional(&self.pool)
+        .await?
+        .as_ref()
+        .map(workflow_from_row)
+        .transpose()
+    }
+
+    async fn workflows_of(
+        &self,
+        flow: &str,
+        key_prefix: &str,
+    ) -> Result<Vec<WorkflowRecord>, StoreError> {
+        sqlx::query(
+            "SELECT process_id, flow, object_key, started_at, state, decision, updated_at FROM workflows WHERE flow = $1 AND substr(object_key, 1, length($2)) = $3 ORDER BY started_at, process_id",
+        )
+        .bind(flow)
+        .bind(key_prefix)
+        .bind(key_prefix)
+        .fetch_all(&self.pool)
+        .await?
+        .iter()
+        .map(workflow_from_row)
+        .collect()
+    }
+
+    async fn get_link(
+        &self,
+        flow: &str,
+        object_key: &str,
+    ) -> Result<Option<LinkRecord>, StoreError> {
+        sqlx::query(
+            "SELECT flow, object_key, workspace_id, state, updated_at FROM links WHERE flow = $1 AND object_key = $2",
+        )
+        .bind(flow)
+        .bind(object_key)
+        .fetch_optional(&self.pool)
+        .await?
+        .as_ref()
+        .map(link_from_row)
+        .transpose()
+    }
+
+    async fn put_link(&self, link: &LinkRecord) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO links (flow, object_key, workspace_id, state, updated_at) VALUES ($1, $2, $3, $4, $5) ON CONFLICT (flow, object_key) DO UPDATE SET workspace_id = excluded.workspace_id, state = excluded.state, updated_at = excluded.updated_at",
+        )
+        .bind(&link.flow)
+        .bind(&link.object_key)
+        .bind(link.workspace_id)
+        .bind(&link.state)
+        .bind(link.updated_at)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn get_document(
+        &self,
+        flow: &str,
+        object_key: &str,
+        logical_name: &str,
+    ) -> Result<Option<DocumentRecord>, StoreError> {
+        sqlx::query(
+            "SELECT flow, object_key, logical_name, node_id, content_hash, source_version, meta_hash, version, updated_at FROM documents WHERE flow = $1 AND object_key = $2 AND logical_name = $3",
+        )
+        .bind(flow)
+        .bind(object_key)
+        .bind(logical_name)
+        .fetch_optional(&self.pool)
+        .await?
+        .as_ref()
+        .map(document_from_row)
+        .transpose()
+    }
+
+    async fn list_documents(
+        &self,
+        flow: &str,
+        object_key: &str,
+    ) -> Result<Vec<DocumentRecord>, StoreError> {
+        sqlx::query(
+            "SELECT flow, object_key, logical_name, node_id, content_hash, source_version, meta_hash, version, updated_at FROM documents WHERE flow = $1 AND object_key = $2 ORDER BY logical_name",
+        )
+        .bind(flow)
+        .bind(object_key)
+        .fetch_all(&self.pool)
+        .await?
+        .iter()
+        .map(document_from_row)
+        .collect()
+    }
+
+    async fn put_document(&self, document: &DocumentRecord) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO documents (flow, object_key, logical_name, node_id, content_hash, source_version, meta_hash, version, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) ON CONFLICT (flow, object_key, logical_name) DO UPDATE SET node_id = excluded.node_id, content_hash = excluded.content_hash, source_version = excluded.source_version, meta_hash = excluded.meta_hash, version = excluded.version, updated_at = excluded.updated_at",
+        )
+        .bind(&document.flow)
+        .bind(&document.object_key)
+        .bind(&document.logical_name)
+        .bind(document.node_id)
+        .bind(&document.content_hash)
+        .bind(&document.source_version)
+        .bind(&document.meta_hash)
+        .bind(document.version)
+        .bind(document.updated_at)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn record_writeback(&self, writeback: &WritebackRecord) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO writebacks (module, object_id, fields, values_hash, mod_time_after, at) VALUES ($1, $2, $3, $4, $5, $6)",
+        )
+        .bind(&writeback.module)
+        .bind(&writeback.object_id)
+        .bind(serde_json::json!(writeback.fields))
+        .bind(&writeback.values_hash)
+        .bind(&writeback.mod_time_after)
+        .bind(writeback.at)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn last_writeback(
+        &self,
+        module: &str,
+        object_id: &str,
+    ) -> Result<Option<WritebackRecord>, StoreError> {
+        sqlx::query(
+            "SELECT module, object_id, fields, values_hash, mod_time_after, at FROM writebacks WHERE module = $1 AND object_id = $2 ORDER BY id DESC LIMIT 1",
+        )
+        .bind(module)
+        .bind(object_id)
+        .fetch_optional(&self.pool)
+        .await?
+        .as_ref()
+        .map(writeback_from_row)
+        .transpose()
+    }
 }
 
 const EVENT_COLUMNS: &str = "id, source, source_event_id, kind, module, object_id, object_key,
@@ -920,5 +1068,41 @@ fn workflow_from_row(row: &PgRow) -> Result<WorkflowRecord, StoreError> {
         state: row.try_get("state")?,
         decision: row.try_get("decision")?,
         updated_at: row.try_get("updated_at")?,
+    })
+}
+
+fn link_from_row(row: &PgRow) -> Result<LinkRecord, StoreError> {
+    Ok(LinkRecord {
+        flow: row.try_get("flow")?,
+        object_key: row.try_get("object_key")?,
+        workspace_id: row.try_get("workspace_id")?,
+        state: row.try_get("state")?,
+        updated_at: row.try_get("updated_at")?,
+    })
+}
+
+fn document_from_row(row: &PgRow) -> Result<DocumentRecord, StoreError> {
+    Ok(DocumentRecord {
+        flow: row.try_get("flow")?,
+        object_key: row.try_get("object_key")?,
+        logical_name: row.try_get("logical_name")?,
+        node_id: row.try_get("node_id")?,
+        content_hash: row.try_get("content_hash")?,
+        source_version: row.try_get("source_version")?,
+        meta_hash: row.try_get("meta_hash")?,
+        version: row.try_get("version")?,
+        updated_at: row.try_get("updated_at")?,
+    })
+}
+
+fn writeback_from_row(row: &PgRow) -> Result<WritebackRecord, StoreError> {
+    let fields: serde_json::Value = row.try_get("fields")?;
+    Ok(WritebackRecord {
+        module: row.try_get("module")?,
+        object_id: row.try_get("object_id")?,
+        fields: serde_json::from_value(fields).unwrap_or_default(),
+        values_hash: row.try_get("values_hash")?,
+        mod_time_after: row.try_get("mod_time_after")?,
+        at: row.try_get("at")?,
     })
 }

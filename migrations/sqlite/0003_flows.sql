@@ -1,0 +1,40 @@
+-- State the business flows keep between runs: which OpenText workspace belongs to which
+-- business object, which documents they uploaded (with content hashes, so unchanged content
+-- causes no call), and the bridge's own write-backs to 4ALLPORTAL (echo suppression).
+
+-- One business object's workspace per flow, with the state last applied (JSON).
+CREATE TABLE links (
+    flow         TEXT    NOT NULL,
+    object_key   TEXT    NOT NULL,
+    workspace_id INTEGER,
+    state        TEXT    NOT NULL DEFAULT '{}',       -- JSON
+    updated_at   INTEGER NOT NULL,
+    PRIMARY KEY (flow, object_key)
+);
+
+-- Documents a flow keeps current, by a logical name stable across runs.
+CREATE TABLE documents (
+    flow           TEXT    NOT NULL,
+    object_key     TEXT    NOT NULL,
+    logical_name   TEXT    NOT NULL,
+    node_id        INTEGER NOT NULL,
+    content_hash   TEXT    NOT NULL,                  -- SHA-256 hex of the last uploaded bytes
+    source_version TEXT,                              -- e.g. the source object's mod_time
+    meta_hash      TEXT,                              -- hash of the category values applied
+    version        INTEGER NOT NULL,
+    updated_at     INTEGER NOT NULL,
+    PRIMARY KEY (flow, object_key, logical_name)
+);
+
+-- Values the bridge wrote to 4ALLPORTAL; a later change event showing exactly this state is an
+-- echo of the bridge's own write.
+CREATE TABLE writebacks (
+    id             INTEGER PRIMARY KEY AUTOINCREMENT,
+    module         TEXT    NOT NULL,
+    object_id      TEXT    NOT NULL,
+    fields         TEXT    NOT NULL,                  -- JSON array of field names
+    values_hash    TEXT    NOT NULL,
+    mod_time_after TEXT,
+    at             INTEGER NOT NULL
+);
+CREATE INDEX writebacks_object ON writebacks (module, object_id, id);

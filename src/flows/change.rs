@@ -1,0 +1,342 @@
+//! `change`: when watched attributes of a product change, a change-review workspace keyed per
+//! product and change (`{change_id}` = the newest audit entry of the change) with a change
+//! document listing each changed field old → new from 4ALLPORTAL's audit history, supporting
+//! documents, and an approval workflow on them. Return path: the decision (OpenText callback
+//! or the workflow poller's finding) is written to the configured 4ALLPORTAL fields.
+
+use std::collections::BTreeMap;
+
+use bytes::Bytes;
+use serde_json::{Value, json};
+
+use super::echo;
+use super::engine::{MappedFlow, bo_key, pattern, render_categories};
+use super::ensure::{Content, DocumentSpec};
+use super::error::{FlowError, FlowResult};
+use super::fields::{Scope, value_text};
+use super::hash::json_hash;
+use super::mapping::DocumentFormat;
+use super::run::Run;
+use super::snapshot::{Row, html_page};
+use crate::clients::allportal::{AuditEvent, DimensionedValue, ModuleObject, ObjectWrite};
+use crate::clients::opentext::NodeId;
+use crate::store::{LinkRecord, StoredEvent, now_millis};
+
+/// Audit entries read per run; older changes were reviewed before.
+const AUDIT_PAGE: u64 = 500;
+
+/// The product-level state: the newest audit entry already under review.
+fn last_reviewed(link: &LinkRecord) -> i64 {
+    link.state
+        .get("last_audit_id")
+        .and_then(Value::as_i64)
+        .unwrap_or(0)
+}
+
+fn audit_value(v: &Option<Value>) -> String {
+    let Some(v) = v else { return String::new() };
+    value_text(v.get("value").unwrap_or(v)).unwrap_or_default()
+}
+
+/// The watched-field entries newer than the last review, oldest first.
+fn pending_changes(watch: &[String], audit: Vec<AuditEvent>, after: i64) -> Vec<AuditEvent> {
+    let mut changes: Vec<AuditEvent> = audit
+        .into_iter()
+        .filter(|e| e.id > after)
+        .filter(|e| {
+            e.field_name
+                .as_deref()
+                .is_some_and(|f| watch.iter().any(|w| w.split('@').next() == Some(f)))
+        })
+        .collect();
+    changes.sort_by_key(|e| e.id);
+    changes
+}
+
+pub(crate) async fn forward(
+    flow: &MappedFlow,
+    run: &mut Run<'_>,
+    object: &ModuleObject,
+    link: LinkRecord,
+) -> FlowResult<Option<String>> {
+    let module = object
+        .module
+        .clone()
+        .unwrap_or_else(|| flow.mapping.trigger.module.clone());
+    let audit = run
+        .env
+        .allportal
+        .audit(&module, &object.id, 0, AUDIT_PAGE, None)
+        .await?
+        .audit;
+    let changes = pending_changes(&flow.mapping.watch, audit, last_reviewed(&link));
+    let Some(newest) = changes.last().map(|e| e.id) else {
+        return Ok(Some(
+            "no watched attribute changed since the last review".into(),
+        ));
+    };
+    let change_id = newest.to_string();
+    let mut scope = Scope::of(object).compute("change_id", change_id.clone());
+    for (k, v) in flow.computed(object) {
+        scope = scope.compute(&k, v);
+    }
+    let spec = flow.workspace_spec(&scope)?;
+    let key = bo_key(&spec.bo);
+    let ws_link = flow.link(&key).await?;
+    let mut ws_state = ws_link.state.as_object().cloned().unwrap_or_default();
+    let (ws, created) = run.ensure_workspace(&spec).await?;
+    let categories_hash = json_hash(&json!(spec.categories));
+    if !created && ws_state.get("categories").and_then(Value::as_str) != Some(&categories_hash) {
+        run.ensure_categories(ws, "the workspace", &spec.categories)
+            .await?;
+    }
+    ws_state.insert("categories".into(), json!(categories_hash));
+    let mut documents =
+        change_documents(flow, run, &scope, ws, object, &change_id, &changes).await?;
+    let placed = flow.ensure_content(run, ws, &scope, &[]).await?;
+    documents.extend(placed.documents.iter().map(|(_, id)| *id));
+    if ws_state.get("process_id").is_none()
+        && let Some(wf) = &flow.mapping.workflow
+    {
+        let title = pattern(&wf.title)?
+            .render(&scope)
+            .map_err(FlowError::Mapping)?;
+        let mut attributes = BTreeMap::new();
+        for (name, source) in &wf.attributes {
+            attributes.insert(
+                name.clone(),
+                pattern(source)?.render(&scope).unwrap_or_default(),
+            );
+        }
+        let comment = wf.comment.clone().unwrap_or_default();
+        if let Some(pid) = run
+            .start_workflow(wf.map_id, &documents, &title, &attributes, &comment, &key)
+            .await?
+        {
+            ws_state.insert("process_id".into(), json!(pid));
+        }
+    }
+    ws_state.insert(
+        "source".into(),
+        json!({"module": module, "id": object.id, "change_id": change_id}),
+    );
+    flow.save_link(run, &key, Some(ws), ws_state).await?;
+    let mut state = link.state.as_object().cloned().unwrap_or_default();
+    state.insert("last_audit_id".into(), json!(newest));
+    flow.save_link(run, &link.object_key, None, state).await?;
+    Ok(None)
+}
+
+/// The change document (old → new per changed field) in the configured folder and formats.
+async fn change_documents(
+    flow: &MappedFlow,
+    run: &mut Run<'_>,
+    scope: &Scope<'_>,
+    ws: NodeId,
+    object: &ModuleObject,
+    change_id: &str,
+    changes: &[AuditEvent],
+) -> FlowResult<Vec<NodeId>> {
+    let Some(rule) = flow.mapping.content.documents.first() else {
+        return Ok(Vec::new());
+    };
+    let folder_path = pattern(&rule.folder)?
+        .render(scope)
+        .map_err(FlowError::Mapping)?;
+    let folder = run.ensure_folder_path(ws, &folder_path).await?;
+    let base = pattern(&rule.name)?
+        .render_name(scope)
+        .map_err(FlowError::Mapping)?;
+    let title = match &rule.title {
+        Some(t) => pattern(t)?.render(scope).map_err(FlowError::Mapping)?,
+        None => base.clone(),
+    };
+    let categories = render_categories(&rule.categories, scope)?;
+    let mut ids = Vec::new();
+    for format in &rule.formats {
+        let (bytes, ext, mime) = match format {
+            DocumentFormat::Json => (
+                change_json(object, change_id, changes),
+                "json",
+                "application/json",
+            ),
+            DocumentFormat::Html => (change_html(&title, changes), "html", "text/html"),
+        };
+        let spec = DocumentSpec {
+            logical: format!("change:{change_id}:{ext}"),
+            name: format!("{base}.{ext}"),
+            content: Content::bytes(Bytes::from(bytes), mime),
+            categories: categories.clone(),
+        };
+        ids.push(run.ensure_document(folder, &spec).await?);
+    }
+    Ok(ids)
+}
+
+fn dimensions(e: &AuditEvent) -> Value {
+    e.dimensions
+        .as_ref()
+        .map(|d| json!(d))
+        .unwrap_or(Value::Null)
+}
+
+fn change_json(object: &ModuleObject, change_id: &str, changes: &[AuditEvent]) -> Vec<u8> {
+    let list: Vec<Value> = changes
+        .iter()
+        .map(|e| {
+            json!({"field": e.field_name, "dimensions": dimensions(e),
+                   "old": audit_value(&e.value_old), "new": audit_value(&e.value_new),
+                   "changed_by": e.create_by, "changed_at": e.create_time, "audit_id": e.id})
+        })
+        .collect();
+    let mut bytes = serde_json::to_vec_pretty(&json!({
+        "module": object.module, "id": object.id, "change_id": change_id, "changes": list,
+    }))
+    .expect("JSON values always serialize");
+    bytes.push(b'\n');
+    bytes
+}
+
+fn change_html(title: &str, changes: &[AuditEvent]) -> Vec<u8> {
+    let rows: Vec<Row> = changes
+        .iter()
+        .map(|e| Row {
+            cells: vec![
+                e.field_name.clone().unwrap_or_default(),
+                match dimensions(e) {
+                    Value::Null => "all".into(),
+                    d => d.to_string(),
+                },
+                audit_value(&e.value_old),
+                audit_value(&e.value_new),
+                e.create_by.clone().unwrap_or_default(),
+                e.create_time.clone().unwrap_or_default(),
+            ],
+        })
+        .collect();
+    html_page(
+        title,
+        Some("Changed attributes, from the 4ALLPORTAL audit history."),
+        &[
+            "Field",
+            "Dimensions",
+            "Old value",
+            "New value",
+            "Changed by",
+            "Changed at",
+        ],
+        &rows,
+    )
+}
+
+/// A workflow decision as the callback or the poller reports it.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct Decision {
+    pub process_id: String,
+    pub approved: bool,
+    pub comment: Option<String>,
+    pub approver: Option<String>,
+    pub decided_at: Option<String>,
+    pub raw: Value,
+}
+
+/// Reads `workflow` (callback) or `decision` (poller) from an event payload.
+pub(crate) fn decision(event: &StoredEvent) -> Option<Decision> {
+    let d = event
+        .payload
+        .get("workflow")
+        .or_else(|| event.payload.get("decision"))?;
+    let text = |k: &str| d.get(k).and_then(value_text).filter(|s| !s.is_empty());
+    let process_id =
+        text("process_id").or_else(|| event.payload.get("process_id").and_then(value_text))?;
+    let approved = match text("decision")?.as_str() {
+        "approved" => true,
+        "rejected" => false,
+        _ => return None,
+    };
+    Some(Decision {
+        process_id,
+        approved,
+        comment: text("comment"),
+        approver: text("approver"),
+        decided_at: text("decided_at"),
+        raw: d.clone(),
+    })
+}
+
+pub(crate) async fn on_decision(
+    flow: &MappedFlow,
+    run: &mut Run<'_>,
+    event: &StoredEvent,
+) -> FlowResult<Option<String>> {
+    let Some(decision) = decision(event) else {
+        return Ok(Some("callback without an approve/reject decision".into()));
+    };
+    let store = run.env.store.clone();
+    let Some(workflow) = store.get_workflow(&decision.process_id).await? else {
+        return Ok(Some(format!(
+            "workflow {} was not started by the bridge",
+            decision.process_id
+        )));
+    };
+    if workflow.flow != flow.name {
+        return Ok(Some(format!(
+            "workflow {} belongs to the {} flow",
+            decision.process_id, workflow.flow
+        )));
+    }
+    let link = flow.link(&workflow.object_key).await?;
+    let source = link.state.get("source").cloned().unwrap_or(Value::Null);
+    let (Some(module), Some(id)) = (
+        source.get("module").and_then(Value::as_str),
+        source.get("id").and_then(Value::as_str),
+    ) else {
+        return Err(FlowError::mapping(format!(
+            "no source object recorded for {}",
+            workflow.object_key
+        )));
+    };
+    let Some(wb) = &flow.mapping.write_back else {
+        return Ok(Some("no write_back mapping".into()));
+    };
+    let module = wb.module.clone().unwrap_or_else(|| module.to_string());
+    let value = if decision.approved {
+        &wb.approved_value
+    } else {
+        &wb.rejected_value
+    };
+    let plain = |v: &str| vec![DimensionedValue::plain(Value::String(v.to_string()))];
+    let mut write = ObjectWrite::new(Some(id)).set(&wb.decision_field, plain(value));
+    let decided_at = decision
+        .decided_at
+        .clone()
+        .unwrap_or_else(|| chrono::Utc::now().to_rfc3339());
+    for (field, v) in [
+        (
+            &wb.comment_field,
+            decision.comment.clone().unwrap_or_default(),
+        ),
+        (
+            &wb.approver_field,
+            decision.approver.clone().unwrap_or_default(),
+        ),
+        (&wb.date_field, decided_at),
+    ] {
+        if let Some(field) = field {
+            write = write.set(field, plain(&v));
+        }
+    }
+    let what = format!("the decision of workflow {}", decision.process_id);
+    let wrote = echo::write_back(run, &module, write, &what).await?;
+    if run.applying() {
+        store
+            .decide_workflow(&decision.process_id, &decision.raw, now_millis())
+            .await?;
+    }
+    Ok((!wrote).then(|| {
+        format!(
+            "decision of workflow {} already written",
+            decision.process_id
+        )
+    }))
+}

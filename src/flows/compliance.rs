@@ -1,0 +1,144 @@
+//! `compliance`: after the engine placed each claim, label, image and brochure (each tagged with
+//! the product id, `mod_time` and master-data hash it must match), one review workflow runs at a
+//! time. A product-data change while a review runs marks that review outdated (workspace
+//! attribute); once it is decided, the next run starts a review of the current version.
+
+use std::collections::BTreeMap;
+
+use serde_json::{Map, Value, json};
+
+use super::change::decision;
+use super::engine::{MappedFlow, Placed, Target, pattern};
+use super::error::{FlowError, FlowResult};
+use super::fields::Scope;
+use super::run::Run;
+use crate::clients::opentext::NodeId;
+use crate::store::{StoredEvent, now_millis, workflow_state};
+
+pub(crate) async fn after_content(
+    flow: &MappedFlow,
+    run: &mut Run<'_>,
+    scope: &Scope<'_>,
+    target: &Target<'_>,
+    ws: NodeId,
+    placed: &Placed,
+    state: &mut Map<String, Value>,
+) -> FlowResult<()> {
+    let Some(wf) = &flow.mapping.workflow else {
+        return Ok(());
+    };
+    let data_hash = scope.computed.get("data_hash").cloned().unwrap_or_default();
+    let version = scope
+        .object
+        .and_then(|o| o.mod_time.clone())
+        .unwrap_or_default();
+    let review = state.get("review").cloned().unwrap_or(Value::Null);
+    let current_pid = review.get("process_id").and_then(Value::as_str);
+    if review.get("data_hash").and_then(Value::as_str) == Some(data_hash.as_str()) {
+        return Ok(());
+    }
+    if let Some(pid) = current_pid {
+        let running = run
+            .env
+            .store
+            .get_workflow(pid)
+            .await?
+            .is_none_or(|w| w.state == workflow_state::RUNNING);
+        if running {
+            if review.get("outdated") != Some(&json!(true)) {
+                set_status(flow, run, ws, |r| r.outdated_value.clone()).await?;
+                let mut review = review.clone();
+                review["outdated"] = json!(true);
+                review["outdated_by"] = json!(version);
+                state.insert("review".into(), review);
+            }
+            return Ok(());
+        }
+    }
+    let title = pattern(&wf.title)?
+        .render(scope)
+        .map_err(FlowError::Mapping)?;
+    let mut attributes = BTreeMap::new();
+    for (name, source) in &wf.attributes {
+        attributes.insert(
+            name.clone(),
+            pattern(source)?.render(scope).unwrap_or_default(),
+        );
+    }
+    let documents: Vec<NodeId> = placed.documents.iter().map(|(_, id)| *id).collect();
+    let comment = wf.comment.clone().unwrap_or_default();
+    let pid = run
+        .start_workflow(
+            wf.map_id,
+            &documents,
+            &title,
+            &attributes,
+            &comment,
+            &target.key,
+        )
+        .await?;
+    set_status(flow, run, ws, |r| r.in_review_value.clone()).await?;
+    state.insert(
+        "review".into(),
+        json!({"process_id": pid, "data_hash": data_hash, "version": version}),
+    );
+    Ok(())
+}
+
+async fn set_status(
+    flow: &MappedFlow,
+    run: &mut Run<'_>,
+    ws: NodeId,
+    value: impl Fn(&super::mapping::ReviewConfig) -> String,
+) -> FlowResult<()> {
+    let Some(review) = &flow.mapping.review else {
+        return Ok(());
+    };
+    let values = BTreeMap::from([(
+        review.status_attribute.clone(),
+        Value::String(value(review)),
+    )]);
+    run.ensure_categories(ws, "the workspace", &values).await
+}
+
+/// A review decision: recorded, and shown on the workspace when it is the current review.
+pub(crate) async fn on_decision(
+    flow: &MappedFlow,
+    run: &mut Run<'_>,
+    event: &StoredEvent,
+) -> FlowResult<Option<String>> {
+    let Some(decision) = decision(event) else {
+        return Ok(Some("callback without an approve/reject decision".into()));
+    };
+    let store = run.env.store.clone();
+    let Some(workflow) = store.get_workflow(&decision.process_id).await? else {
+        return Ok(Some(format!(
+            "workflow {} was not started by the bridge",
+            decision.process_id
+        )));
+    };
+    if workflow.flow != flow.name {
+        return Ok(Some(format!(
+            "workflow {} belongs to the {} flow",
+            decision.process_id, workflow.flow
+        )));
+    }
+    let link = flow.link(&workflow.object_key).await?;
+    let review = link.state.get("review").cloned().unwrap_or(Value::Null);
+    let current = review.get("process_id").and_then(Value::as_str) == Some(&decision.process_id);
+    let outdated = review.get("outdated") == Some(&json!(true));
+    if let (true, false, Some(ws)) = (current, outdated, link.workspace_id) {
+        let value = if decision.approved {
+            "approved"
+        } else {
+            "rejected"
+        };
+        set_status(flow, run, ws, |_| value.to_string()).await?;
+    }
+    if run.applying() {
+        store
+            .decide_workflow(&decision.process_id, &decision.raw, now_millis())
+            .await?;
+    }
+    Ok(None)
+}

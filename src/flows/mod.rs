@@ -1,0 +1,138 @@
+//! The seven business flows as reconcilers (DESIGN.md §1–2).
+//!
+//! Every flow is a [`MappedFlow`]: its `[flows.<name>]` mapping says which 4ALLPORTAL events
+//! trigger it and what its workspace holds; the engine re-reads the object, computes the desired
+//! OpenText state and writes only the difference. `launch`, `family` and `account` are the
+//! engine alone; `change`, `compliance`, `partner` and `archival` add their own steps and
+//! return paths in their modules.
+//!
+//! The building blocks: [`mapping`] (configuration and its validation), [`schema`] (field
+//! checks against 4ALLPORTAL's module schemas), [`fields`], [`pattern`], [`condition`],
+//! [`hash`], [`snapshot`], [`run`] (plan/apply), [`ensure`] (idempotent OpenText operations),
+//! [`echo`] (write-backs and their echoes), [`feed`] (the workflow poller's source).
+
+pub mod archival;
+pub mod change;
+pub mod compliance;
+pub mod condition;
+pub mod echo;
+pub mod engine;
+pub mod ensure;
+pub mod error;
+pub mod feed;
+pub mod fields;
+pub mod hash;
+pub mod mapping;
+pub mod partner;
+pub mod pattern;
+pub mod run;
+pub mod schema;
+pub mod snapshot;
+
+use std::sync::Arc;
+
+use crate::clients::UpstreamError;
+use crate::clients::allportal::AllportalClient;
+use crate::clients::opentext::OpentextClient;
+use crate::config::Settings;
+use crate::store::{Store, StoredEvent};
+use crate::worker::{Flow, WorkflowStatusFeed};
+
+pub use engine::MappedFlow;
+pub use error::{FlowError, FlowResult};
+pub use feed::OpentextWorkflowFeed;
+pub use mapping::{FlowMapping, FlowsConfig, MappingError};
+pub use run::{FlowEnv, Operation, Plan, System};
+
+/// The upstream clients, built from `[opentext]` and `[allportal]`.
+#[derive(Debug, Clone)]
+pub struct Clients {
+    pub opentext: OpentextClient,
+    pub allportal: AllportalClient,
+}
+
+impl Clients {
+    pub fn from_settings(settings: &Settings) -> Result<Self, UpstreamError> {
+        Ok(Self {
+            opentext: OpentextClient::new(&settings.opentext)?,
+            allportal: AllportalClient::new(&settings.allportal)?,
+        })
+    }
+}
+
+/// The configured flows.
+#[derive(Debug, Clone, Default)]
+pub struct Flows {
+    flows: Vec<Arc<MappedFlow>>,
+}
+
+/// Builds every enabled flow of `[flows]`.
+pub fn build(settings: &Settings, clients: &Clients, store: Arc<dyn Store>) -> Flows {
+    let env = FlowEnv {
+        opentext: clients.opentext.clone(),
+        allportal: clients.allportal.clone(),
+        store,
+    };
+    let enabled = settings.flows.enabled();
+    let peers: Vec<(String, String)> = enabled
+        .iter()
+        .map(|(name, m)| (name.to_string(), m.workspace.bo_type.clone()))
+        .collect();
+    Flows {
+        flows: enabled
+            .into_iter()
+            .map(|(name, mapping)| {
+                Arc::new(MappedFlow {
+                    name,
+                    mapping: mapping.clone(),
+                    env: env.clone(),
+                    peers: peers.iter().filter(|(n, _)| n != name).cloned().collect(),
+                })
+            })
+            .collect(),
+    }
+}
+
+/// The workflow poller's feed (`Worker::builder(..).workflow_feed(..)`).
+pub fn workflow_feed(clients: &Clients) -> Arc<dyn WorkflowStatusFeed> {
+    Arc::new(OpentextWorkflowFeed::new(clients.opentext.clone()))
+}
+
+impl Flows {
+    /// The flows for the worker.
+    pub fn as_worker_flows(&self) -> Vec<Arc<dyn Flow>> {
+        self.flows
+            .iter()
+            .map(|f| f.clone() as Arc<dyn Flow>)
+            .collect()
+    }
+
+    pub fn names(&self) -> Vec<&'static str> {
+        self.flows.iter().map(|f| f.name).collect()
+    }
+
+    pub fn get(&self, name: &str) -> Option<&Arc<MappedFlow>> {
+        self.flows.iter().find(|f| f.name == name)
+    }
+
+    /// The plan of `flow` for `event` (an event as stored or as it would be stored): every
+    /// write it would make, computed from the current state of both systems, nothing written.
+    /// With `flow = None`, the plans of every flow that wants the event.
+    pub async fn plan(&self, flow: Option<&str>, event: &StoredEvent) -> FlowResult<Vec<Plan>> {
+        let Some(key) = event.object_key.clone() else {
+            return Err(FlowError::mapping("the event names no business object"));
+        };
+        let chosen: Vec<&Arc<MappedFlow>> = match flow {
+            Some(name) => match self.get(name) {
+                Some(f) => vec![f],
+                None => return Err(FlowError::mapping(format!("no flow named `{name}`"))),
+            },
+            None => self.flows.iter().filter(|f| f.wants(event)).collect(),
+        };
+        let mut plans = Vec::new();
+        for f in chosen {
+            plans.push(f.run(&key, std::slice::from_ref(event), false).await?);
+        }
+        Ok(plans)
+    }
+}
