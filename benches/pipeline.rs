@@ -27,7 +27,7 @@ use xecm_bridge::worker::{Flow, FlowOutcome, Worker};
 
 /// Keeps one workspace per business object: look it up by its key, create it when absent.
 struct WorkspaceFlow {
-    client: Arc<OpentextClient>,
+    client: OpentextClient,
 }
 
 #[async_trait]

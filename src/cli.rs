@@ -79,6 +79,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
                 .await
                 .with_context(|| format!("cannot listen on {}", settings.server.listen))?;
             let state = server::build_state(settings).await?;
+            server::check_mapping(&state).await?;
             let shutdown = CancellationToken::new();
             tokio::spawn(server::cancel_on_signal(shutdown.clone()));
             server::run(state, role, listener, shutdown).await?;

@@ -10,10 +10,11 @@ use tokio_util::sync::CancellationToken;
 
 use crate::clients::Upstreams;
 use crate::config::Settings;
+use crate::flows;
 use crate::http::{self, AppState, RouteGroup};
 use crate::ingest::Verifiers;
 use crate::store;
-use crate::worker::{Flow, Worker, WorkerHandle};
+use crate::worker::{Worker, WorkerHandle};
 
 /// What one process runs (`serve --role`), so API and workers can be scaled apart.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -59,6 +60,7 @@ pub async fn build_state(settings: Settings) -> anyhow::Result<AppState> {
             .await
             .context("cannot apply store migrations")?;
     }
+    let configured = Arc::new(flows::build(&settings, &upstreams, store.clone()));
     Ok(AppState {
         settings: Arc::new(settings),
         store,
@@ -66,21 +68,33 @@ pub async fn build_state(settings: Settings) -> anyhow::Result<AppState> {
         metrics: crate::telemetry::metrics_handle(),
         started: Instant::now(),
         upstreams,
+        flows: configured,
         worker: None,
     })
 }
 
-/// The business flows this process runs.
-fn flows(_state: &AppState) -> Vec<Arc<dyn Flow>> {
-    Vec::new()
+/// Checks the flow mapping against 4ALLPORTAL's module schemas (field names, relations,
+/// types). A mapping error stops start-up; an unreachable 4ALLPORTAL only warns, since the
+/// bridge must still take webhooks while it is down.
+pub async fn check_mapping(state: &AppState) -> anyhow::Result<()> {
+    match flows::schema::check_upstream(&state.settings.flows, &state.upstreams.allportal).await {
+        Ok(()) => Ok(()),
+        Err(error @ flows::schema::SchemaCheckError::Mapping(_)) => Err(error.into()),
+        Err(error) => {
+            tracing::warn!(%error, "the flow mapping could not be checked against 4ALLPORTAL now");
+            Ok(())
+        }
+    }
 }
 
 fn start_worker(state: &AppState, shutdown: &CancellationToken) -> WorkerHandle {
     Worker::builder(
         state.store.clone(),
-        flows(state),
+        state.flows.as_worker_flows(),
         state.settings.worker.clone(),
     )
+    .workflow_feed(flows::workflow_feed(&state.upstreams))
+    .change_feed(flows::change_feed(&state.settings, &state.upstreams))
     .spawn(shutdown.clone())
 }
 

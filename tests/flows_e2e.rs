@@ -11,8 +11,9 @@ use std::time::Duration;
 use futures::StreamExt;
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
+use xecm_bridge::clients::Upstreams;
 use xecm_bridge::config::{Settings, WorkerConfig};
-use xecm_bridge::flows::{self, Clients, Flows};
+use xecm_bridge::flows::{self, Flows};
 use xecm_bridge::sim::SimHandle;
 use xecm_bridge::sim::allportal::{self as ap_sim, AllportalSimOptions, ids, sample_catalogue};
 use xecm_bridge::sim::opentext::{self as ot_sim, OpentextSimOptions};
@@ -44,7 +45,7 @@ struct Bridge {
     ap: SimHandle,
     ot: SimHandle,
     flows: Flows,
-    clients: Clients,
+    clients: Upstreams,
     worker: Option<WorkerHandle>,
     shutdown: CancellationToken,
     http: reqwest::Client,
@@ -114,7 +115,7 @@ backoff_max_ms = 50
         .send()
         .await
         .expect("callback target");
-    let clients = Clients::from_settings(&settings).expect("clients");
+    let clients = Upstreams::new(&settings).expect("clients");
     let flows = flows::build(&settings, &clients, app.store.clone());
     let mut cfg = WorkerConfig {
         poll_interval_ms: 50,

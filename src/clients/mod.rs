@@ -11,16 +11,14 @@ pub use error::{TransportErrorKind, UpstreamError};
 pub use file::{Download, FileUpload};
 pub use transport::{CircuitState, Clock, StreamBody, SystemClock, Transport, TransportPolicy};
 
-use std::sync::Arc;
-
 use crate::config::Settings;
 
-/// Both upstream clients, built once from the configuration and shared by the flows and the
-/// status endpoint. Building them contacts nobody.
+/// Both upstream clients, built once from the configuration and shared (cheap clones) by the
+/// flows and the status endpoint. Building them contacts nobody.
 #[derive(Clone)]
 pub struct Upstreams {
-    pub opentext: Arc<opentext::OpentextClient>,
-    pub allportal: Arc<allportal::AllportalClient>,
+    pub opentext: opentext::OpentextClient,
+    pub allportal: allportal::AllportalClient,
 }
 
 impl std::fmt::Debug for Upstreams {
@@ -32,8 +30,8 @@ impl std::fmt::Debug for Upstreams {
 impl Upstreams {
     pub fn new(settings: &Settings) -> Result<Self, UpstreamError> {
         Ok(Self {
-            opentext: Arc::new(opentext::OpentextClient::new(&settings.opentext)?),
-            allportal: Arc::new(allportal::AllportalClient::new(&settings.allportal)?),
+            opentext: opentext::OpentextClient::new(&settings.opentext)?,
+            allportal: allportal::AllportalClient::new(&settings.allportal)?,
         })
     }
 

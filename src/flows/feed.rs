@@ -1,12 +1,14 @@
 //! The workflow poller's view of OpenText: the status of a workflow the bridge started, and,
-//! once finished, its decision (approve/reject, comment, who, when) from the task actions.
+//! once finished, its decision (approve/reject, comment, who, when) from the task actions; and
+//! the 4ALLPORTAL objects modified since the reconciliation cursor.
 
 use async_trait::async_trait;
 use serde_json::json;
 
 use crate::clients::UpstreamError;
+use crate::clients::allportal::AllportalClient;
 use crate::clients::opentext::OpentextClient;
-use crate::worker::{WorkflowStatus, WorkflowStatusFeed};
+use crate::worker::{ChangeBatch, ChangeFeed, ObjectChange, WorkflowStatus, WorkflowStatusFeed};
 
 /// [`WorkflowStatusFeed`] over the OpenText client.
 #[derive(Debug, Clone)]
@@ -73,5 +75,82 @@ impl WorkflowStatusFeed for OpentextWorkflowFeed {
                            "comment": "workflow ended without a decision"}),
         };
         Ok(WorkflowStatus::Decided { decision })
+    }
+}
+
+/// Objects read per page when polling 4ALLPORTAL.
+const CHANGES_PAGE: u64 = 200;
+/// Pages read per module and round; the rest waits for the next round (the cursor says where).
+const CHANGES_MAX_PAGES: u64 = 25;
+
+/// [`ChangeFeed`] over the 4ALLPORTAL client: objects of the modules that trigger flows,
+/// modified after the cursor (a `mod_time`), oldest first.
+#[derive(Debug, Clone)]
+pub struct AllportalChangeFeed {
+    allportal: AllportalClient,
+    modules: Vec<String>,
+}
+
+impl AllportalChangeFeed {
+    pub fn new(allportal: AllportalClient, modules: Vec<String>) -> Self {
+        Self { allportal, modules }
+    }
+
+    async fn module_changes(
+        &self,
+        module: &str,
+        since: chrono::DateTime<chrono::Utc>,
+    ) -> Result<Vec<ObjectChange>, UpstreamError> {
+        let mut changes = Vec::new();
+        for page in 0..CHANGES_MAX_PAGES {
+            let found = self
+                .allportal
+                .modified_since(module, since, &[], page * CHANGES_PAGE, CHANGES_PAGE)
+                .await?;
+            let count = found.result.len() as u64;
+            changes.extend(found.result.into_iter().filter_map(|object| {
+                Some(ObjectChange {
+                    module: module.to_string(),
+                    object_id: object.id,
+                    mod_time: object.mod_time?,
+                })
+            }));
+            if count < CHANGES_PAGE {
+                break;
+            }
+        }
+        Ok(changes)
+    }
+}
+
+#[async_trait]
+impl ChangeFeed for AllportalChangeFeed {
+    /// Without a cursor (the first round ever) nothing is backfilled: the cursor starts now,
+    /// and `POST /api/v1/resync` brings older objects in on purpose.
+    async fn changed_since(&self, cursor: Option<&str>) -> Result<ChangeBatch, String> {
+        let Some(cursor) = cursor else {
+            let now = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+            return Ok(ChangeBatch {
+                changes: Vec::new(),
+                next_cursor: Some(now),
+            });
+        };
+        let since = chrono::DateTime::parse_from_rfc3339(cursor)
+            .map_err(|e| format!("stored cursor `{cursor}` is not a time: {e}"))?
+            .with_timezone(&chrono::Utc);
+        let mut changes = Vec::new();
+        for module in &self.modules {
+            let found = self
+                .module_changes(module, since)
+                .await
+                .map_err(|e| format!("4ALLPORTAL module `{module}`: {e}"))?;
+            changes.extend(found);
+        }
+        // The newest modification seen; RFC 3339 times in one zone sort as text.
+        let next_cursor = changes.iter().map(|c| c.mod_time.clone()).max();
+        Ok(ChangeBatch {
+            changes,
+            next_cursor,
+        })
     }
 }

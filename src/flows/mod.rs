@@ -31,34 +31,16 @@ pub mod snapshot;
 
 use std::sync::Arc;
 
-use crate::clients::UpstreamError;
-use crate::clients::allportal::AllportalClient;
-use crate::clients::opentext::OpentextClient;
+use crate::clients::Upstreams;
 use crate::config::Settings;
 use crate::store::{Store, StoredEvent};
-use crate::worker::{Flow, WorkflowStatusFeed};
+use crate::worker::{ChangeFeed, Flow, WorkflowStatusFeed};
 
 pub use engine::MappedFlow;
 pub use error::{FlowError, FlowResult};
-pub use feed::OpentextWorkflowFeed;
+pub use feed::{AllportalChangeFeed, OpentextWorkflowFeed};
 pub use mapping::{FlowMapping, FlowsConfig, MappingError};
 pub use run::{FlowEnv, Operation, Plan, System};
-
-/// The upstream clients, built from `[opentext]` and `[allportal]`.
-#[derive(Debug, Clone)]
-pub struct Clients {
-    pub opentext: OpentextClient,
-    pub allportal: AllportalClient,
-}
-
-impl Clients {
-    pub fn from_settings(settings: &Settings) -> Result<Self, UpstreamError> {
-        Ok(Self {
-            opentext: OpentextClient::new(&settings.opentext)?,
-            allportal: AllportalClient::new(&settings.allportal)?,
-        })
-    }
-}
 
 /// The configured flows.
 #[derive(Debug, Clone, Default)]
@@ -67,7 +49,7 @@ pub struct Flows {
 }
 
 /// Builds every enabled flow of `[flows]`.
-pub fn build(settings: &Settings, clients: &Clients, store: Arc<dyn Store>) -> Flows {
+pub fn build(settings: &Settings, clients: &Upstreams, store: Arc<dyn Store>) -> Flows {
     let env = FlowEnv {
         opentext: clients.opentext.clone(),
         allportal: clients.allportal.clone(),
@@ -94,8 +76,23 @@ pub fn build(settings: &Settings, clients: &Clients, store: Arc<dyn Store>) -> F
 }
 
 /// The workflow poller's feed (`Worker::builder(..).workflow_feed(..)`).
-pub fn workflow_feed(clients: &Clients) -> Arc<dyn WorkflowStatusFeed> {
+pub fn workflow_feed(clients: &Upstreams) -> Arc<dyn WorkflowStatusFeed> {
     Arc::new(OpentextWorkflowFeed::new(clients.opentext.clone()))
+}
+
+/// The 4ALLPORTAL reconciliation feed (`Worker::builder(..).change_feed(..)`), over the modules
+/// whose events trigger a flow.
+pub fn change_feed(settings: &Settings, clients: &Upstreams) -> Arc<dyn ChangeFeed> {
+    let modules: std::collections::BTreeSet<String> = settings
+        .flows
+        .enabled()
+        .into_iter()
+        .map(|(_, mapping)| mapping.trigger.module.clone())
+        .collect();
+    Arc::new(AllportalChangeFeed::new(
+        clients.allportal.clone(),
+        modules.into_iter().collect(),
+    ))
 }
 
 impl Flows {

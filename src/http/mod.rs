@@ -19,6 +19,7 @@ use tower_http::trace::TraceLayer;
 
 use crate::clients::Upstreams;
 use crate::config::Settings;
+use crate::flows::Flows;
 use crate::ingest::Verifiers;
 use crate::store::Store;
 use crate::worker::WorkerProbe;
@@ -41,6 +42,8 @@ pub struct AppState {
     pub metrics: PrometheusHandle,
     pub started: Instant,
     pub upstreams: Upstreams,
+    /// The configured business flows (`[flows.*]`).
+    pub flows: Arc<Flows>,
     /// The worker of this process, if it runs one (`serve --role all|worker`).
     pub worker: Option<WorkerProbe>,
 }
