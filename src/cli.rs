@@ -44,6 +44,17 @@ pub enum Command {
         #[arg(long)]
         url: Option<String>,
     },
+    /// Show what the flows would do for an event, writing nothing: the event file is a webhook
+    /// body as 4ALLPORTAL (or, with `--source opentext`, an OpenText callback) would send it.
+    Plan {
+        #[arg(long)]
+        event: PathBuf,
+        #[arg(long, default_value = "allportal")]
+        source: String,
+        /// One flow; every flow that wants the event when absent.
+        #[arg(long)]
+        flow: Option<String>,
+    },
     /// Run a simulator of one upstream system (for exploring and testing; no configuration needed).
     Sim(crate::sim::SimArgs),
 }
@@ -101,6 +112,15 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             let url = url.unwrap_or_else(|| health_url(settings.server.listen));
             return Ok(healthcheck(&url).await);
         }
+        Command::Plan {
+            event,
+            source,
+            flow,
+        } => {
+            telemetry::init_logging(&settings.log);
+            let plans = plan_file(settings, &event, &source, flow.as_deref()).await?;
+            println!("{}", serde_json::to_string_pretty(&plans)?);
+        }
         Command::Sim(_) => unreachable!("handled above"),
     }
     Ok(ExitCode::SUCCESS)
@@ -132,4 +152,33 @@ async fn healthcheck(url: &str) -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// The plans for every event in `file` (a webhook body), computed against the live systems.
+async fn plan_file(
+    settings: Settings,
+    file: &std::path::Path,
+    source: &str,
+    flow: Option<&str>,
+) -> anyhow::Result<serde_json::Value> {
+    use crate::ingest::{payload, verify::Verified};
+    let body = std::fs::read(file).with_context(|| format!("cannot read {}", file.display()))?;
+    let unsigned = Verified::for_local_plan(body.into());
+    let events = match source {
+        "allportal" => payload::parse_allportal(&unsigned)?,
+        "opentext" => payload::parse_opentext(&unsigned)?,
+        other => anyhow::bail!("unknown source `{other}`; use allportal or opentext"),
+    };
+    let state = server::build_state(settings).await?;
+    let mut plans = Vec::new();
+    for parsed in events {
+        let key = parsed
+            .object_key
+            .clone()
+            .context("the event names no business object")?;
+        let event = crate::flows::unsaved_event(source, &parsed.kind, &key, parsed.payload);
+        plans.extend(state.flows.plan(flow, &event).await?);
+    }
+    state.store.close().await;
+    Ok(serde_json::json!({ "plans": plans }))
 }

@@ -372,3 +372,48 @@ async fn event_detail_replay_and_resync() {
     assert_eq!(event.object_key.as_deref(), Some("product/p1"));
     app.stop().await;
 }
+
+#[tokio::test]
+async fn plan_and_flows_endpoints_validate_and_answer() {
+    let app = spawn_app("").await;
+    let client = reqwest::Client::new();
+    let flows: Value = admin(&client, reqwest::Method::GET, app.url("/api/v1/flows"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        flows,
+        json!({"flows": []}),
+        "no flow is configured in this test"
+    );
+    let unknown = admin(&client, reqwest::Method::POST, app.url("/api/v1/plan"))
+        .json(&json!({"object_key": "product/1", "flow": "launch"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(unknown.status(), StatusCode::NOT_FOUND);
+    let problem: Value = unknown.json().await.unwrap();
+    assert!(
+        problem["detail"].as_str().unwrap().contains("launch"),
+        "{problem}"
+    );
+    let bad_source = admin(&client, reqwest::Method::POST, app.url("/api/v1/plan"))
+        .json(&json!({"object_key": "product/1", "source": "sap"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(bad_source.status(), StatusCode::BAD_REQUEST);
+    let none: Value = admin(&client, reqwest::Method::POST, app.url("/api/v1/plan"))
+        .json(&json!({"object_key": "product/1"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(none, json!({"plans": []}), "no flow wants the object");
+    app.stop().await;
+}

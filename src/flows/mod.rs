@@ -95,6 +95,38 @@ pub fn change_feed(settings: &Settings, clients: &Upstreams) -> Arc<dyn ChangeFe
     ))
 }
 
+/// An event as it would be stored, for planning only: it is never stored.
+pub fn unsaved_event(
+    source: &str,
+    kind: &str,
+    object_key: &str,
+    payload: serde_json::Value,
+) -> StoredEvent {
+    let (module, object_id) = match object_key.split_once('/') {
+        Some((module, id)) => (Some(module.to_string()), Some(id.to_string())),
+        None => (None, None),
+    };
+    let now = crate::store::now_millis();
+    StoredEvent {
+        id: "plan".into(),
+        source: source.into(),
+        source_event_id: "plan".into(),
+        kind: kind.into(),
+        module,
+        object_id,
+        object_key: Some(object_key.into()),
+        payload,
+        raw_body: Vec::new(),
+        headers: serde_json::json!({}),
+        received_at: now,
+        state: crate::store::state::PENDING.into(),
+        attempts: 0,
+        next_attempt_at: now,
+        last_error: None,
+        updated_at: now,
+    }
+}
+
 impl Flows {
     /// The flows for the worker.
     pub fn as_worker_flows(&self) -> Vec<Arc<dyn Flow>> {

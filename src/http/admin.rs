@@ -319,6 +319,26 @@ pub struct ResyncRequest {
     flow: Option<String>,
 }
 
+/// A named flow must be one of the configured flows: 404 otherwise.
+fn check_flow(state: &AppState, flow: Option<&str>) -> Result<(), Problem> {
+    match flow {
+        Some(name) if state.flows.get(name).is_none() => {
+            let configured = state.flows.names();
+            let configured = if configured.is_empty() {
+                "none".to_string()
+            } else {
+                configured.join(", ")
+            };
+            Err(Problem::new(
+                StatusCode::NOT_FOUND,
+                "not-found",
+                format!("no flow `{name}` is configured (configured: {configured})"),
+            ))
+        }
+        _ => Ok(()),
+    }
+}
+
 /// `POST /api/v1/resync`: enqueue a reconcile of one business object.
 pub async fn resync(
     _: Admin,
@@ -342,4 +362,66 @@ pub async fn resync(
         .map_err(store_problem)?;
     tracing::info!(event_id = %id, object_key = %request.object_key, flow = ?request.flow, "resync enqueued");
     Ok((StatusCode::ACCEPTED, Json(json!({ "event_id": id }))).into_response())
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PlanRequest {
+    /// `<module>/<object id>` (4ALLPORTAL) or `<bo_type>/<bo_id>` (OpenText callbacks).
+    object_key: String,
+    /// One flow; every flow that wants such an event when absent.
+    flow: Option<String>,
+    /// `allportal` (default) or `opentext`.
+    source: Option<String>,
+    /// The event kind to plan for (default `moduleobject_modify`).
+    kind: Option<String>,
+}
+
+/// `POST /api/v1/plan`: what the flows would do for one business object, computed from the
+/// current state of both systems; nothing is written.
+pub async fn plan(
+    _: Admin,
+    State(state): State<AppState>,
+    body: Result<Json<PlanRequest>, JsonRejection>,
+) -> Result<Response, Problem> {
+    let request = json_body(body)?;
+    let source = request.source.as_deref().unwrap_or("allportal");
+    if Source::parse(source).is_none() {
+        return Err(bad_request(format!(
+            "unknown source `{source}`; use allportal or opentext"
+        )));
+    }
+    if request
+        .object_key
+        .split_once('/')
+        .is_none_or(|(m, id)| m.is_empty() || id.is_empty())
+    {
+        return Err(bad_request(
+            "`object_key` must be `<module>/<object id>`, e.g. `product/4711`",
+        ));
+    }
+    check_flow(&state, request.flow.as_deref())?;
+    let kind = request.kind.as_deref().unwrap_or("moduleobject_modify");
+    let event = crate::flows::unsaved_event(source, kind, &request.object_key, json!({}));
+    match state.flows.plan(request.flow.as_deref(), &event).await {
+        Ok(plans) => Ok(Json(json!({ "plans": plans })).into_response()),
+        Err(crate::flows::FlowError::Mapping(detail)) => Err(bad_request(detail)),
+        Err(error) => Err(Problem::new(
+            StatusCode::BAD_GATEWAY,
+            "upstream-unavailable",
+            format!("the plan could not be computed: {error}"),
+        )),
+    }
+}
+
+/// `GET /api/v1/flows`: the configured flows and their mapping.
+pub async fn flows(_: Admin, State(state): State<AppState>) -> Response {
+    let flows: Vec<_> = state
+        .settings
+        .flows
+        .enabled()
+        .into_iter()
+        .map(|(name, mapping)| json!({ "name": name, "mapping": mapping }))
+        .collect();
+    Json(json!({ "flows": flows })).into_response()
 }

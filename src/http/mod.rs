@@ -117,6 +117,8 @@ pub fn routes() -> Vec<Route> {
             post(admin::replay_events),
         ),
         route(Method::POST, "/api/v1/resync", Admin, post(admin::resync)),
+        route(Method::POST, "/api/v1/plan", Admin, post(admin::plan)),
+        route(Method::GET, "/api/v1/flows", Admin, get(admin::flows)),
     ]
 }
 

@@ -88,6 +88,17 @@ pub struct Verified {
 }
 
 impl Verified {
+    /// A body no signature covers, for `xecm-bridge plan --event FILE` only: a plan stores
+    /// nothing and writes nothing, so there is nothing for a signature to protect. Never use it
+    /// on the ingest path.
+    pub fn for_local_plan(body: Bytes) -> Verified {
+        Verified {
+            body,
+            delivery_id: None,
+            timestamp: None,
+        }
+    }
+
     /// The raw body exactly as received and signed.
     pub fn body(&self) -> &Bytes {
         &self.body
