@@ -8,8 +8,10 @@ use std::time::Duration;
 
 use common::cluster::*;
 use tokio::time::Instant;
+use xecm_bridge::sim::FaultSettings;
 
 const BURST: usize = 40;
+const OUTAGE_SECS: u64 = 5;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigkill_mid_burst_then_restart_finishes_every_event_without_duplicates() {
@@ -53,8 +55,49 @@ async fn sigkill_mid_burst_then_restart_finishes_every_event_without_duplicates(
     assert!(cut_short > 0, "the kill interrupted no running work");
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn opentext_outage_retries_opens_the_circuit_and_drains_after_the_window() {
+    let sims = Sims::start(BURST, 0).await;
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let store = format!("sqlite://{}/bridge.db", dir.path().display());
+    let config = write_config(dir.path(), "bridge", port, &store, &sims);
+    let mut bridge = BridgeProcess::start(&config, port).await;
+
+    sims.ot.set_faults(FaultSettings {
+        outage_secs: Some(OUTAGE_SECS),
+        retry_after_secs: Some(1),
+        ..FaultSettings::default()
+    });
+    let window_ends = Instant::now() + Duration::from_secs(OUTAGE_SECS);
+    send_burst(&[&bridge], &sims.products).await;
+
+    // During the window the OpenText circuit opens (it half-opens every second for a probe).
+    let mut circuit_opened = false;
+    while Instant::now() < window_ends && !circuit_opened {
+        let status = bridge.status().await;
+        circuit_opened = status["upstreams"]["opentext"] == "open";
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    if !circuit_opened {
+        bridge.fail("the OpenText circuit never opened during the outage");
+    }
+
+    bridge.settle().await;
+    bridge.kill();
+    assert_all_events_final(&config, BURST * 2).await;
+    assert_exactly_once(&sims);
+    let retried = attempts_with_outcome(dir.path(), "retryable").await;
+    eprintln!("{retried} attempts failed retryably during the outage");
+    assert!(retried > 0, "no attempt was retried");
+}
+
 /// Attempts closed because their lease expired, read through a separate read-only connection.
 async fn abandoned_attempts(dir: &std::path::Path) -> i64 {
+    attempts_with_outcome(dir, "abandoned").await
+}
+
+async fn attempts_with_outcome(dir: &std::path::Path, outcome: &str) -> i64 {
     use sqlx::ConnectOptions as _;
     let mut conn = sqlx::sqlite::SqliteConnectOptions::new()
         .filename(dir.join("bridge.db"))
@@ -62,7 +105,8 @@ async fn abandoned_attempts(dir: &std::path::Path) -> i64 {
         .connect()
         .await
         .expect("open the store");
-    sqlx::query_scalar("SELECT COUNT(*) FROM attempts WHERE outcome = 'abandoned'")
+    sqlx::query_scalar("SELECT COUNT(*) FROM attempts WHERE outcome = ?")
+        .bind(outcome)
         .fetch_one(&mut conn)
         .await
         .expect("count attempts")
