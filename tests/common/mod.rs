@@ -15,6 +15,7 @@ use xecm_bridge::config::Settings;
 use xecm_bridge::server::{self, Role};
 use xecm_bridge::store::Store;
 
+pub mod cluster;
 mod db;
 #[allow(unused_imports)]
 pub use db::*;
