@@ -1,4 +1,4 @@
-//! The command line: `serve`, `check-config`, `migrate`, `healthcheck`.
+//! The command line: `serve`, `check-config`, `migrate`, `healthcheck`, `sim`, `demo`.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
@@ -46,6 +46,13 @@ pub enum Command {
     },
     /// Run a simulator of one upstream system (for exploring and testing; no configuration needed).
     Sim(crate::sim::SimArgs),
+    /// Run both simulators and the bridge in one process, drive all seven flows end to end and
+    /// check the result in the simulators (no configuration needed).
+    Demo {
+        /// Leave everything running afterwards and print the URLs to explore (until ctrl-c).
+        #[arg(long)]
+        keep_running: bool,
+    },
 }
 
 pub fn run(cli: Cli) -> ExitCode {
@@ -70,6 +77,9 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         telemetry::init_logging(&crate::config::LogConfig::default());
         crate::sim::run(args).await?;
         return Ok(ExitCode::SUCCESS);
+    }
+    if let Command::Demo { keep_running } = cli.command {
+        return crate::demo::run(keep_running).await;
     }
     let settings = Settings::load(cli.config.as_deref())?;
     match cli.command {
@@ -101,7 +111,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             let url = url.unwrap_or_else(|| health_url(settings.server.listen));
             return Ok(healthcheck(&url).await);
         }
-        Command::Sim(_) => unreachable!("handled above"),
+        Command::Sim(_) | Command::Demo { .. } => unreachable!("handled above"),
     }
     Ok(ExitCode::SUCCESS)
 }
