@@ -80,7 +80,7 @@ pub async fn run(keep_running: bool) -> anyhow::Result<ExitCode> {
     })
 }
 
-/// Prints where to look around and waits for ctrl-c.
+/// Prints where to look around and waits for ctrl-c (or SIGTERM).
 async fn explore(stack: &Stack) {
     let ap = stack.allportal.control_url();
     let ot = stack.opentext.control_url();
@@ -111,6 +111,7 @@ async fn explore(stack: &Stack) {
     println!(
         "    finish workflow  POST {ot}/workflows/{{id}}/complete {{\"decision\":\"approved\"}}"
     );
-    let _ = tokio::signal::ctrl_c().await;
+    let stop = tokio_util::sync::CancellationToken::new();
+    crate::server::cancel_on_signal(stop.clone()).await;
     println!("stopping");
 }

@@ -45,8 +45,9 @@ impl Drop for TempDir {
     }
 }
 
-/// Credentials made up for this run only; none of them is ever printed except the admin token
-/// in `--keep-running` mode, where a person needs it to use the admin API.
+/// Credentials made up for this run only. Only `--keep-running` prints the admin token and the
+/// 4ALLPORTAL API key, because a person exploring the running systems needs them; the signing
+/// secrets are never shown.
 struct Secrets {
     allportal_webhook: String,
     opentext_callback: String,
@@ -90,6 +91,7 @@ pub struct Stack {
     pub store: std::sync::Arc<dyn Store>,
     pub upstreams: Upstreams,
     pub admin_token: String,
+    pub allportal_api_key: String,
     shutdown: CancellationToken,
     server: Option<JoinHandle<anyhow::Result<()>>>,
     dir: TempDir,
@@ -141,6 +143,7 @@ impl Stack {
             store,
             upstreams,
             admin_token: secrets.admin_token,
+            allportal_api_key: secrets.allportal_api_key,
             shutdown,
             server: Some(server),
             dir,

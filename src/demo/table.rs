@@ -71,3 +71,59 @@ fn line(out: &mut String, cells: &[String; 8], widths: &[usize; 8]) {
     out.push_str(padded.join(" | ").trim_end());
     out.push('\n');
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn result(flow: &'static str, workspaces: &[&str], failure: Option<&str>) -> FlowResult {
+        FlowResult {
+            flow,
+            object: format!("object of {flow}"),
+            workspaces: workspaces.iter().map(|w| w.to_string()).collect(),
+            documents: 3,
+            versions: 4,
+            writebacks: "-".into(),
+            failures: failure.into_iter().map(String::from).collect(),
+        }
+    }
+
+    #[test]
+    fn rows_are_aligned_marked_and_continued_for_extra_workspaces() {
+        let results = [
+            result("partner", &["1 \"A\"", "2 \"a much longer name\""], None),
+            result("launch", &[], Some("no workspace")),
+        ];
+        let work = BTreeMap::from([(
+            "partner".to_string(),
+            FlowWork {
+                attempts: 2,
+                millis: 31,
+            },
+        )]);
+        let text = render(&results, &work);
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.len(), 5, "{text}");
+        assert!(lines[2].starts_with("✓ partner"), "{text}");
+        assert!(lines[2].contains("| 2        | 31 ms"), "{text}");
+        assert!(lines[3].trim_start().starts_with("|"), "{text}");
+        assert!(lines[3].contains("2 \"a much longer name\""), "{text}");
+        assert!(lines[4].starts_with("✗ launch"), "{text}");
+        assert!(
+            lines[4].contains("(none)") && lines[4].ends_with("0 ms"),
+            "{text}"
+        );
+        // Every separator sits in the same column on every line.
+        let bars = |line: &str| -> Vec<usize> {
+            line.chars()
+                .enumerate()
+                .filter(|(_, c)| *c == '|' || *c == '+')
+                .map(|(i, _)| i)
+                .collect()
+        };
+        let header = bars(lines[0]);
+        for line in &lines[1..4] {
+            assert_eq!(bars(line), header, "{text}");
+        }
+    }
+}
