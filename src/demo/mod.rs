@@ -96,16 +96,19 @@ async fn explore(stack: &Stack) {
         stack.bridge_url
     );
     println!(
-        "  4ALLPORTAL         {}/api/modules/...",
-        stack.allportal.base_url()
+        "  4ALLPORTAL         {}/api/modules/...  (Authorization: Bearer {})",
+        stack.allportal.base_url(),
+        stack.allportal_api_key
     );
     println!("    state, requests  {ap}/state  {ap}/requests");
     println!(
         "    send a webhook   POST {ap}/webhooks/send {{\"module\":\"product\",\"object_id\":\"...\",\"event\":\"moduleobject_modify\"}}"
     );
     println!(
-        "  OpenText           {}/api/v1/...",
-        stack.opentext.base_url()
+        "  OpenText           {}/api/v1/...  (POST /api/v1/auth as {} / {})",
+        stack.opentext.base_url(),
+        crate::sim::opentext::SAMPLE_ADMIN_USER,
+        crate::sim::opentext::SAMPLE_ADMIN_PASSWORD
     );
     println!("    state, requests  {ot}/state  {ot}/requests");
     println!(
