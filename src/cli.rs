@@ -1,4 +1,4 @@
-//! The command line: `serve`, `check-config`, `migrate`, `healthcheck`.
+//! The command line: `serve`, `check-config`, `migrate`, `healthcheck`, `sim`, `demo`.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
@@ -57,6 +57,13 @@ pub enum Command {
     },
     /// Run a simulator of one upstream system (for exploring and testing; no configuration needed).
     Sim(crate::sim::SimArgs),
+    /// Run both simulators and the bridge in one process, drive all seven flows end to end and
+    /// check the result in the simulators (no configuration needed).
+    Demo {
+        /// Leave everything running afterwards and print the URLs to explore (until ctrl-c).
+        #[arg(long)]
+        keep_running: bool,
+    },
 }
 
 pub fn run(cli: Cli) -> ExitCode {
@@ -81,6 +88,9 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         telemetry::init_logging(&crate::config::LogConfig::default());
         crate::sim::run(args).await?;
         return Ok(ExitCode::SUCCESS);
+    }
+    if let Command::Demo { keep_running } = cli.command {
+        return crate::demo::run(keep_running).await;
     }
     let settings = Settings::load(cli.config.as_deref())?;
     match cli.command {
@@ -121,7 +131,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             let plans = plan_file(settings, &event, &source, flow.as_deref()).await?;
             println!("{}", serde_json::to_string_pretty(&plans)?);
         }
-        Command::Sim(_) => unreachable!("handled above"),
+        Command::Sim(_) | Command::Demo { .. } => unreachable!("handled above"),
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -7,6 +7,7 @@
 pub mod cli;
 pub mod clients;
 pub mod config;
+pub mod demo;
 pub mod flows;
 pub mod http;
 pub mod ingest;
