@@ -20,7 +20,7 @@ use super::run::Run;
 use super::snapshot::{Row, html_page};
 use crate::clients::allportal::{AuditEvent, DimensionedValue, ModuleObject, ObjectWrite};
 use crate::clients::opentext::NodeId;
-use crate::store::{LinkRecord, StoredEvent, now_millis};
+use crate::store::{LinkRecord, StoredEvent, WorkflowRecord, now_millis};
 
 /// Audit entries read per run; older changes were reviewed before.
 const AUDIT_PAGE: u64 = 500;
@@ -264,27 +264,41 @@ pub(crate) fn decision(event: &StoredEvent) -> Option<Decision> {
     })
 }
 
-pub(crate) async fn on_decision(
+/// The decision an event carries and the workflow it decides, if `flow` started that workflow;
+/// otherwise why the event is skipped.
+pub(crate) async fn decided_workflow(
     flow: &MappedFlow,
-    run: &mut Run<'_>,
+    run: &Run<'_>,
     event: &StoredEvent,
-) -> FlowResult<Option<String>> {
+) -> FlowResult<Result<(Decision, WorkflowRecord), String>> {
     let Some(decision) = decision(event) else {
-        return Ok(Some("callback without an approve/reject decision".into()));
+        return Ok(Err("callback without an approve/reject decision".into()));
     };
-    let store = run.env.store.clone();
-    let Some(workflow) = store.get_workflow(&decision.process_id).await? else {
-        return Ok(Some(format!(
+    let Some(workflow) = run.env.store.get_workflow(&decision.process_id).await? else {
+        return Ok(Err(format!(
             "workflow {} was not started by the bridge",
             decision.process_id
         )));
     };
     if workflow.flow != flow.name {
-        return Ok(Some(format!(
+        return Ok(Err(format!(
             "workflow {} belongs to the {} flow",
             decision.process_id, workflow.flow
         )));
     }
+    Ok(Ok((decision, workflow)))
+}
+
+pub(crate) async fn on_decision(
+    flow: &MappedFlow,
+    run: &mut Run<'_>,
+    event: &StoredEvent,
+) -> FlowResult<Option<String>> {
+    let (decision, workflow) = match decided_workflow(flow, run, event).await? {
+        Ok(found) => found,
+        Err(skip) => return Ok(Some(skip)),
+    };
+    let store = run.env.store.clone();
     let link = flow.link(&workflow.object_key).await?;
     let source = link.state.get("source").cloned().unwrap_or(Value::Null);
     let (Some(module), Some(id)) = (

@@ -7,7 +7,6 @@ use std::collections::BTreeMap;
 
 use serde_json::{Map, Value, json};
 
-use super::change::decision;
 use super::engine::{MappedFlow, Placed, Target, pattern};
 use super::error::{FlowError, FlowResult};
 use super::fields::Scope;
@@ -107,22 +106,11 @@ pub(crate) async fn on_decision(
     run: &mut Run<'_>,
     event: &StoredEvent,
 ) -> FlowResult<Option<String>> {
-    let Some(decision) = decision(event) else {
-        return Ok(Some("callback without an approve/reject decision".into()));
+    let (decision, workflow) = match super::change::decided_workflow(flow, run, event).await? {
+        Ok(found) => found,
+        Err(skip) => return Ok(Some(skip)),
     };
     let store = run.env.store.clone();
-    let Some(workflow) = store.get_workflow(&decision.process_id).await? else {
-        return Ok(Some(format!(
-            "workflow {} was not started by the bridge",
-            decision.process_id
-        )));
-    };
-    if workflow.flow != flow.name {
-        return Ok(Some(format!(
-            "workflow {} belongs to the {} flow",
-            decision.process_id, workflow.flow
-        )));
-    }
     let link = flow.link(&workflow.object_key).await?;
     let review = link.state.get("review").cloned().unwrap_or(Value::Null);
     let current = review.get("process_id").and_then(Value::as_str) == Some(&decision.process_id);
