@@ -30,10 +30,17 @@ TOML
 "$binary" serve --config "$work/bridge.toml" > "$work/bridge.log" 2>&1 &
 pid=$!
 trap 'kill $pid 2>/dev/null || true; rm -rf "$work"' EXIT
-for _ in $(seq 1 100); do
-  curl -fs "http://127.0.0.1:$port/readyz" >/dev/null 2>&1 && break
-  sleep 0.1
-done
+python3 - "$port" <<'PY'
+import sys, time, urllib.request
+for _ in range(200):
+    try:
+        urllib.request.urlopen(f"http://127.0.0.1:{sys.argv[1]}/readyz", timeout=1)
+        break
+    except Exception:
+        time.sleep(0.1)
+else:
+    sys.exit("the bridge did not become ready")
+PY
 schemathesis run openapi.yaml --url "http://127.0.0.1:$port" \
   -H "Authorization: Bearer $token" -H "x-webhook-token: contract-test-webhook-token" \
   --max-examples "${CONTRACT_MAX_EXAMPLES:-40}" --seed 1 --no-color
