@@ -470,6 +470,8 @@ def check_config(report: Report, docs: list[dict], values: dict, label: str) -> 
     expected = strip_nulls(copy.deepcopy(values["config"]))
     if not expected.get("flows"):
         expected.pop("flows", None)
+    # Migrations run once per release (hook Job or SQLite init container), never in each pod.
+    expected.setdefault("store", {})["migrate_on_start"] = False
     if values["store"]["backend"] == "sqlite":
         expected.setdefault("store", {})["url"] = "sqlite:///data/bridge.db"
     # == alone would let 1048576.0 pass for 1048576; the binary's integer settings would not.

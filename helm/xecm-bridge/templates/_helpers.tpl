@@ -151,17 +151,20 @@ app.kubernetes.io/component: {{ .role }}
 {{/* Configuration file ------------------------------------------------------------------ */}}
 
 {{/* The effective configuration: .Values.config plus what the chart decides (store.url for
-     SQLite). Empty `flows` is left out so that the binary's defaults apply. */}}
+     SQLite, store.migrate_on_start). Empty `flows` is left out so that the binary's defaults
+     apply. */}}
 {{- define "xecm-bridge.configToml" -}}
 {{- $cfg := deepCopy .Values.config -}}
 {{- if not $cfg.flows -}}
 {{- $_ := unset $cfg "flows" -}}
 {{- end -}}
-{{- if not (include "xecm-bridge.postgres" .) -}}
 {{- $store := default (dict) $cfg.store -}}
+{{- /* Migrations run once per release (the Job, or the SQLite init container), not in every pod. */ -}}
+{{- $_ := set $store "migrate_on_start" false -}}
+{{- if not (include "xecm-bridge.postgres" .) -}}
 {{- $_ := set $store "url" "sqlite:///data/bridge.db" -}}
-{{- $_ := set $cfg "store" $store -}}
 {{- end -}}
+{{- $_ := set $cfg "store" $store -}}
 # Rendered by the xecm-bridge chart from .Values.config. Secrets come from the environment.
 {{ include "xecm-bridge.toml.table" (dict "path" "" "table" $cfg) | trim }}
 {{- end -}}
