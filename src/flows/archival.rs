@@ -19,9 +19,6 @@ use crate::store::{LinkRecord, WorkflowRecord};
 
 /// Folder of the approval history inside the archive.
 pub const HISTORY_FOLDER: &str = "Approval History";
-/// Audit entries read for the history.
-const AUDIT_PAGE: u64 = 500;
-
 pub(crate) fn is_final(link: &LinkRecord) -> bool {
     link.state.get("finalized").and_then(Value::as_bool) == Some(true)
 }
@@ -98,16 +95,7 @@ async fn approval_history(
     object: &ModuleObject,
     ws: NodeId,
 ) -> FlowResult<Vec<NodeId>> {
-    let module = object
-        .module
-        .clone()
-        .unwrap_or_else(|| flow.mapping.trigger.module.clone());
-    let audit = run
-        .env
-        .allportal
-        .audit(&module, &object.id, 0, AUDIT_PAGE, None)
-        .await?
-        .audit;
+    let audit = super::change::audit_of(flow, run, object).await?;
     let mut workflows = Vec::new();
     for (peer, bo_type) in &flow.peers {
         let prefix = format!("{bo_type}/{}", object.id);

@@ -53,22 +53,37 @@ fn pending_changes(watch: &[String], audit: Vec<AuditEvent>, after: i64) -> Vec<
     changes
 }
 
+/// The object's module: as 4ALLPORTAL reports it, else the flow's trigger module.
+fn module_of(flow: &MappedFlow, object: &ModuleObject) -> String {
+    object
+        .module
+        .clone()
+        .unwrap_or_else(|| flow.mapping.trigger.module.clone())
+}
+
+/// The object's most recent audit entries (one page), read from 4ALLPORTAL.
+pub(crate) async fn audit_of(
+    flow: &MappedFlow,
+    run: &Run<'_>,
+    object: &ModuleObject,
+) -> FlowResult<Vec<AuditEvent>> {
+    let module = module_of(flow, object);
+    Ok(run
+        .env
+        .allportal
+        .audit(&module, &object.id, 0, AUDIT_PAGE, None)
+        .await?
+        .audit)
+}
+
 pub(crate) async fn forward(
     flow: &MappedFlow,
     run: &mut Run<'_>,
     object: &ModuleObject,
     link: LinkRecord,
 ) -> FlowResult<Option<String>> {
-    let module = object
-        .module
-        .clone()
-        .unwrap_or_else(|| flow.mapping.trigger.module.clone());
-    let audit = run
-        .env
-        .allportal
-        .audit(&module, &object.id, 0, AUDIT_PAGE, None)
-        .await?
-        .audit;
+    let module = module_of(flow, object);
+    let audit = audit_of(flow, run, object).await?;
     let changes = pending_changes(&flow.mapping.watch, audit, last_reviewed(&link));
     let Some(newest) = changes.last().map(|e| e.id) else {
         return Ok(Some(
