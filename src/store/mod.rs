@@ -1,7 +1,9 @@
 //! Durable storage: the event inbox and everything the worker needs.
 //!
 //! [`Store`] is a trait with two implementations: SQLite (embedded default, one replica) and
-//! PostgreSQL (several replicas). Both pass the same test suite.
+//! PostgreSQL (several replicas). Their logic is one piece of SQL code (`sql.rs`) compiled for
+//! each dialect; `sqlite.rs` and `postgres.rs` hold only what the dialects differ in. Both
+//! pass the same test suite.
 
 use std::sync::Arc;
 
@@ -387,122 +389,4 @@ pub fn now_millis() -> i64 {
 /// A fresh, time-ordered event id.
 pub fn new_event_id() -> String {
     uuid::Uuid::now_v7().to_string()
-}
-
-/// Appends `WHERE …` for an event filter and page cursor to a query over `events`, then the
-/// newest-first order and the limit (one more row than the page, to detect a next page).
-/// Shared by both backends; placeholders come from the builder.
-pub(crate) fn push_event_filter<'a, DB>(
-    query: &mut sqlx::QueryBuilder<'a, DB>,
-    filter: &EventFilter,
-    page: &Page,
-) where
-    DB: sqlx::Database,
-    String: sqlx::Encode<'a, DB> + sqlx::Type<DB>,
-    i64: sqlx::Encode<'a, DB> + sqlx::Type<DB>,
-{
-    query.push(" WHERE 1 = 1");
-    let text_columns = [
-        ("state", &filter.state),
-        ("source", &filter.source),
-        ("kind", &filter.kind),
-        ("object_key", &filter.object_key),
-    ];
-    for (column, value) in text_columns {
-        if let Some(value) = value {
-            query
-                .push(format!(" AND {column} = "))
-                .push_bind(value.clone());
-        }
-    }
-    if let Some(flow) = &filter.flow {
-        query
-            .push(" AND EXISTS (SELECT 1 FROM jobs j WHERE j.event_id = events.id AND j.flow = ")
-            .push_bind(flow.clone())
-            .push(")");
-    }
-    if let Some(from) = filter.received_from {
-        query.push(" AND received_at >= ").push_bind(from);
-    }
-    if let Some(to) = filter.received_to {
-        query.push(" AND received_at < ").push_bind(to);
-    }
-    if let Some(after) = &page.after {
-        query.push(" AND id < ").push_bind(after.clone());
-    }
-    query
-        .push(" ORDER BY id DESC LIMIT ")
-        .push_bind(page.limit.clamp(1, 1000) + 1);
-}
-
-/// Cuts the extra row fetched by [`push_event_filter`] and derives the next cursor.
-pub(crate) fn into_page(mut events: Vec<StoredEvent>, limit: i64) -> EventPage {
-    let limit = limit.clamp(1, 1000) as usize;
-    let next_cursor = if events.len() > limit {
-        events.truncate(limit);
-        events.last().map(|e| e.id.clone())
-    } else {
-        None
-    };
-    EventPage {
-        events,
-        next_cursor,
-    }
-}
-
-/// Recomputes an event's state, attempts, next attempt and last error from its jobs (events
-/// without jobs keep theirs). `{event}` and `{now}` are the placeholders of the backend.
-pub(crate) fn refresh_event_sql(now: &str, event: &str) -> String {
-    format!(
-        "UPDATE events SET
-            state = CASE
-                WHEN EXISTS (SELECT 1 FROM jobs j WHERE j.event_id = events.id
-                             AND j.state IN ('pending', 'running')) THEN 'routed'
-                WHEN EXISTS (SELECT 1 FROM jobs j WHERE j.event_id = events.id
-                             AND j.state = 'dead') THEN 'dead'
-                WHEN EXISTS (SELECT 1 FROM jobs j WHERE j.event_id = events.id
-                             AND j.state = 'done') THEN 'done'
-                ELSE 'ignored' END,
-            attempts = (SELECT COALESCE(MAX(j.attempts), 0) FROM jobs j
-                        WHERE j.event_id = events.id),
-            next_attempt_at = COALESCE((SELECT MIN(j.next_attempt_at) FROM jobs j
-                        WHERE j.event_id = events.id AND j.state = 'pending'), next_attempt_at),
-            last_error = (SELECT j.last_error FROM jobs j
-                        WHERE j.event_id = events.id AND j.last_error IS NOT NULL
-                        ORDER BY j.updated_at DESC, j.id DESC LIMIT 1),
-            updated_at = {now}
-         WHERE id = {event} AND EXISTS (SELECT 1 FROM jobs j WHERE j.event_id = events.id)"
-    )
-}
-
-/// The message recorded on a job whose worker stopped while it ran.
-pub(crate) const LEASE_EXPIRED: &str =
-    "lease expired before the attempt finished (worker stopped?)";
-/// The message recorded on an attempt given back at shutdown.
-pub(crate) const RELEASED_AT_SHUTDOWN: &str = "released at shutdown before it finished";
-
-/// Backlog counters in one round trip (portable SQL).
-pub(crate) const BACKLOG_SQL: &str = "SELECT
-    (SELECT COUNT(*) FROM events WHERE state IN ('pending', 'routed')),
-    (SELECT COUNT(*) FROM jobs WHERE state IN ('pending', 'running')),
-    (SELECT MIN(received_at) FROM events WHERE state IN ('pending', 'routed')),
-    (SELECT COUNT(*) FROM events WHERE state = 'dead')";
-
-/// Folds `(flow, state, count)` rows (sorted by flow) into one [`FlowStats`] per flow.
-pub(crate) fn group_flow_counts(rows: Vec<(String, String, i64)>) -> Vec<FlowStats> {
-    let mut stats: Vec<FlowStats> = Vec::new();
-    for (flow, state, count) in rows {
-        match stats.last_mut() {
-            Some(last) if last.flow == flow => {
-                last.states.insert(state, count);
-            }
-            _ => stats.push(FlowStats {
-                flow,
-                states: [(state, count)].into_iter().collect(),
-                last_error: None,
-                last_error_at: None,
-            }),
-        }
-    }
-    stats
 }
