@@ -249,6 +249,19 @@ async fn metrics_docs_alerts_and_dashboard_match_the_exposition() {
         "the configured flow's outcomes are registered at start"
     );
 
+    // The one family documented to appear with its first use: a rejected request.
+    assert!(!families.contains_key("xecm_webhooks_rejected_total"));
+    let rejected = bridge
+        .http
+        .post(bridge.url("/webhooks/allportal"))
+        .header("content-type", "application/json")
+        .body("{}")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(rejected.status(), reqwest::StatusCode::UNAUTHORIZED);
+    let families = parse_exposition(&bridge.scrape().await);
+
     // The documented table, both ways: every documented family is exposed with its type and
     // labels, and every exposed family is documented.
     let rows = doc_table("## Metrics");
@@ -259,7 +272,7 @@ async fn metrics_docs_alerts_and_dashboard_match_the_exposition() {
         documented.insert(name.clone());
         let family = families
             .get(name)
-            .unwrap_or_else(|| panic!("documented `{name}` is not exposed at start"));
+            .unwrap_or_else(|| panic!("documented `{name}` is not exposed"));
         assert_eq!(&family.kind, kind, "type of `{name}`");
         assert_eq!(family.labels, labels, "labels of `{name}`");
     }
