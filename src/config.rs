@@ -6,7 +6,7 @@
 //! `"<redacted>"`.
 
 use std::net::SocketAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use figment::Figment;
 use figment::providers::{Env, Format, Toml};
@@ -181,7 +181,27 @@ pub struct AllportalConfig {
     pub base_url: Url,
     #[serde(serialize_with = "redact")]
     pub api_key: SecretString,
+    /// Extra CA certificates (PEM bundle) trusted for this upstream, on top of the system trust
+    /// store: for servers behind a corporate or on-premises CA.
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
+    /// Client certificate chain (PEM) for mutual TLS; needs `client_key_file`.
+    #[serde(default)]
+    pub client_cert_file: Option<PathBuf>,
+    /// Private key (PEM: PKCS#8, PKCS#1 or SEC1) of `client_cert_file`.
+    #[serde(default)]
+    pub client_key_file: Option<PathBuf>,
     pub transport: TransportConfig,
+}
+
+impl AllportalConfig {
+    pub fn tls(&self) -> TlsFiles<'_> {
+        TlsFiles {
+            ca_file: self.ca_file.as_deref(),
+            client_cert_file: self.client_cert_file.as_deref(),
+            client_key_file: self.client_key_file.as_deref(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq)]
@@ -220,7 +240,71 @@ pub struct OpentextConfig {
     pub multipart_threshold_bytes: u64,
     /// Part size for the multipart upload API.
     pub multipart_part_bytes: u64,
+    /// Extra CA certificates (PEM bundle) trusted for this upstream, on top of the system trust
+    /// store: for servers behind a corporate or on-premises CA.
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
+    /// Client certificate chain (PEM) for mutual TLS; needs `client_key_file`.
+    #[serde(default)]
+    pub client_cert_file: Option<PathBuf>,
+    /// Private key (PEM: PKCS#8, PKCS#1 or SEC1) of `client_cert_file`.
+    #[serde(default)]
+    pub client_key_file: Option<PathBuf>,
     pub transport: TransportConfig,
+}
+
+impl OpentextConfig {
+    /// Used for Content Server and OTDS alike.
+    pub fn tls(&self) -> TlsFiles<'_> {
+        TlsFiles {
+            ca_file: self.ca_file.as_deref(),
+            client_cert_file: self.client_cert_file.as_deref(),
+            client_key_file: self.client_key_file.as_deref(),
+        }
+    }
+}
+
+/// The TLS material of one upstream, as files: extra trusted CAs and an optional client identity.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct TlsFiles<'a> {
+    pub ca_file: Option<&'a Path>,
+    pub client_cert_file: Option<&'a Path>,
+    pub client_key_file: Option<&'a Path>,
+}
+
+impl TlsFiles<'_> {
+    fn validate(&self, at: &str) -> Result<(), ConfigError> {
+        match (self.client_cert_file, self.client_key_file) {
+            (Some(_), None) => {
+                return Err(ConfigError::key(
+                    &format!("{at}.client_key_file"),
+                    "`client_cert_file` needs `client_key_file`",
+                ));
+            }
+            (None, Some(_)) => {
+                return Err(ConfigError::key(
+                    &format!("{at}.client_cert_file"),
+                    "`client_key_file` needs `client_cert_file`",
+                ));
+            }
+            _ => {}
+        }
+        for (key, file) in [
+            ("ca_file", self.ca_file),
+            ("client_cert_file", self.client_cert_file),
+            ("client_key_file", self.client_key_file),
+        ] {
+            if let Some(path) = file
+                && !path.is_file()
+            {
+                return Err(ConfigError::key(
+                    &format!("{at}.{key}"),
+                    format!("{} does not exist or is not a file", path.display()),
+                ));
+            }
+        }
+        Ok(())
+    }
 }
 
 /// The worker pool (`[worker]`): leases, retries, coalescing, reconciliation and retention.
@@ -357,6 +441,7 @@ prefix = ""
 [allportal]
 base_url = "http://127.0.0.1:9001"
 api_key = ""
+# ca_file, client_cert_file, client_key_file: unset (the system trust store, no client certificate)
 
 [allportal.transport]
 connect_timeout_secs = 5
@@ -377,6 +462,7 @@ password = ""
 ext_system_id = "4ALLPORTAL"
 multipart_threshold_bytes = 67108864
 multipart_part_bytes = 16777216
+# ca_file, client_cert_file, client_key_file: unset, as for [allportal]
 
 [opentext.transport]
 connect_timeout_secs = 5
@@ -406,6 +492,19 @@ reconcile_opentext_interval_secs = 300
 metrics_interval_secs = 15
 shutdown_grace_secs = 25
 "#;
+
+/// `server.listen` alone, from the defaults, `file` (when it exists) and the environment, without
+/// validating anything else: `healthcheck` runs where the secrets are not in the environment.
+pub fn listen_address(file: Option<&Path>) -> Result<SocketAddr, ConfigError> {
+    let mut figment = Figment::from(Toml::string(DEFAULTS));
+    if let Some(path) = file.filter(|p| p.is_file()) {
+        figment = figment.merge(Toml::file_exact(path));
+    }
+    figment
+        .merge(Env::prefixed(ENV_PREFIX).split("__"))
+        .extract_inner("server.listen")
+        .map_err(|e| ConfigError(describe_figment_error(e)))
+}
 
 /// A configuration error; the message names the key.
 #[derive(Debug, thiserror::Error)]
@@ -539,6 +638,8 @@ impl Settings {
                 "must be at least 1048576 (1 MiB)",
             ));
         }
+        self.allportal.tls().validate("allportal")?;
+        self.opentext.tls().validate("opentext")?;
         self.allportal.transport.validate("allportal.transport")?;
         self.opentext.transport.validate("opentext.transport")?;
         self.worker.validate(&[

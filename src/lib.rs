@@ -2,16 +2,18 @@
 //!
 //! Data flows one way: `http` → `ingest` → `store`; `worker` → `flows` → `clients`.
 //! `sim` holds stateful simulators of both upstream systems for tests and `demo`; production
-//! code paths never use it.
+//! code paths never use it, and a build without the default `sim` feature leaves both out.
 
 pub mod cli;
 pub mod clients;
 pub mod config;
+#[cfg(feature = "sim")]
 pub mod demo;
 pub mod flows;
 pub mod http;
 pub mod ingest;
 pub mod server;
+#[cfg(feature = "sim")]
 pub mod sim;
 pub mod store;
 pub mod telemetry;

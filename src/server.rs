@@ -46,6 +46,8 @@ impl Role {
 
 /// Opens the store (migrating it when configured) and builds the handlers' shared state.
 pub async fn build_state(settings: Settings) -> anyhow::Result<AppState> {
+    // The recorder first, so that the clients built below register their series with it.
+    let metrics = crate::telemetry::metrics_handle();
     let verifiers = Verifiers::new(&settings.sources)?;
     let upstreams = Upstreams::new(&settings).context("cannot build the upstream clients")?;
     let store = store::open(&settings.store).await.with_context(|| {
@@ -65,7 +67,7 @@ pub async fn build_state(settings: Settings) -> anyhow::Result<AppState> {
         settings: Arc::new(settings),
         store,
         verifiers: Arc::new(verifiers),
-        metrics: crate::telemetry::metrics_handle(),
+        metrics,
         started: Instant::now(),
         upstreams,
         flows: configured,
@@ -108,6 +110,7 @@ pub async fn run(
 ) -> anyhow::Result<()> {
     let deadline = Duration::from_secs(state.settings.server.shutdown_timeout_secs);
     let store = state.store.clone();
+    register_metrics(&state, role);
     let worker = role.runs_worker().then(|| start_worker(&state, &shutdown));
     state.worker = worker.as_ref().map(WorkerHandle::probe);
     let app = http::router(state, role.route_groups());
@@ -136,6 +139,26 @@ pub async fn run(
     store.close().await;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Registers the metric families with zero values for what is known now.
+fn register_metrics(state: &AppState, role: Role) {
+    use crate::store::{Source, outcome};
+    let sources = Source::ALL.map(Source::as_str);
+    let flows = state.flows.names();
+    let outcomes = [
+        outcome::SUCCESS,
+        outcome::SKIPPED,
+        outcome::RETRYABLE,
+        outcome::PERMANENT,
+    ];
+    crate::telemetry::metrics::register_at_start(crate::telemetry::metrics::KnownLabels {
+        sources: &sources,
+        flows: &flows,
+        outcomes: &outcomes,
+        runs_worker: role.runs_worker(),
+        group_commits: state.store.backend() == "sqlite",
+    });
 }
 
 /// Cancels `token` on SIGTERM or ctrl-c.

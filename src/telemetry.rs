@@ -1,49 +1,94 @@
 //! Logs (tracing; text or JSON) and the Prometheus metrics recorder.
 
-use std::sync::OnceLock;
+pub mod metrics;
 
-use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use metrics_exporter_prometheus::PrometheusHandle;
 use tracing_subscriber::EnvFilter;
+use tracing_subscriber::layer::SubscriberExt as _;
+use tracing_subscriber::util::SubscriberInitExt as _;
 
 use crate::config::{LogConfig, LogFormat};
 
 /// Installs the global log subscriber. `RUST_LOG` wins over `[log].filter` when set.
 /// Calling it again (tests) is harmless.
+///
+/// JSON lines carry the event's fields and the fields of every span it runs in (the request's
+/// `request_id`, `method`, `path`) as top-level members, so that a log search filters on
+/// `request_id`, `event_id`, `object_key` or `flow` alike. Span and event field names never
+/// overlap (see docs/operations.md), which keeps every line valid JSON.
 pub fn init_logging(cfg: &LogConfig) {
     let filter = EnvFilter::try_from_default_env()
         .or_else(|_| EnvFilter::try_new(&cfg.filter))
         .unwrap_or_else(|_| EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
-    let _ = match cfg.format {
-        LogFormat::Json => builder
-            .json()
-            .flatten_event(true)
-            .with_current_span(true)
-            .with_span_list(false)
-            .try_init(),
-        LogFormat::Text => builder.try_init(),
+    // An error means a subscriber is already installed (tests start several servers).
+    let _already_installed = match cfg.format {
+        LogFormat::Json => {
+            let mut layer = json_subscriber::JsonLayer::stderr();
+            layer
+                .with_timer("timestamp", tracing_subscriber::fmt::time::SystemTime)
+                .with_level("level")
+                .with_target("target")
+                .with_top_level_flattened_span_list()
+                .add_multiple_dynamic_fields(|event, _, writer| {
+                    let mut fields = JsonFieldVisitor::default();
+                    event.record(&mut fields);
+                    for (name, value) in fields.0 {
+                        let _ = writer.write_field(name, value);
+                    }
+                });
+            tracing_subscriber::registry()
+                .with(filter)
+                .with(layer)
+                .try_init()
+                .is_err()
+        }
+        LogFormat::Text => tracing_subscriber::fmt()
+            .with_env_filter(filter)
+            .with_writer(std::io::stderr)
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .try_init()
+            .is_err(),
     };
+}
+
+/// An event's fields as JSON values. A list logged with `?list` (`Debug` of a slice or `Vec` of
+/// strings or numbers, which reads as JSON) becomes a JSON array rather than a string.
+#[derive(Default)]
+struct JsonFieldVisitor(Vec<(&'static str, serde_json::Value)>);
+
+impl tracing::field::Visit for JsonFieldVisitor {
+    fn record_debug(&mut self, field: &tracing::field::Field, value: &dyn std::fmt::Debug) {
+        let text = format!("{value:?}");
+        let value = if text.starts_with('[') {
+            serde_json::from_str(&text).unwrap_or(serde_json::Value::String(text))
+        } else {
+            serde_json::Value::String(text)
+        };
+        self.0.push((field.name(), value));
+    }
+
+    fn record_str(&mut self, field: &tracing::field::Field, value: &str) {
+        self.0.push((field.name(), value.into()));
+    }
+
+    fn record_i64(&mut self, field: &tracing::field::Field, value: i64) {
+        self.0.push((field.name(), value.into()));
+    }
+
+    fn record_u64(&mut self, field: &tracing::field::Field, value: u64) {
+        self.0.push((field.name(), value.into()));
+    }
+
+    fn record_f64(&mut self, field: &tracing::field::Field, value: f64) {
+        self.0.push((field.name(), value.into()));
+    }
+
+    fn record_bool(&mut self, field: &tracing::field::Field, value: bool) {
+        self.0.push((field.name(), value.into()));
+    }
 }
 
 /// The process-wide Prometheus recorder, installed on first use.
 pub fn metrics_handle() -> PrometheusHandle {
-    static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
-    HANDLE
-        .get_or_init(|| {
-            let recorder = PrometheusBuilder::new()
-                .set_buckets(&[
-                    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
-                    10.0, 30.0, 60.0,
-                ])
-                .expect("static buckets are valid")
-                .build_recorder();
-            let handle = recorder.handle();
-            // Another recorder may already be installed (only in tests); keep going with ours.
-            let _ = metrics::set_global_recorder(recorder);
-            handle
-        })
-        .clone()
+    metrics::handle()
 }

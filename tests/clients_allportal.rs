@@ -35,6 +35,9 @@ fn client(server: &MockServer) -> AllportalClient {
     AllportalClient::new(&AllportalConfig {
         base_url: Url::parse(&server.uri()).unwrap(),
         api_key: SecretString::from(KEY),
+        ca_file: None,
+        client_cert_file: None,
+        client_key_file: None,
         transport: transport_config(),
     })
     .unwrap()

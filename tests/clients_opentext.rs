@@ -35,6 +35,9 @@ fn config(server: &MockServer, auth: OpentextAuth) -> OpentextConfig {
         ext_system_id: "4AP".into(),
         multipart_threshold_bytes: 1 << 20,
         multipart_part_bytes: 1 << 20,
+        ca_file: None,
+        client_cert_file: None,
+        client_key_file: None,
         transport: TransportConfig {
             connect_timeout_secs: 2,
             request_timeout_secs: 10,

@@ -167,6 +167,9 @@ fn clients(base: &str, threshold: u64) -> (AllportalClient, OpentextClient) {
     let allportal = AllportalClient::new(&AllportalConfig {
         base_url: Url::parse(base).unwrap(),
         api_key: SecretString::from("key"),
+        ca_file: None,
+        client_cert_file: None,
+        client_key_file: None,
         transport: transport(),
     })
     .unwrap();
@@ -182,6 +185,9 @@ fn clients(base: &str, threshold: u64) -> (AllportalClient, OpentextClient) {
         ext_system_id: "4AP".into(),
         multipart_threshold_bytes: threshold,
         multipart_part_bytes: 64 * 1024 * 1024,
+        ca_file: None,
+        client_cert_file: None,
+        client_key_file: None,
         transport: transport(),
     })
     .unwrap();

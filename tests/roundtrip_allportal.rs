@@ -62,6 +62,9 @@ fn client(sim: &SimHandle) -> AllportalClient {
     AllportalClient::new(&AllportalConfig {
         base_url: Url::parse(&sim.base_url()).expect("base URL"),
         api_key: SecretString::from(API_KEY),
+        ca_file: None,
+        client_cert_file: None,
+        client_key_file: None,
         transport: transport(),
     })
     .expect("client")

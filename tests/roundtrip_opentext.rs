@@ -78,6 +78,9 @@ fn config(sim: &SimHandle, auth: OpentextAuth) -> OpentextConfig {
         ext_system_id: "4ALLPORTAL".into(),
         multipart_threshold_bytes: THRESHOLD,
         multipart_part_bytes: 1024 * 1024,
+        ca_file: None,
+        client_cert_file: None,
+        client_key_file: None,
         transport: transport(),
     }
 }

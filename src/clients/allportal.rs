@@ -423,7 +423,13 @@ impl AllportalClient {
         policy: TransportPolicy,
         clock: Arc<dyn Clock>,
     ) -> Result<Self, UpstreamError> {
-        let transport = Transport::new(UPSTREAM, config.base_url.clone(), policy, clock)?;
+        let transport = Transport::with_tls(
+            UPSTREAM,
+            config.base_url.clone(),
+            policy,
+            clock,
+            config.tls(),
+        )?;
         Ok(Self {
             transport: Arc::new(transport),
             api_key: Arc::new(config.api_key.clone()),

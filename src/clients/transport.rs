@@ -1,5 +1,6 @@
 //! The resilient HTTP transport shared by both upstream clients: one `reqwest` client per upstream
-//! (rustls), deadlines, retries with exponential backoff and jitter for transient failures only,
+//! (rustls; the system trust store plus the upstream's `ca_file`, optionally a client
+//! certificate), deadlines, retries with exponential backoff and jitter for transient failures only,
 //! `Retry-After`, a circuit breaker, origin pinning and metrics.
 //!
 //! Retry rules. Transient failures are connect errors, timeouts and the statuses 429, 502, 503,
@@ -17,6 +18,7 @@
 
 use std::collections::VecDeque;
 use std::future::Future;
+use std::path::Path;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -35,7 +37,7 @@ use super::error::{
     ErrorAnswer, RedirectOutsideOrigin, TransportErrorKind, UpstreamError, error_message,
     is_transient_status,
 };
-use crate::config::TransportConfig;
+use crate::config::{TlsFiles, TransportConfig};
 
 /// Errors a byte stream may yield.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -411,6 +413,50 @@ impl Stream for Feeder {
     }
 }
 
+/// The certificates of a PEM bundle; none without a file.
+fn trusted_cas(file: Option<&Path>) -> Result<Vec<reqwest::Certificate>, UpstreamError> {
+    let Some(path) = file else {
+        return Ok(Vec::new());
+    };
+    let pem = read_pem(path)?;
+    let certificates = reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| {
+        UpstreamError::invalid(format!("{} is not a PEM bundle: {e}", path.display()))
+    })?;
+    if certificates.is_empty() {
+        return Err(UpstreamError::invalid(format!(
+            "{} holds no PEM certificate",
+            path.display()
+        )));
+    }
+    Ok(certificates)
+}
+
+/// The client identity for mutual TLS: certificate chain and key, read from their two files.
+fn client_identity(
+    cert: Option<&Path>,
+    key: Option<&Path>,
+) -> Result<Option<reqwest::Identity>, UpstreamError> {
+    let (Some(cert), Some(key)) = (cert, key) else {
+        return Ok(None);
+    };
+    // reqwest takes one PEM buffer holding both; the error names the files, never their content.
+    let mut pem = read_pem(cert)?;
+    pem.push(b'\n');
+    pem.extend(read_pem(key)?);
+    reqwest::Identity::from_pem(&pem).map(Some).map_err(|e| {
+        UpstreamError::invalid(format!(
+            "{} and {} are not a PEM certificate and key: {e}",
+            cert.display(),
+            key.display()
+        ))
+    })
+}
+
+fn read_pem(path: &Path) -> Result<Vec<u8>, UpstreamError> {
+    std::fs::read(path)
+        .map_err(|e| UpstreamError::invalid(format!("cannot read {}: {e}", path.display())))
+}
+
 /// One upstream: its name, base URL, HTTP client, retry policy and circuit breaker.
 pub struct Transport {
     name: Arc<str>,
@@ -432,23 +478,43 @@ impl std::fmt::Debug for Transport {
 }
 
 impl Transport {
-    /// Builds the transport of upstream `name` (the metrics label) rooted at `base`.
+    /// Builds the transport of upstream `name` (the metrics label) rooted at `base`, trusting
+    /// the system trust store.
     pub fn new(
         name: &str,
         base: Url,
         policy: TransportPolicy,
         clock: Arc<dyn Clock>,
     ) -> Result<Self, UpstreamError> {
+        Self::with_tls(name, base, policy, clock, TlsFiles::default())
+    }
+
+    /// Like [`Self::new`], also trusting the CAs of `tls.ca_file` and presenting the client
+    /// certificate of `tls.client_cert_file` when one is configured.
+    pub fn with_tls(
+        name: &str,
+        base: Url,
+        policy: TransportPolicy,
+        clock: Arc<dyn Clock>,
+        tls: TlsFiles<'_>,
+    ) -> Result<Self, UpstreamError> {
         if !matches!(base.scheme(), "http" | "https") || base.cannot_be_a_base() {
             return Err(UpstreamError::invalid("base URL must be http(s)"));
         }
-        let client = reqwest::Client::builder()
-            .use_rustls_tls()
+        let mut builder = reqwest::Client::builder().use_rustls_tls();
+        for certificate in trusted_cas(tls.ca_file)? {
+            builder = builder.add_root_certificate(certificate);
+        }
+        if let Some(identity) = client_identity(tls.client_cert_file, tls.client_key_file)? {
+            builder = builder.identity(identity);
+        }
+        let client = builder
             .connect_timeout(policy.connect_timeout)
             .redirect(same_origin_redirects(base.origin()))
             .user_agent(concat!("xecm-bridge/", env!("CARGO_PKG_VERSION")))
             .build()
             .map_err(|e| UpstreamError::invalid(format!("cannot build HTTP client: {e}")))?;
+        crate::telemetry::metrics::register_upstream(name);
         let name: Arc<str> = Arc::from(name);
         Ok(Self {
             breaker: CircuitBreaker::new(name.clone(), policy.circuit.clone()),

@@ -10,6 +10,7 @@ use super::fields::{FieldRef, Scope, value_text};
 
 /// One condition; exactly one of `equals`, `in`, `changed`, `present` is set.
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct Condition {
     /// Field reference, e.g. `status` or `name@en_US`.

@@ -35,6 +35,7 @@ pub const EVENT_KINDS: [&str; 3] = [
 
 /// `[flows]`: one optional section per flow; a flow without a section is not built.
 #[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct FlowsConfig {
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -55,6 +56,7 @@ pub struct FlowsConfig {
 
 /// The mapping of one flow.
 #[derive(Debug, Clone, Deserialize, Serialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct FlowMapping {
     /// `false` keeps the section but builds no flow.
@@ -102,6 +104,7 @@ fn yes() -> bool {
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct TriggerConfig {
     /// 4ALLPORTAL module whose events start the flow.
@@ -119,6 +122,7 @@ fn default_events() -> Vec<String> {
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct WorkspaceConfig {
     /// Business object type the workspace is registered under (with `[opentext].ext_system_id`).
@@ -149,6 +153,7 @@ fn default_bo_id() -> String {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "lowercase")]
 pub enum RelationKind {
     /// The related workspace becomes a child of this one.
@@ -158,6 +163,7 @@ pub enum RelationKind {
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct RelationConfig {
     /// Relation field on the object holding the related object's id.
@@ -177,6 +183,7 @@ fn default_relation() -> RelationKind {
 
 /// What goes into the workspace.
 #[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct ContentConfig {
     /// Folders created even when empty (paths with `/`).
@@ -191,6 +198,7 @@ pub struct ContentConfig {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "lowercase")]
 pub enum DocumentFormat {
     /// Machine-readable JSON.
@@ -201,6 +209,7 @@ pub enum DocumentFormat {
 
 /// A generated document.
 #[derive(Debug, Clone, Deserialize, Serialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct DocumentRule {
     /// Folder path (a pattern) inside the workspace.
@@ -226,6 +235,7 @@ fn default_formats() -> Vec<DocumentFormat> {
 
 /// Related files copied into a folder.
 #[derive(Debug, Clone, Deserialize, Serialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct AssetRule {
     /// Relation field on the object (or item) listing the file objects.
@@ -262,6 +272,7 @@ fn default_asset_name() -> String {
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct ItemsConfig {
     /// Relation field on the trigger object listing the items.
@@ -274,6 +285,7 @@ pub struct ItemsConfig {
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct WorkflowConfig {
     /// Workflow map node id.
@@ -289,6 +301,7 @@ pub struct WorkflowConfig {
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct WriteBackConfig {
     /// Module written to (default: the trigger's module).
@@ -316,6 +329,7 @@ fn rejected() -> String {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum PartnerMode {
     PerPartner,
@@ -323,6 +337,7 @@ pub enum PartnerMode {
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct ImportConfig {
     /// Module of the file objects created.
@@ -337,6 +352,7 @@ pub struct ImportConfig {
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct ReviewConfig {
     /// Workspace attribute `"{category}_{attribute}"` showing the review state.
@@ -356,6 +372,7 @@ fn outdated() -> String {
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct RecordsConfig {
     /// RM classification applied to the workspace and its items.
@@ -370,6 +387,7 @@ pub struct RecordsConfig {
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[serde(deny_unknown_fields)]
 pub struct OnDeleteConfig {
     /// Workspace attribute `"{category}_{attribute}"` set when the object is deleted.

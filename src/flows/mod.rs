@@ -1,4 +1,4 @@
-//! The seven business flows as reconcilers (DESIGN.md §1–2).
+//! The seven business flows as reconcilers (docs/design.md §1–2).
 //!
 //! Every flow is a [`MappedFlow`]: its `[flows.<name>]` mapping says which 4ALLPORTAL events
 //! trigger it and what its workspace holds; the engine re-reads the object, computes the desired

@@ -113,7 +113,7 @@ impl<'a> Run<'a> {
 
     /// Lists a write; `true` when it is to be made now (apply mode).
     pub fn write(&mut self, system: System, action: &'static str, description: String) -> bool {
-        tracing::debug!(flow = self.flow, key = %self.object_key, action, %description,
+        tracing::debug!(flow = self.flow, object_key = %self.object_key, action, %description,
                         apply = self.apply, "flow operation");
         self.operations.push(Operation {
             system,

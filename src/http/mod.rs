@@ -138,7 +138,13 @@ pub fn router(state: AppState, groups: &[RouteGroup]) -> Router {
         .layer(
             ServiceBuilder::new()
                 .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
-                .layer(TraceLayer::new_for_http().make_span_with(request_span))
+                .layer(
+                    TraceLayer::new_for_http()
+                        .make_span_with(request_span)
+                        .on_response(access_log)
+                        // The access line carries the status; handlers log their own errors.
+                        .on_failure(()),
+                )
                 .layer(PropagateRequestIdLayer::x_request_id())
                 .layer(middleware::from_fn(problem::problem_middleware))
                 .layer(TimeoutLayer::with_status_code(
@@ -146,6 +152,15 @@ pub fn router(state: AppState, groups: &[RouteGroup]) -> Router {
                     timeout,
                 )),
         )
+}
+
+/// The access log: one line per request, inside the request span (id, method, path).
+fn access_log<B>(response: &axum::http::Response<B>, latency: Duration, _span: &tracing::Span) {
+    tracing::info!(
+        status = response.status().as_u16(),
+        duration_ms = latency.as_secs_f64() * 1000.0,
+        "request"
+    );
 }
 
 /// Every log line of a request carries its id, method and path.

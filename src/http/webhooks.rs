@@ -55,6 +55,8 @@ async fn receive(
     match result {
         Ok(receipt) => {
             metrics::counter!("xecm_webhooks_received_total", "source" => source.as_str())
+                .increment(1);
+            metrics::counter!("xecm_events_stored_total", "source" => source.as_str())
                 .increment(receipt.accepted.len() as u64);
             metrics::counter!("xecm_webhooks_duplicate_total", "source" => source.as_str())
                 .increment(receipt.duplicates.len() as u64);
@@ -62,7 +64,6 @@ async fn receive(
                 %source,
                 accepted = receipt.accepted.len(),
                 duplicates = receipt.duplicates.len(),
-                event_ids = ?receipt.accepted,
                 "webhook accepted"
             );
             Ok((StatusCode::ACCEPTED, Json(receipt)).into_response())

@@ -98,15 +98,24 @@ pub async fn ingest(
         Source::Opentext => payload::parse_opentext(&verified)?,
     };
     let kept = kept_headers(headers, verifiers, source);
-    let events = parsed
+    let events: Vec<NewEvent> = parsed
         .into_iter()
         .map(|event| new_event(source, &verified, event, kept.clone(), now))
         .collect();
+    let keys: Vec<_> = events.iter().map(|e| e.object_key.clone()).collect();
     let mut receipt = Receipt::default();
-    for outcome in store.insert_events(events).await? {
+    // One line per event, so that `event_id` and `object_key` are single searchable values.
+    for (outcome, object_key) in store.insert_events(events).await?.into_iter().zip(keys) {
+        let object_key = object_key.as_deref().unwrap_or_default();
         match outcome {
-            InsertOutcome::Accepted(id) => receipt.accepted.push(id),
-            InsertOutcome::Duplicate(id) => receipt.duplicates.push(id),
+            InsertOutcome::Accepted(id) => {
+                tracing::info!(%source, event_id = %id, object_key, "event stored");
+                receipt.accepted.push(id);
+            }
+            InsertOutcome::Duplicate(id) => {
+                tracing::info!(%source, event_id = %id, object_key, "event stored before; duplicate");
+                receipt.duplicates.push(id);
+            }
         }
     }
     Ok(receipt)

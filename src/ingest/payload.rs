@@ -2,7 +2,7 @@
 //!
 //! 4ALLPORTAL does not publish its webhook body (it is configurable on its side), so that parser
 //! is tolerant: it accepts one event, a batch, or CloudEvents, and looks for each field under the
-//! names seen in practice (DESIGN §4). The OpenText callback is our own schema and is validated
+//! names seen in practice (docs/design.md §4). The OpenText callback is our own schema and is validated
 //! strictly, field by field, so that an error names the exact field.
 
 use serde::de::DeserializeOwned;

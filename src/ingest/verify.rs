@@ -1,7 +1,7 @@
 //! Signature verification of inbound webhooks, on the raw bytes and before any parsing.
 //!
 //! One [`Verifier`] is built per source at start-up (keys are decoded once). It implements the
-//! three schemes of DESIGN §4: `standard-webhooks`, `hmac-sha256` and `token`. Every secret of the
+//! three schemes of docs/design.md §4: `standard-webhooks`, `hmac-sha256` and `token`. Every secret of the
 //! source is tried, so a sender can rotate keys without downtime. All comparisons are constant-time,
 //! and no error message ever carries a secret or an expected signature.
 

@@ -223,7 +223,8 @@ impl Writer {
                 }
             }
             last_batch = batch.len();
-            metrics::histogram!("xecm_store_group_commit_events").record(count as f64);
+            metrics::histogram!(crate::telemetry::metrics::GROUP_COMMIT_EVENTS)
+                .record(count as f64);
             self.commit_and_reply(batch).await;
         }
     }

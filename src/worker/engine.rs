@@ -94,7 +94,7 @@ impl Engine {
             let events = self.store.unrouted_events(batch).await?;
             let routings: Vec<_> = events.iter().map(|e| self.router.route(e)).collect();
             for r in routings.iter().filter(|r| r.flows.is_empty()) {
-                tracing::info!(event = %r.event_id, "no flow wants the event; ignored");
+                tracing::info!(event_id = %r.event_id, "no flow wants the event; ignored");
                 metrics::counter!("xecm_events_ignored_total").increment(1);
             }
             self.store
@@ -152,7 +152,7 @@ impl Engine {
         });
         self.record_outcome(&work, &result, &transitions).await;
         record_metrics(&work.flow, &outcome, started.elapsed());
-        tracing::info!(flow = %work.flow, key = %work.object_key, events = work.jobs.len(),
+        tracing::info!(flow = %work.flow, object_key = %work.object_key, events = work.jobs.len(),
             outcome = outcome.label(), "reconciled");
         self.inflight
             .lock()
@@ -173,12 +173,12 @@ impl Engine {
             match self.store.finish_work(work, result, transitions).await {
                 Ok(true) => return,
                 Ok(false) => {
-                    tracing::warn!(flow = %work.flow, key = %work.object_key,
+                    tracing::warn!(flow = %work.flow, object_key = %work.object_key,
                         "lease was lost before the outcome was recorded");
                     return;
                 }
                 Err(error) => {
-                    tracing::warn!(%error, flow = %work.flow, key = %work.object_key,
+                    tracing::warn!(%error, flow = %work.flow, object_key = %work.object_key,
                         "cannot record the outcome yet");
                     tokio::time::sleep(pause).await;
                     pause *= 2;
@@ -186,7 +186,7 @@ impl Engine {
             }
         }
         // The lease will expire and the jobs become claimable again.
-        tracing::error!(flow = %work.flow, key = %work.object_key,
+        tracing::error!(flow = %work.flow, object_key = %work.object_key,
             "gave up recording the outcome; the work runs again after its lease expires");
     }
 
@@ -227,7 +227,7 @@ impl Engine {
             {
                 Ok(true) => {}
                 Ok(false) => {
-                    tracing::warn!(flow = %work.flow, key = %work.object_key, "lease lost");
+                    tracing::warn!(flow = %work.flow, object_key = %work.object_key, "lease lost");
                     lost.cancel();
                     return;
                 }
@@ -256,7 +256,7 @@ impl Engine {
             .map(|(_, w)| w)
             .collect();
         for work in unfinished {
-            tracing::info!(flow = %work.flow, key = %work.object_key, "released at shutdown");
+            tracing::info!(flow = %work.flow, object_key = %work.object_key, "released at shutdown");
             if let Err(error) = self
                 .store
                 .release_work(&work, self.clock.now_millis())

@@ -165,6 +165,18 @@ app.kubernetes.io/component: {{ .role }}
 {{- $_ := set $store "url" "sqlite:///data/bridge.db" -}}
 {{- end -}}
 {{- $_ := set $cfg "store" $store -}}
+{{- range $upstream, $tls := .Values.upstreamTls -}}
+{{- $section := default (dict) (get $cfg $upstream) -}}
+{{- $dir := printf "/etc/xecm-bridge-tls/%s" $upstream -}}
+{{- if $tls.ca -}}
+{{- $_ := set $section "ca_file" (printf "%s/ca/ca.pem" $dir) -}}
+{{- end -}}
+{{- if $tls.clientCertSecret -}}
+{{- $_ := set $section "client_cert_file" (printf "%s/client/tls.crt" $dir) -}}
+{{- $_ := set $section "client_key_file" (printf "%s/client/tls.key" $dir) -}}
+{{- end -}}
+{{- $_ := set $cfg $upstream $section -}}
+{{- end -}}
 # Rendered by the xecm-bridge chart from .Values.config. Secrets come from the environment.
 {{ include "xecm-bridge.toml.table" (dict "path" "" "table" $cfg) | trim }}
 {{- end -}}
@@ -262,5 +274,50 @@ app.kubernetes.io/component: {{ .role }}
     claimName: {{ default (printf "%s-data" (include "xecm-bridge.fullname" .)) $p.existingClaim }}
 {{- else }}
   emptyDir: {}
+{{- end }}
+{{- end -}}
+
+{{/* Upstream TLS material (values upstreamTls): volumes and their read-only mounts, in every
+     pod that loads the configuration (it checks that the files exist). */}}
+{{- define "xecm-bridge.tlsVolumes" -}}
+{{- range $upstream, $tls := .Values.upstreamTls }}
+{{- with $tls.ca }}
+- name: tls-{{ $upstream }}-ca
+{{- if .secretName }}
+  secret:
+    secretName: {{ .secretName }}
+{{- else }}
+  configMap:
+    name: {{ .configMapName }}
+{{- end }}
+    items:
+      - key: {{ .key }}
+        path: ca.pem
+{{- end }}
+{{- with $tls.clientCertSecret }}
+- name: tls-{{ $upstream }}-client
+  secret:
+    secretName: {{ . }}
+    items:
+      - key: tls.crt
+        path: tls.crt
+      - key: tls.key
+        path: tls.key
+{{- end }}
+{{- end }}
+{{- end -}}
+
+{{- define "xecm-bridge.tlsMounts" -}}
+{{- range $upstream, $tls := .Values.upstreamTls }}
+{{- if $tls.ca }}
+- name: tls-{{ $upstream }}-ca
+  mountPath: /etc/xecm-bridge-tls/{{ $upstream }}/ca
+  readOnly: true
+{{- end }}
+{{- if $tls.clientCertSecret }}
+- name: tls-{{ $upstream }}-client
+  mountPath: /etc/xecm-bridge-tls/{{ $upstream }}/client
+  readOnly: true
+{{- end }}
 {{- end }}
 {{- end -}}

@@ -105,16 +105,23 @@ impl OpentextClient {
         let login = Login::from_config(config);
         let otds = if login.needs_otds() {
             let base = otds_base(config)?;
-            Some(Transport::new(
+            Some(Transport::with_tls(
                 UPSTREAM_OTDS,
                 base,
                 policy.clone(),
                 clock.clone(),
+                config.tls(),
             )?)
         } else {
             None
         };
-        let transport = Transport::new(UPSTREAM, config.base_url.clone(), policy, clock)?;
+        let transport = Transport::with_tls(
+            UPSTREAM,
+            config.base_url.clone(),
+            policy,
+            clock,
+            config.tls(),
+        )?;
         Ok(Self {
             inner: Arc::new(Inner {
                 transport,
