@@ -166,7 +166,15 @@ pub async fn run(
             "shutdown deadline passed with requests or work still running"
         );
     }
-    store.close().await;
+    // Everything acknowledged is committed already; closing flushes the rest. It gets what is
+    // left of the budget (at least a second), so a stuck store cannot keep the process alive.
+    let close_by = deadline.max(tokio::time::Instant::now() + Duration::from_secs(1));
+    if tokio::time::timeout_at(close_by, store.close())
+        .await
+        .is_err()
+    {
+        tracing::warn!("the store did not close in time");
+    }
     tracing::info!("stopped");
     Ok(())
 }

@@ -216,3 +216,36 @@ async fn role_api_drains_then_exits_cleanly() {
 async fn role_worker_drains_then_exits_cleanly() {
     drain("worker").await;
 }
+
+/// A request that never completes (its body never comes) does not hold the exit: the process
+/// still ends, with status 0, within the shutdown timeout.
+#[tokio::test]
+async fn a_stuck_request_does_not_hold_the_exit_past_the_timeout() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut bridge = Bridge::start(dir.path(), "api");
+    bridge.wait_ready().await;
+    let address = bridge.base.trim_start_matches("http://").to_string();
+    let mut stuck = tokio::net::TcpStream::connect(&address)
+        .await
+        .expect("connect");
+    stuck
+        .write_all(
+            b"POST /webhooks/allportal HTTP/1.1\r\nhost: t\r\ncontent-type: application/json\r\n\
+              content-length: 100\r\nexpect: 100-continue\r\n\r\n",
+        )
+        .await
+        .unwrap();
+    let mut buf = [0u8; 128];
+    let n = stuck.read(&mut buf).await.unwrap();
+    assert!(
+        buf[..n].starts_with(b"HTTP/1.1 100"),
+        "the request reached the handler"
+    );
+
+    bridge.sigterm();
+    let signalled = Instant::now();
+    let status = bridge.wait_exit(signalled).await;
+    assert!(status.success(), "exit status {status}");
+    assert!(signalled.elapsed() >= Duration::from_secs(DRAIN_SECS));
+}
