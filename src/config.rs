@@ -42,8 +42,22 @@ pub struct ServerConfig {
     pub max_body_bytes: usize,
     /// Whole-request deadline; slower requests get 408.
     pub request_timeout_secs: u64,
-    /// How long graceful shutdown waits for in-flight requests and work.
+    /// How long graceful shutdown waits for in-flight requests and work, counted from the
+    /// signal; the process exits by then.
     pub shutdown_timeout_secs: u64,
+    /// After SIGTERM: how long the listener keeps serving (with `/readyz` at 503) so that load
+    /// balancers stop sending before it closes.
+    pub drain_secs: u64,
+    /// A request head (request line and headers) must arrive within this time, counted from
+    /// the connection's accept or from the first byte of a later request.
+    pub header_read_timeout_secs: u64,
+    /// A keep-alive connection without a request for this long is closed.
+    pub idle_timeout_secs: u64,
+    /// Most connections open at once. At the limit, the connection idle the longest is closed
+    /// for a new one; with every connection busy, new ones get 503.
+    pub max_connections: usize,
+    /// Largest request head (request line and headers); larger heads get 431.
+    pub max_header_bytes: usize,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -409,6 +423,11 @@ listen = "127.0.0.1:8080"
 max_body_bytes = 1048576
 request_timeout_secs = 30
 shutdown_timeout_secs = 30
+drain_secs = 5
+header_read_timeout_secs = 10
+idle_timeout_secs = 60
+max_connections = 4096
+max_header_bytes = 65536
 
 [store]
 url = "sqlite://data/bridge.db"
@@ -576,6 +595,7 @@ impl Settings {
                 "must be greater than 0",
             ));
         }
+        self.server.validate()?;
         if !(self.store.url.starts_with("sqlite:") || self.store.url.starts_with("postgres")) {
             return Err(ConfigError::key(
                 "store.url",
@@ -649,6 +669,40 @@ impl Settings {
         self.flows
             .validate()
             .map_err(|e| ConfigError::key(&e.key, e.problem))?;
+        Ok(())
+    }
+}
+
+impl ServerConfig {
+    fn validate(&self) -> Result<(), ConfigError> {
+        for (key, value) in [
+            ("header_read_timeout_secs", self.header_read_timeout_secs),
+            ("idle_timeout_secs", self.idle_timeout_secs),
+            ("max_connections", self.max_connections as u64),
+        ] {
+            if value == 0 {
+                return Err(ConfigError::key(
+                    &format!("server.{key}"),
+                    "must be greater than 0",
+                ));
+            }
+        }
+        if self.max_header_bytes < 1024 {
+            return Err(ConfigError::key(
+                "server.max_header_bytes",
+                "must be at least 1024",
+            ));
+        }
+        // The drain window is part of the shutdown budget, not added to it.
+        if self.drain_secs >= self.shutdown_timeout_secs && self.drain_secs > 0 {
+            return Err(ConfigError::key(
+                "server.drain_secs",
+                format!(
+                    "must be less than `server.shutdown_timeout_secs` ({})",
+                    self.shutdown_timeout_secs
+                ),
+            ));
+        }
         Ok(())
     }
 }

@@ -1,5 +1,12 @@
 //! `serve`: open the store, build the router, run until SIGTERM / ctrl-c, then shut down within
-//! `[server].shutdown_timeout_secs`: stop accepting, finish in-flight requests, flush the store.
+//! `[server].shutdown_timeout_secs` of the signal:
+//!
+//! 1. at once: `/readyz` answers 503 and the worker stops claiming work (it finishes or
+//!    releases what runs within `[worker].shutdown_grace_secs`);
+//! 2. for `[server].drain_secs` the listener keeps serving, so deliveries sent by a load
+//!    balancer that has not yet seen the readiness change are still accepted;
+//! 3. then it stops accepting, idle connections close, requests in progress finish;
+//! 4. the store is flushed and closed. Whatever is still running at the deadline is dropped.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -72,6 +79,7 @@ pub async fn build_state(settings: Settings) -> anyhow::Result<AppState> {
         upstreams,
         flows: configured,
         worker: None,
+        shutting_down: CancellationToken::new(),
     })
 }
 
@@ -100,19 +108,22 @@ fn start_worker(state: &AppState, shutdown: &CancellationToken) -> WorkerHandle 
     .spawn(shutdown.clone())
 }
 
-/// Serves on `listener` until `shutdown` is cancelled, then drains: stop accepting, finish
-/// in-flight requests, let running work finish (or release it), flush and close the store.
+/// Serves on `listener` until `shutdown` is cancelled, then drains as the module describes.
 pub async fn run(
     mut state: AppState,
     role: Role,
     listener: TcpListener,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
-    let deadline = Duration::from_secs(state.settings.server.shutdown_timeout_secs);
+    let server = &state.settings.server;
+    let timeout = Duration::from_secs(server.shutdown_timeout_secs);
+    let drain = Duration::from_secs(server.drain_secs);
+    let limits = http::Limits::from_config(server);
     let store = state.store.clone();
     register_metrics(&state, role);
     let worker = role.runs_worker().then(|| start_worker(&state, &shutdown));
     state.worker = worker.as_ref().map(WorkerHandle::probe);
+    state.shutting_down = shutdown.clone();
     let app = http::router(state, role.route_groups());
     tracing::info!(
         address = %listener.local_addr()?,
@@ -121,22 +132,52 @@ pub async fn run(
         version = env!("CARGO_PKG_VERSION"),
         "listening"
     );
-    let server =
-        axum::serve(listener, app).with_graceful_shutdown(shutdown.clone().cancelled_owned());
-    let drained = tokio::select! {
-        result = server => { result.context("HTTP server failed")?; true }
-        () = async { shutdown.cancelled().await; tokio::time::sleep(deadline).await } => false,
-    };
-    if !drained {
+    let stop_accepting = CancellationToken::new();
+    let mut http = tokio::spawn(http::listener::serve(
+        listener,
+        app,
+        limits,
+        stop_accepting.clone(),
+    ));
+    tokio::select! {
+        () = shutdown.cancelled() => {}
+        result = &mut http => {
+            result.context("HTTP listener failed")?;
+            anyhow::bail!("the HTTP listener stopped unexpectedly");
+        }
+    }
+    let deadline = tokio::time::Instant::now() + timeout;
+    tracing::info!(
+        drain_secs = drain.as_secs(),
+        "shutting down: not ready, still serving during the drain window"
+    );
+    let finished = tokio::time::timeout_at(deadline, async {
+        tokio::time::sleep(drain).await;
+        stop_accepting.cancel();
+        if let Err(error) = (&mut http).await {
+            tracing::error!(%error, "HTTP listener failed");
+        }
+        if let Some(worker) = worker {
+            worker.join().await;
+        }
+    })
+    .await;
+    if finished.is_err() {
+        http.abort();
         tracing::warn!(
-            deadline_secs = deadline.as_secs(),
-            "shutdown deadline passed with requests still in flight"
+            deadline_secs = timeout.as_secs(),
+            "shutdown deadline passed with requests or work still running"
         );
     }
-    if let Some(worker) = worker {
-        worker.join().await;
+    // Everything acknowledged is committed already; closing flushes the rest. It gets what is
+    // left of the budget (at least a second), so a stuck store cannot keep the process alive.
+    let close_by = deadline.max(tokio::time::Instant::now() + Duration::from_secs(1));
+    if tokio::time::timeout_at(close_by, store.close())
+        .await
+        .is_err()
+    {
+        tracing::warn!("the store did not close in time");
     }
-    store.close().await;
     tracing::info!("stopped");
     Ok(())
 }

@@ -63,6 +63,9 @@ fn verify(case: &Case, now: i64) -> Result<(), VerifyError> {
     let verified = verifier(&case.secret).verify(&h, body.clone(), now)?;
     assert_eq!(verified.delivery_id(), Some(case.msg_id.as_str()));
     assert_eq!(verified.timestamp(), Some(case.timestamp));
+    // Both are covered by the signature, so both may decide the event's identity.
+    assert_eq!(verified.signed_delivery_id(), Some(case.msg_id.as_str()));
+    assert_eq!(verified.signed_timestamp(), Some(case.timestamp));
     assert_eq!(verified.body(), &body);
     Ok(())
 }

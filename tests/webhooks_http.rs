@@ -521,3 +521,189 @@ async fn readiness_fails_until_migrations_are_applied() {
     assert_eq!(response.status(), StatusCode::OK);
     app.stop().await;
 }
+
+/// `hex(HMAC-SHA256(secret, content))`, written here with `hmac` directly, independent of the
+/// bridge's verifier.
+fn hmac_hex(secret: &str, content: &[u8]) -> String {
+    use hmac::{Hmac, Mac};
+    let mut mac = Hmac::<sha2::Sha256>::new_from_slice(secret.as_bytes()).expect("any key");
+    mac.update(content);
+    hex::encode(mac.finalize().into_bytes())
+}
+
+async fn receipt(response: reqwest::Response) -> serde_json::Value {
+    assert_eq!(response.status(), StatusCode::ACCEPTED);
+    response.json().await.expect("receipt")
+}
+
+const HMAC_SECRET: &str = "hmac-secret-0123456789";
+const TOKEN: &str = "token-secret-0123456789";
+
+/// A request captured and sent again with only its unsigned delivery id changed is the same
+/// event; a fresh signature over another signed timestamp is a new one.
+#[tokio::test]
+async fn hmac_replay_with_another_delivery_id_is_a_duplicate() {
+    let app = spawn_app(&format!(
+        r#"
+[sources.allportal]
+scheme = "hmac-sha256"
+secrets = ["{HMAC_SECRET}"]
+header = "x-signature"
+prefix = "sha256="
+id_header = "x-delivery-id"
+[sources.opentext]
+scheme = "hmac-sha256"
+secrets = ["{HMAC_SECRET}"]
+header = "x-signature"
+timestamp_header = "x-timestamp"
+signed_content = "timestamp-dot-body"
+id_header = "x-delivery-id"
+"#
+    ))
+    .await;
+    let client = reqwest::Client::new();
+    let body = product_event("4711");
+    let send = |id: &str| {
+        client
+            .post(app.url("/webhooks/allportal"))
+            .header("content-type", "application/json")
+            .header(
+                "x-signature",
+                format!("sha256={}", hmac_hex(HMAC_SECRET, &body)),
+            )
+            .header("x-delivery-id", id)
+            .body(body.clone())
+            .send()
+    };
+    let first = receipt(send("d-1").await.unwrap()).await;
+    let replay = receipt(send("d-2").await.unwrap()).await;
+    assert_eq!(first["accepted"].as_array().unwrap().len(), 1);
+    assert_eq!(replay["duplicates"], first["accepted"], "{replay}");
+
+    let callback = serde_json::json!({
+        "type": "workflow.decision",
+        "business_object": {"ext_system_id": "4ALLPORTAL", "bo_type": "product", "bo_id": "4711"},
+        "workflow": {"process_id": 9001, "decision": "approved"}
+    })
+    .to_string();
+    let send_at = |ts: i64, id: &str| {
+        let content = format!("{ts}.{callback}");
+        client
+            .post(app.url("/webhooks/opentext"))
+            .header("content-type", "application/json")
+            .header("x-signature", hmac_hex(HMAC_SECRET, content.as_bytes()))
+            .header("x-timestamp", ts.to_string())
+            .header("x-delivery-id", id)
+            .body(callback.clone())
+            .send()
+    };
+    let ts = now();
+    let first = receipt(send_at(ts, "c-1").await.unwrap()).await;
+    let replay = receipt(send_at(ts, "c-2").await.unwrap()).await;
+    assert_eq!(replay["duplicates"], first["accepted"], "{replay}");
+    let resigned = receipt(send_at(ts - 1, "c-1").await.unwrap()).await;
+    assert_eq!(
+        resigned["accepted"].as_array().unwrap().len(),
+        1,
+        "{resigned}"
+    );
+    assert_eq!(app.store.count_events().await.unwrap(), 3);
+    app.stop().await;
+}
+
+/// The `token` scheme in `Authorization`: the `Bearer` scheme name in any case, and an unsigned
+/// delivery id that cannot make a resent body a new event.
+#[tokio::test]
+async fn token_in_authorization_and_replay_with_another_delivery_id() {
+    let app = spawn_app(&format!(
+        r#"
+[sources.allportal]
+scheme = "token"
+secrets = ["{TOKEN}"]
+header = "authorization"
+id_header = "x-delivery-id"
+"#
+    ))
+    .await;
+    let client = reqwest::Client::new();
+    let body = product_event("42");
+    let send = |auth: String, id: &str| {
+        client
+            .post(app.url("/webhooks/allportal"))
+            .header("content-type", "application/json")
+            .header("authorization", auth)
+            .header("x-delivery-id", id)
+            .body(body.clone())
+            .send()
+    };
+    let first = receipt(send(format!("Bearer {TOKEN}"), "d-1").await.unwrap()).await;
+    for (i, scheme) in ["bearer", "BEARER", "bEaReR"].into_iter().enumerate() {
+        let again = receipt(
+            send(format!("{scheme} {TOKEN}"), &format!("d-{}", i + 2))
+                .await
+                .unwrap(),
+        )
+        .await;
+        assert_eq!(again["duplicates"], first["accepted"], "{scheme}: {again}");
+    }
+    for auth in [
+        format!("Basic {TOKEN}"),
+        TOKEN.to_string(),
+        "Bearer wrong-token-0123456789".into(),
+    ] {
+        let response = send(auth.clone(), "d-x").await.unwrap();
+        assert_eq!(response.status(), StatusCode::UNAUTHORIZED, "{auth}");
+    }
+    assert_eq!(app.store.count_events().await.unwrap(), 1);
+    app.stop().await;
+}
+
+/// With standard-webhooks, the event's own id in the signed body wins over `webhook-id`.
+#[tokio::test]
+async fn the_events_own_id_wins_over_the_webhook_id() {
+    let app = spawn_app("").await;
+    let client = reqwest::Client::new();
+    let body =
+        br#"{"event_id":"evt-1","event":"moduleobject_modify","module":"product","object_id":"1"}"#;
+    let url = app.url("/webhooks/allportal");
+    let first = receipt(
+        signed(&client, &url, ALLPORTAL_SECRET, "msg_a", body)
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    let second = receipt(
+        signed(&client, &url, ALLPORTAL_SECRET, "msg_b", body)
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(second["duplicates"], first["accepted"], "{second}");
+    assert_eq!(app.store.count_events().await.unwrap(), 1);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn admin_bearer_scheme_is_case_insensitive() {
+    let app = spawn_app("").await;
+    let client = reqwest::Client::new();
+    for (auth, status) in [
+        (format!("Bearer {ADMIN_TOKEN}"), StatusCode::OK),
+        (format!("bearer {ADMIN_TOKEN}"), StatusCode::OK),
+        (format!("BEARER  {ADMIN_TOKEN}"), StatusCode::OK),
+        (format!("Basic {ADMIN_TOKEN}"), StatusCode::UNAUTHORIZED),
+        (ADMIN_TOKEN.to_string(), StatusCode::UNAUTHORIZED),
+        ("Bearer".to_string(), StatusCode::UNAUTHORIZED),
+    ] {
+        let response = client
+            .get(app.url("/api/v1/status"))
+            .header("authorization", &auth)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), status, "{auth}");
+    }
+    app.stop().await;
+}

@@ -186,6 +186,7 @@ fn settings(
 [server]
 listen = "127.0.0.1:0"
 shutdown_timeout_secs = 5
+drain_secs = 0
 [store]
 url = "sqlite://{store}"
 [admin]

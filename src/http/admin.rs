@@ -30,8 +30,7 @@ impl FromRequestParts<AppState> for Admin {
             .headers
             .get(header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "))
-            .map(str::trim);
+            .and_then(crate::ingest::verify::bearer_credentials);
         let accepted = match (&state.settings.admin.token, presented) {
             (Some(token), Some(presented)) => {
                 bool::from(token.expose_secret().as_bytes().ct_eq(presented.as_bytes()))

@@ -13,9 +13,16 @@ pub async fn healthz() -> impl IntoResponse {
     Json(json!({ "status": "ok" }))
 }
 
-/// Readiness: the store answers, every migration of this build is applied, and the worker of
+/// Readiness: the process is not shutting down, the store answers, every migration of this build is applied, and the worker of
 /// this process (if any) is alive.
 pub async fn readyz(State(state): State<AppState>) -> Result<impl IntoResponse, Problem> {
+    if state.shutting_down.is_cancelled() {
+        return Err(Problem::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "not-ready",
+            "shutting down: requests are still served until the drain window ends",
+        ));
+    }
     if let Some(worker) = &state.worker
         && !worker.is_alive(crate::store::now_millis())
     {

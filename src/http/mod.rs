@@ -7,11 +7,13 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::Router;
-use axum::extract::DefaultBodyLimit;
-use axum::http::{Method, Request, StatusCode};
-use axum::middleware;
+use axum::extract::{DefaultBodyLimit, State};
+use axum::http::{Method, Request, StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
 use axum::routing::{MethodRouter, get, post};
 use metrics_exporter_prometheus::PrometheusHandle;
+use tokio_util::sync::CancellationToken;
 use tower::ServiceBuilder;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::timeout::TimeoutLayer;
@@ -25,9 +27,13 @@ use crate::store::Store;
 use crate::worker::WorkerProbe;
 
 mod admin;
+mod connection;
 mod health;
+pub mod listener;
 pub mod problem;
 mod webhooks;
+
+pub use connection::Limits;
 
 pub use problem::Problem;
 
@@ -46,6 +52,9 @@ pub struct AppState {
     pub flows: Arc<Flows>,
     /// The worker of this process, if it runs one (`serve --role all|worker`).
     pub worker: Option<WorkerProbe>,
+    /// Cancelled when shutdown begins: from then on `/readyz` answers 503 while the listener
+    /// still serves for `server.drain_secs`.
+    pub shutting_down: CancellationToken,
 }
 
 /// Which deployment role serves a route (`serve --role`).
@@ -147,6 +156,10 @@ pub fn router(state: AppState, groups: &[RouteGroup]) -> Router {
                 )
                 .layer(PropagateRequestIdLayer::x_request_id())
                 .layer(middleware::from_fn(problem::problem_middleware))
+                .layer(middleware::from_fn_with_state(
+                    body_limit,
+                    reject_declared_oversize,
+                ))
                 .layer(TimeoutLayer::with_status_code(
                     StatusCode::REQUEST_TIMEOUT,
                     timeout,
@@ -161,6 +174,36 @@ fn access_log<B>(response: &axum::http::Response<B>, latency: Duration, _span: &
         duration_ms = latency.as_secs_f64() * 1000.0,
         "request"
     );
+}
+
+/// 413 at once for a declared `Content-Length` over `server.max_body_bytes`, before a byte of
+/// the body is read; the body limit on the routes catches bodies without a declared length
+/// while they are read.
+async fn reject_declared_oversize(
+    State(limit): State<usize>,
+    request: Request<axum::body::Body>,
+    next: Next,
+) -> Response {
+    let declared = request
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok());
+    match declared {
+        Some(declared) if declared > limit as u64 => {
+            webhooks::count_declared_oversize(request.uri().path());
+            Problem::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "body-too-large",
+                format!(
+                    "the declared body of {declared} bytes exceeds server.max_body_bytes \
+                     ({limit} bytes)"
+                ),
+            )
+            .into_response()
+        }
+        _ => next.run(request).await,
+    }
 }
 
 /// Every log line of a request carries its id, method and path.

@@ -29,6 +29,18 @@ pub async fn opentext(
     receive(state, Source::Opentext, headers, body).await
 }
 
+/// Counts a webhook refused by the declared-length check before it reached [`receive`].
+pub(super) fn count_declared_oversize(path: &str) {
+    if let Some(source) = path.strip_prefix("/webhooks/").and_then(Source::parse) {
+        metrics::counter!(
+            "xecm_webhooks_rejected_total",
+            "source" => source.as_str(),
+            "reason" => "body_too_large"
+        )
+        .increment(1);
+    }
+}
+
 /// Unknown routes; under `/webhooks/` the message names the known sources.
 pub async fn fallback(OriginalUri(uri): OriginalUri) -> Problem {
     let path = uri.path();

@@ -109,28 +109,39 @@ fn event_objects(body: &[u8], events_key: bool) -> Result<Vec<Value>, PayloadErr
     Ok(events)
 }
 
-/// Identity of event `index` out of `count`: the delivery id for a lone event; in a batch the
-/// event's own id, else `"{delivery_id}#{index}"`; with neither, a content hash.
-fn identity(
-    verified: &Verified,
-    count: usize,
-    index: usize,
-    own_id: Option<String>,
-    hash_parts: &[&str],
-) -> String {
-    let delivery = verified.delivery_id();
-    match (count, delivery, own_id) {
-        (1, Some(delivery), _) => delivery.to_string(),
-        (_, _, Some(own)) => own,
-        (_, Some(delivery), None) => format!("{delivery}#{index}"),
-        (_, None, None) => content_hash(hash_parts),
+/// Identity of event `index` out of `count`, decided by signed material only, so that a
+/// captured request sent again with other unsigned headers is still the same event:
+/// 1. the event's own id in the body (`event_id`/`eventId`/CloudEvents `id`);
+/// 2. else the delivery id when the signature covers it (standard-webhooks `webhook-id`), with
+///    `#index` in a batch;
+/// 3. else the hex SHA-256 of the signed timestamp (when the signature covers one) and the body,
+///    with `#index` in a batch.
+///
+/// A delivery id outside the signature (`id_header` of `hmac-sha256` and `token`) never decides.
+fn identity(verified: &Verified, count: usize, index: usize, own_id: Option<String>) -> String {
+    if let Some(own) = own_id {
+        return own;
+    }
+    let base = match verified.signed_delivery_id() {
+        Some(delivery) => delivery.to_string(),
+        None => signed_material_hash(verified),
+    };
+    if count == 1 {
+        base
+    } else {
+        format!("{base}#{index}")
     }
 }
 
-/// Hex SHA-256 of the parts joined with `\n`: the same content always gets the same identity,
-/// so a redelivered event without any id is still recognised as a duplicate.
-fn content_hash(parts: &[&str]) -> String {
-    hex::encode(Sha256::digest(parts.join("\n").as_bytes()))
+/// Hex SHA-256 of `"{signed timestamp}." ‖ body`, or of the body alone when no timestamp is
+/// signed: the same signed request always gets the same identity.
+fn signed_material_hash(verified: &Verified) -> String {
+    let mut hash = Sha256::new();
+    if let Some(timestamp) = verified.signed_timestamp() {
+        hash.update(format!("{timestamp}.").as_bytes());
+    }
+    hash.update(verified.body());
+    hex::encode(hash.finalize())
 }
 
 /// A non-empty string, or an integer rendered as a string.
@@ -152,9 +163,7 @@ const KIND_DELETE: &str = "moduleobject_delete";
 
 /// Parses a 4ALLPORTAL webhook body: one event, a JSON array, `{"events":[…]}` or CloudEvents.
 ///
-/// Identity: the delivery id when the request holds exactly one event; in a batch each event's
-/// own id (`event_id`/`eventId`/CloudEvents `id`), else `"{delivery_id}#{index}"`; with neither,
-/// the hex SHA-256 of module, object id, kind and `mod_time`.
+/// Identity: see [`identity`].
 pub fn parse_allportal(v: &Verified) -> Result<Vec<ParsedEvent>, PayloadError> {
     let events = event_objects(v.body(), true)?;
     let count = events.len();
@@ -188,14 +197,7 @@ fn allportal_event(
             "object id (`object_id`, `id`, `data.object_id` or `subject`)",
         )
     })?;
-    let mod_time = fields.mod_time().unwrap_or_default();
-    let source_event_id = identity(
-        v,
-        count,
-        index,
-        fields.own_id(),
-        &[&module, &object_id, kind, &mod_time],
-    );
+    let source_event_id = identity(v, count, index, fields.own_id());
     Ok(ParsedEvent {
         source_event_id,
         kind: kind.to_string(),
@@ -286,12 +288,6 @@ impl<'a> AllportalFields<'a> {
         }
     }
 
-    fn mod_time(&self) -> Option<String> {
-        self.top_text("mod_time")
-            .or_else(|| self.data_text("mod_time"))
-            .or_else(|| self.top_text("time"))
-    }
-
     fn own_id(&self) -> Option<String> {
         self.top_text("event_id")
             .or_else(|| self.top_text("eventId"))
@@ -353,15 +349,6 @@ enum Decision {
     Rejected,
 }
 
-impl Decision {
-    fn as_str(self) -> &'static str {
-        match self {
-            Decision::Approved => "approved",
-            Decision::Rejected => "rejected",
-        }
-    }
-}
-
 /// The 4ALLPORTAL object the callback is about. `ext_system_id` is validated as present; which
 /// value is acceptable is the flows' decision, as it comes from their configuration.
 #[derive(Debug)]
@@ -370,35 +357,18 @@ struct BusinessObject {
     bo_id: String,
 }
 
-#[derive(Debug)]
-struct Workflow {
-    process_id: u64,
-    decision: Decision,
-    decided_at: Option<String>,
-}
-
-#[derive(Debug)]
-struct Document {
-    node_id: u64,
-    version: Option<u64>,
-}
-
-/// A validated OpenText callback; fields not needed for identity stay in `payload`.
+/// A validated OpenText callback: what identity and routing need. The other fields are checked
+/// and stay in `payload`, where the flows read them.
 #[derive(Debug)]
 struct Callback {
     event_id: Option<String>,
     kind: &'static str,
-    occurred_at: Option<String>,
     business_object: BusinessObject,
-    workflow: Option<Workflow>,
-    document: Option<Document>,
 }
 
 /// Parses an OpenText callback: one object or a JSON array of them.
 ///
-/// Identity follows the same rules as [`parse_allportal`]; the content hash covers
-/// `bo_type`, `bo_id`, kind, `occurred_at`, and the workflow (process, decision, time) or the
-/// document (node, version), so that two different decisions on one object never collide.
+/// Identity: see [`identity`].
 pub fn parse_opentext(v: &Verified) -> Result<Vec<ParsedEvent>, PayloadError> {
     let events = event_objects(v.body(), false)?;
     let count = events.len();
@@ -432,47 +402,31 @@ impl Callback {
             }
         };
         let _workspace_id: Option<u64> = top.optional("workspace_id")?;
+        let event_id = top.optional_id("event_id")?;
+        let _occurred_at = top.optional_time("occurred_at")?;
         let callback = Callback {
-            event_id: top.optional_id("event_id")?,
+            event_id,
             kind,
-            occurred_at: top.optional_time("occurred_at")?,
             business_object: BusinessObject::read(&top.nested("business_object")?)?,
-            workflow: match top.optional_nested("workflow")? {
-                Some(fields) => Some(Workflow::read(&fields)?),
-                None if kind == KIND_WORKFLOW_DECISION => return Err(missing(index, "workflow")),
-                None => None,
-            },
-            document: match top.optional_nested("document")? {
-                Some(fields) => Some(Document::read(&fields)?),
-                None if kind == KIND_PARTNER_DOCUMENT_APPROVED => {
-                    return Err(missing(index, "document"));
-                }
-                None => None,
-            },
         };
+        match top.optional_nested("workflow")? {
+            Some(fields) => check_workflow(&fields)?,
+            None if kind == KIND_WORKFLOW_DECISION => return Err(missing(index, "workflow")),
+            None => {}
+        }
+        match top.optional_nested("document")? {
+            Some(fields) => check_document(&fields)?,
+            None if kind == KIND_PARTNER_DOCUMENT_APPROVED => {
+                return Err(missing(index, "document"));
+            }
+            None => {}
+        }
         Ok(callback)
     }
 
     fn into_event(self, v: &Verified, count: usize, index: usize, payload: Value) -> ParsedEvent {
         let bo = &self.business_object;
-        let detail = match (&self.workflow, &self.document) {
-            (Some(w), _) if self.kind == KIND_WORKFLOW_DECISION => format!(
-                "process:{}:{}:{}",
-                w.process_id,
-                w.decision.as_str(),
-                w.decided_at.as_deref().unwrap_or_default()
-            ),
-            (_, Some(d)) => format!("node:{}:v{}", d.node_id, d.version.unwrap_or_default()),
-            _ => String::new(),
-        };
-        let occurred_at = self.occurred_at.clone().unwrap_or_default();
-        let source_event_id = identity(
-            v,
-            count,
-            index,
-            self.event_id.clone(),
-            &[&bo.bo_type, &bo.bo_id, self.kind, &occurred_at, &detail],
-        );
+        let source_event_id = identity(v, count, index, self.event_id.clone());
         ParsedEvent {
             source_event_id,
             kind: self.kind.to_string(),
@@ -496,30 +450,25 @@ impl BusinessObject {
     }
 }
 
-impl Workflow {
-    fn read(f: &Fields<'_>) -> Result<Self, PayloadError> {
-        let _comment: Option<String> = f.optional("comment")?;
-        let _approver: Option<String> = f.optional("approver")?;
-        Ok(Workflow {
-            process_id: f.required("process_id")?,
-            decision: f.required("decision")?,
-            decided_at: f.optional_time("decided_at")?,
-        })
-    }
+/// Checks the `workflow` object of a callback, field by field.
+fn check_workflow(f: &Fields<'_>) -> Result<(), PayloadError> {
+    let _comment: Option<String> = f.optional("comment")?;
+    let _approver: Option<String> = f.optional("approver")?;
+    let _process_id: u64 = f.required("process_id")?;
+    let _decision: Decision = f.required("decision")?;
+    let _decided_at = f.optional_time("decided_at")?;
+    Ok(())
 }
 
-impl Document {
-    fn read(f: &Fields<'_>) -> Result<Self, PayloadError> {
-        let _name: Option<String> = f.optional("name")?;
-        let version: Option<u64> = f.optional("version")?;
-        if version == Some(0) {
-            return Err(invalid(f.index, &f.path("version"), "must be 1 or greater"));
-        }
-        Ok(Document {
-            node_id: f.required("node_id")?,
-            version,
-        })
+/// Checks the `document` object of a callback, field by field.
+fn check_document(f: &Fields<'_>) -> Result<(), PayloadError> {
+    let _name: Option<String> = f.optional("name")?;
+    let version: Option<u64> = f.optional("version")?;
+    if version == Some(0) {
+        return Err(invalid(f.index, &f.path("version"), "must be 1 or greater"));
     }
+    let _node_id: u64 = f.required("node_id")?;
+    Ok(())
 }
 
 /// One JSON object of a callback, at a known path, with typed field access whose errors name
@@ -728,35 +677,55 @@ mod tests {
     // --- 4ALLPORTAL identity ----------------------------------------------------------------
 
     #[test]
-    fn a_single_event_uses_the_delivery_id_over_its_own_id() {
-        let e = one(allportal(
-            Some("msg_1"),
-            r#"{"event_id":"own","event":"modify","module":"product","object_id":"1"}"#,
-        ));
-        assert_eq!(e.source_event_id, "msg_1");
-        let e = one(allportal(
-            None,
-            r#"{"event_id":"own","event":"modify","module":"product","object_id":"1"}"#,
-        ));
-        assert_eq!(e.source_event_id, "own");
+    fn the_events_own_id_wins_over_the_signed_delivery_id() {
+        let body = r#"{"event_id":"own","event":"modify","module":"product","object_id":"1"}"#;
+        assert_eq!(one(allportal(Some("msg_1"), body)).source_event_id, "own");
+        assert_eq!(one(allportal(None, body)).source_event_id, "own");
     }
 
     #[test]
-    fn without_any_id_the_identity_is_the_content_hash() {
+    fn without_a_signed_id_the_identity_is_the_hash_of_the_body() {
+        // `None`: the token scheme, which signs nothing and carries no signed timestamp.
         let body = r#"{"event":"modify","module":"product","object_id":"1","mod_time":"t1"}"#;
         let e = one(allportal(None, body));
-        let expected = hex::encode(Sha256::digest(b"product\n1\nmoduleobject_modify\nt1"));
+        let expected = hex::encode(Sha256::digest(body.as_bytes()));
         assert_eq!(e.source_event_id, expected);
-        // Same content, same identity; another mod_time, another identity.
         assert_eq!(one(allportal(None, body)).source_event_id, expected);
         let later = one(allportal(
             None,
             r#"{"event":"modify","module":"product","object_id":"1","mod_time":"t2"}"#,
         ));
         assert_ne!(later.source_event_id, expected);
-        // A batch without a delivery id also falls back to the hash, per event.
-        let batch = allportal(None, &format!("[{body},{body}]")).expect("parses");
-        assert!(batch.iter().all(|e| e.source_event_id == expected));
+        // In a batch: the hash of the whole body, then the position.
+        let batch_body = format!("[{body},{body}]");
+        let batch = allportal(None, &batch_body).expect("parses");
+        let hash = hex::encode(Sha256::digest(batch_body.as_bytes()));
+        let ids: Vec<_> = batch.iter().map(|e| e.source_event_id.clone()).collect();
+        assert_eq!(ids, [format!("{hash}#0"), format!("{hash}#1")]);
+    }
+
+    #[test]
+    fn an_unsigned_delivery_id_never_decides_and_a_signed_timestamp_does() {
+        use crate::ingest::verify::testing::verified_hmac;
+        let body = br#"{"event":"modify","module":"product","object_id":"1"}"#;
+        let first = parse_allportal(&verified_hmac(Some("d-1"), None, body)).unwrap();
+        let replay = parse_allportal(&verified_hmac(Some("d-2"), None, body)).unwrap();
+        let no_id = parse_allportal(&verified_hmac(None, None, body)).unwrap();
+        assert_eq!(first[0].source_event_id, replay[0].source_event_id);
+        assert_eq!(first[0].source_event_id, no_id[0].source_event_id);
+        assert_eq!(first[0].source_event_id, hex::encode(Sha256::digest(body)));
+        // With `timestamp-dot-body` the signed timestamp is part of the identity: a fresh
+        // signature at another time is another delivery, a replay of one is the same.
+        let at = |ts| parse_allportal(&verified_hmac(Some("d-1"), Some(ts), body)).unwrap();
+        let ts = 1_700_000_000;
+        assert_eq!(at(ts)[0].source_event_id, at(ts)[0].source_event_id);
+        assert_ne!(at(ts)[0].source_event_id, at(ts + 1)[0].source_event_id);
+        let mut signed = format!("{ts}.").into_bytes();
+        signed.extend_from_slice(body);
+        assert_eq!(
+            at(ts)[0].source_event_id,
+            hex::encode(Sha256::digest(&signed))
+        );
     }
 
     // --- 4ALLPORTAL errors ------------------------------------------------------------------

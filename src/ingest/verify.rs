@@ -85,6 +85,16 @@ pub struct Verified {
     body: Bytes,
     delivery_id: Option<String>,
     timestamp: Option<i64>,
+    /// What the signature covers besides the body; only covered material may decide an event's
+    /// identity (a header outside the signature can be changed by whoever replays a request).
+    covered: Covered,
+}
+
+/// Which header values the signature covers.
+#[derive(Debug, Clone, Copy, Default)]
+struct Covered {
+    delivery_id: bool,
+    timestamp: bool,
 }
 
 impl Verified {
@@ -96,6 +106,7 @@ impl Verified {
             body,
             delivery_id: None,
             timestamp: None,
+            covered: Covered::default(),
         }
     }
 
@@ -104,7 +115,8 @@ impl Verified {
         &self.body
     }
 
-    /// `webhook-id` (standard-webhooks) or the value of the configured `id_header`.
+    /// `webhook-id` (standard-webhooks) or the value of the configured `id_header`, signed or
+    /// not; for the record only. Identity uses [`Verified::signed_delivery_id`].
     pub fn delivery_id(&self) -> Option<&str> {
         self.delivery_id.as_deref()
     }
@@ -112,6 +124,19 @@ impl Verified {
     /// The sender's unix timestamp, when the scheme carries one.
     pub fn timestamp(&self) -> Option<i64> {
         self.timestamp
+    }
+
+    /// The delivery id, only when the signature covers it (standard-webhooks `webhook-id`).
+    pub fn signed_delivery_id(&self) -> Option<&str> {
+        self.delivery_id
+            .as_deref()
+            .filter(|_| self.covered.delivery_id)
+    }
+
+    /// The timestamp as sent, only when the signature covers it (standard-webhooks, and
+    /// `hmac-sha256` with `signed_content = "timestamp-dot-body"`).
+    pub fn signed_timestamp(&self) -> Option<i64> {
+        self.timestamp.filter(|_| self.covered.timestamp)
     }
 }
 
@@ -122,6 +147,7 @@ impl std::fmt::Debug for Verified {
             .field("body_len", &self.body.len())
             .field("delivery_id", &self.delivery_id)
             .field("timestamp", &self.timestamp)
+            .field("covered", &self.covered)
             .finish()
     }
 }
@@ -244,6 +270,10 @@ impl Verifier {
                 Ok(Verified {
                     delivery_id: self.optional_id(headers)?,
                     timestamp: timestamp.map(|(t, _)| t),
+                    covered: Covered {
+                        delivery_id: false,
+                        timestamp: *signed_content == SignedContent::TimestampDotBody,
+                    },
                     body,
                 })
             }
@@ -252,6 +282,7 @@ impl Verifier {
                 Ok(Verified {
                     delivery_id: self.optional_id(headers)?,
                     timestamp: None,
+                    covered: Covered::default(),
                     body,
                 })
             }
@@ -281,6 +312,10 @@ impl Verifier {
         Ok(Verified {
             delivery_id: Some(id.to_string()),
             timestamp: Some(timestamp),
+            covered: Covered {
+                delivery_id: true,
+                timestamp: true,
+            },
             body,
         })
     }
@@ -338,6 +373,15 @@ impl Verifier {
             Some(value) if value.is_empty() => {
                 return Err(VerifyError::MissingToken(header.to_string()));
             }
+            // In `Authorization` the token is a bearer credential; elsewhere the whole value.
+            Some(value) if *header == http::header::AUTHORIZATION => {
+                let token = value
+                    .to_str()
+                    .ok()
+                    .and_then(bearer_credentials)
+                    .ok_or_else(|| VerifyError::BadToken(header.to_string()))?;
+                Sha256::digest(token.as_bytes())
+            }
             Some(value) => Sha256::digest(value.as_bytes()),
         };
         let mut matched = subtle::Choice::from(0);
@@ -361,6 +405,16 @@ impl Verifier {
             HeaderText::Present(id) => Ok(Some(id.to_string())),
         }
     }
+}
+
+/// The credentials of an `Authorization: Bearer <token>` value. The scheme name is matched
+/// case-insensitively (RFC 9110 §11.1); the admin API and the `token` scheme both use this.
+pub fn bearer_credentials(value: &str) -> Option<&str> {
+    let (scheme, credentials) = value.trim().split_once(' ')?;
+    scheme
+        .eq_ignore_ascii_case("bearer")
+        .then(|| credentials.trim())
+        .filter(|c| !c.is_empty())
 }
 
 fn decode_key(scheme: SchemeKind, secret: &str, index: usize) -> Result<SecretSlice<u8>, String> {
@@ -518,6 +572,37 @@ pub(crate) mod testing {
         );
         headers.insert(WEBHOOK_SIGNATURE, signature.parse().expect("signature"));
         headers
+    }
+
+    pub const HMAC_KEY: &str = "an-hmac-secret-of-some-length";
+
+    /// A `Verified` for `body` from a real `hmac-sha256` verification (hex, `x-signature`), with
+    /// an unsigned `x-delivery` id header and, with `timestamp`, `timestamp-dot-body` signing.
+    pub fn verified_hmac(
+        delivery_id: Option<&str>,
+        timestamp: Option<i64>,
+        body: &[u8],
+    ) -> Verified {
+        let now = 1_700_000_000;
+        let mut cfg = source(SchemeKind::HmacSha256, &[HMAC_KEY]);
+        cfg.id_header = Some("x-delivery".into());
+        let mut headers = HeaderMap::new();
+        let mut prefix = String::new();
+        if let Some(ts) = timestamp {
+            cfg.signed_content = SignedContent::TimestampDotBody;
+            cfg.timestamp_header = Some("x-timestamp".into());
+            headers.insert("x-timestamp", ts.to_string().parse().expect("ts"));
+            prefix = format!("{ts}.");
+        }
+        let mac = hmac_sha256(HMAC_KEY.as_bytes(), prefix.as_bytes(), body);
+        headers.insert("x-signature", hex::encode(mac).parse().expect("hex"));
+        if let Some(id) = delivery_id {
+            headers.insert("x-delivery", id.parse().expect("id"));
+        }
+        Verifier::new(&cfg)
+            .expect("verifier")
+            .verify(&headers, Bytes::copy_from_slice(body), now)
+            .expect("test request verifies")
     }
 
     /// A `Verified` for `body`, obtained through a real standard-webhooks verification.

@@ -140,6 +140,7 @@ backoff_max_ms = 200"#;
 [server]
 listen = "127.0.0.1:{port}"
 shutdown_timeout_secs = 2
+drain_secs = 0
 [store]
 url = "{store_url}"
 max_connections = 4

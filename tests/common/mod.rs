@@ -52,6 +52,8 @@ impl TestApp {
 pub fn test_settings(dir: &TempDir, extra: &str) -> Settings {
     let base = format!(
         r#"
+[server]
+drain_secs = 0
 [store]
 url = "sqlite://{}/bridge.db"
 [admin]
