@@ -337,6 +337,28 @@ pub trait Store: Send + Sync + 'static {
         module: &str,
         object_id: &str,
     ) -> Result<Option<WritebackRecord>, StoreError>;
+
+    /// The bridge's `limit` most recent writes to one 4ALLPORTAL object, newest first.
+    async fn recent_writebacks(
+        &self,
+        module: &str,
+        object_id: &str,
+        limit: i64,
+    ) -> Result<Vec<WritebackRecord>, StoreError>;
+
+    // ----- intents of creates without a natural key -----
+
+    /// The intent of one create, if recorded.
+    async fn get_intent(
+        &self,
+        flow: &str,
+        object_key: &str,
+        action: &str,
+        target: &str,
+    ) -> Result<Option<IntentRecord>, StoreError>;
+
+    /// Creates or replaces an intent; durable when it returns.
+    async fn put_intent(&self, intent: &IntentRecord) -> Result<(), StoreError>;
 }
 
 /// The synthetic event behind [`Store::resync`].
@@ -473,6 +495,37 @@ pub(crate) fn refresh_event_sql(now: &str, event: &str) -> String {
             updated_at = {now}
          WHERE id = {event} AND EXISTS (SELECT 1 FROM jobs j WHERE j.event_id = events.id)"
     )
+}
+
+/// New jobs of an event join a retry their (flow, object key) is already waiting for: they wait
+/// with it instead of pulling it forward. `{event}` is the backend's placeholder.
+pub(crate) fn join_waiting_retry_sql(event: &str) -> String {
+    format!(
+        "UPDATE jobs SET next_attempt_at = COALESCE((SELECT MAX(w.next_attempt_at) FROM jobs w
+                WHERE w.flow = jobs.flow AND w.object_key = jobs.object_key
+                  AND w.state = 'pending' AND w.last_error IS NOT NULL
+                  AND w.next_attempt_at > jobs.next_attempt_at), jobs.next_attempt_at)
+         WHERE event_id = {event} AND state = 'pending'"
+    )
+}
+
+/// Jobs of the key that arrived while a run was under way wait for that run's retry (see
+/// [`join_waiting_retry_sql`]). Placeholders: retry time, flow, object key.
+pub(crate) fn join_retry_after_run_sql(at: &str, flow: &str, key: &str) -> String {
+    format!(
+        "UPDATE jobs SET next_attempt_at = {at}
+         WHERE flow = {flow} AND object_key = {key} AND state = 'pending'
+           AND next_attempt_at < {at}"
+    )
+}
+
+/// The latest retry time among the transitions that keep a job pending, if any.
+pub(crate) fn retry_time(transitions: &[JobTransition]) -> Option<i64> {
+    transitions
+        .iter()
+        .filter(|t| t.state == state::PENDING)
+        .map(|t| t.next_attempt_at)
+        .max()
 }
 
 /// The message recorded on a job whose worker stopped while it ran.

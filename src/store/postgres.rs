@@ -21,10 +21,11 @@ use super::sqlite::missing_migrations;
 use super::{
     AttemptRecord, AttemptResult, BACKLOG_SQL, Backlog, ClaimRequest, ClaimedJob, ClaimedWork,
     DocumentRecord, EventDetail, EventFilter, EventNote, EventPage, FlowStats, InsertOutcome,
-    JobRecord, JobTransition, LEASE_EXPIRED, LinkRecord, NO_FLOW_WANTS_IT, NewEvent, Page,
-    RELEASED_AT_SHUTDOWN, ReplayOutcome, Routing, Store, StoreError, StoredEvent, WorkflowRecord,
-    WritebackRecord, group_flow_counts, into_page, new_event_id, outcome, push_event_filter,
-    refresh_event_sql, state, workflow_state,
+    IntentRecord, JobRecord, JobTransition, LEASE_EXPIRED, LinkRecord, NO_FLOW_WANTS_IT, NewEvent,
+    Page, RELEASED_AT_SHUTDOWN, ReplayOutcome, Routing, Store, StoreError, StoredEvent,
+    WorkflowRecord, WritebackRecord, group_flow_counts, into_page, join_retry_after_run_sql,
+    join_waiting_retry_sql, new_event_id, outcome, push_event_filter, refresh_event_sql,
+    retry_time, state, workflow_state,
 };
 use crate::config::StoreConfig;
 
@@ -280,7 +281,7 @@ impl Store for PgStore {
             sqlx::query(
                 "UPDATE jobs SET state = $1, next_attempt_at = $2, last_error = $3,
                         lease_owner = NULL, lease_expires_at = NULL, updated_at = $4,
-                        finished_at = $5
+                        finished_at = $5, attempts = attempts - $8
                  WHERE id = $6 AND lease_owner = $7 AND state = 'running'",
             )
             .bind(t.state)
@@ -290,8 +291,17 @@ impl Store for PgStore {
             .bind(finished)
             .bind(t.job_id)
             .bind(&work.owner)
+            .bind(i64::from(t.refund_attempt))
             .execute(&mut *tx)
             .await?;
+        }
+        if let Some(at) = retry_time(transitions) {
+            sqlx::query(&join_retry_after_run_sql("$1", "$2", "$3"))
+                .bind(at)
+                .bind(&work.flow)
+                .bind(&work.object_key)
+                .execute(&mut *tx)
+                .await?;
         }
         refresh_events(&mut tx, &work.event_ids(), result.finished_at).await?;
         tx.commit().await?;
@@ -709,6 +719,72 @@ impl Store for PgStore {
         .map(writeback_from_row)
         .transpose()
     }
+
+    async fn recent_writebacks(
+        &self,
+        module: &str,
+        object_id: &str,
+        limit: i64,
+    ) -> Result<Vec<WritebackRecord>, StoreError> {
+        sqlx::query(
+            "SELECT module, object_id, fields, values_hash, mod_time_after, at FROM writebacks
+             WHERE module = $1 AND object_id = $2 ORDER BY id DESC LIMIT $3",
+        )
+        .bind(module)
+        .bind(object_id)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?
+        .iter()
+        .map(writeback_from_row)
+        .collect()
+    }
+
+    async fn get_intent(
+        &self,
+        flow: &str,
+        object_key: &str,
+        action: &str,
+        target: &str,
+    ) -> Result<Option<IntentRecord>, StoreError> {
+        sqlx::query(
+            "SELECT flow, object_key, action, target, token, state, detail, created_at, updated_at
+             FROM intents WHERE flow = $1 AND object_key = $2
+               AND action = $3 AND target = $4",
+        )
+        .bind(flow)
+        .bind(object_key)
+        .bind(action)
+        .bind(target)
+        .fetch_optional(&self.pool)
+        .await?
+        .as_ref()
+        .map(intent_from_row)
+        .transpose()
+    }
+
+    async fn put_intent(&self, intent: &IntentRecord) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO intents (flow, object_key, action, target, token, state, detail,
+                                  created_at, updated_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
+             ON CONFLICT (flow, object_key, action, target) DO UPDATE SET
+                token = excluded.token, state = excluded.state, detail = excluded.detail,
+                updated_at = excluded.updated_at",
+        )
+        .bind(&intent.flow)
+        .bind(&intent.object_key)
+        .bind(&intent.action)
+        .bind(&intent.target)
+        .bind(&intent.token)
+        .bind(&intent.state)
+        .bind(&intent.detail)
+        .bind(intent.created_at)
+        .bind(intent.updated_at)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
 }
 
 const EVENT_COLUMNS: &str = "id, source, source_event_id, kind, module, object_id, object_key,
@@ -823,6 +899,10 @@ async fn route_one(
         .execute(&mut **tx)
         .await?;
     }
+    sqlx::query(&join_waiting_retry_sql("$1"))
+        .bind(&routing.event_id)
+        .execute(&mut **tx)
+        .await?;
     Ok(true)
 }
 
@@ -1104,5 +1184,19 @@ fn writeback_from_row(row: &PgRow) -> Result<WritebackRecord, StoreError> {
         values_hash: row.try_get("values_hash")?,
         mod_time_after: row.try_get("mod_time_after")?,
         at: row.try_get("at")?,
+    })
+}
+
+fn intent_from_row(row: &PgRow) -> Result<IntentRecord, StoreError> {
+    Ok(IntentRecord {
+        flow: row.try_get("flow")?,
+        object_key: row.try_get("object_key")?,
+        action: row.try_get("action")?,
+        target: row.try_get("target")?,
+        token: row.try_get("token")?,
+        state: row.try_get("state")?,
+        detail: row.try_get("detail")?,
+        created_at: row.try_get("created_at")?,
+        updated_at: row.try_get("updated_at")?,
     })
 }

@@ -24,11 +24,11 @@ use tokio::task::JoinHandle;
 
 use super::{
     AttemptRecord, AttemptResult, Backlog, ClaimRequest, ClaimedJob, ClaimedWork, DocumentRecord,
-    EventDetail, EventFilter, EventNote, EventPage, FlowStats, InsertOutcome, JobRecord,
-    JobTransition, LEASE_EXPIRED, LinkRecord, NO_FLOW_WANTS_IT, NewEvent, Page,
+    EventDetail, EventFilter, EventNote, EventPage, FlowStats, InsertOutcome, IntentRecord,
+    JobRecord, JobTransition, LEASE_EXPIRED, LinkRecord, NO_FLOW_WANTS_IT, NewEvent, Page,
     RELEASED_AT_SHUTDOWN, ReplayOutcome, Routing, Source, Store, StoreError, StoredEvent,
-    WorkflowRecord, WritebackRecord, into_page, new_event_id, outcome, push_event_filter,
-    refresh_event_sql, state, workflow_state,
+    WorkflowRecord, WritebackRecord, into_page, join_retry_after_run_sql, join_waiting_retry_sql,
+    new_event_id, outcome, push_event_filter, refresh_event_sql, retry_time, state, workflow_state,
 };
 use crate::config::StoreConfig;
 
@@ -306,7 +306,7 @@ impl Store for SqliteStore {
             sqlx::query(
                 "UPDATE jobs SET state = ?, next_attempt_at = ?, last_error = ?,
                         lease_owner = NULL, lease_expires_at = NULL, updated_at = ?,
-                        finished_at = ?
+                        finished_at = ?, attempts = attempts - ?
                  WHERE id = ? AND lease_owner = ? AND state = 'running'",
             )
             .bind(t.state)
@@ -314,10 +314,19 @@ impl Store for SqliteStore {
             .bind(&t.last_error)
             .bind(result.finished_at)
             .bind(finished)
+            .bind(i64::from(t.refund_attempt))
             .bind(t.job_id)
             .bind(&work.owner)
             .execute(&mut *tx)
             .await?;
+        }
+        if let Some(at) = retry_time(transitions) {
+            sqlx::query(&join_retry_after_run_sql("?1", "?2", "?3"))
+                .bind(at)
+                .bind(&work.flow)
+                .bind(&work.object_key)
+                .execute(&mut *tx)
+                .await?;
         }
         refresh_events(&mut tx, &work.event_ids(), result.finished_at).await?;
         tx.commit().await?;
@@ -746,6 +755,72 @@ impl Store for SqliteStore {
         .map(writeback_from_row)
         .transpose()
     }
+
+    async fn recent_writebacks(
+        &self,
+        module: &str,
+        object_id: &str,
+        limit: i64,
+    ) -> Result<Vec<WritebackRecord>, StoreError> {
+        sqlx::query(
+            "SELECT module, object_id, fields, values_hash, mod_time_after, at FROM writebacks
+             WHERE module = ? AND object_id = ? ORDER BY id DESC LIMIT ?",
+        )
+        .bind(module)
+        .bind(object_id)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?
+        .iter()
+        .map(writeback_from_row)
+        .collect()
+    }
+
+    async fn get_intent(
+        &self,
+        flow: &str,
+        object_key: &str,
+        action: &str,
+        target: &str,
+    ) -> Result<Option<IntentRecord>, StoreError> {
+        sqlx::query(
+            "SELECT flow, object_key, action, target, token, state, detail, created_at, updated_at
+             FROM intents WHERE flow = ? AND object_key = ?
+               AND action = ? AND target = ?",
+        )
+        .bind(flow)
+        .bind(object_key)
+        .bind(action)
+        .bind(target)
+        .fetch_optional(&self.pool)
+        .await?
+        .as_ref()
+        .map(intent_from_row)
+        .transpose()
+    }
+
+    async fn put_intent(&self, intent: &IntentRecord) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO intents (flow, object_key, action, target, token, state, detail,
+                                  created_at, updated_at)
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
+             ON CONFLICT (flow, object_key, action, target) DO UPDATE SET
+                token = excluded.token, state = excluded.state, detail = excluded.detail,
+                updated_at = excluded.updated_at",
+        )
+        .bind(&intent.flow)
+        .bind(&intent.object_key)
+        .bind(&intent.action)
+        .bind(&intent.target)
+        .bind(&intent.token)
+        .bind(&intent.state)
+        .bind(intent.detail.to_string())
+        .bind(intent.created_at)
+        .bind(intent.updated_at)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
 }
 
 /// Ready only if every migration this build knows has been applied.
@@ -1019,6 +1094,10 @@ async fn route_one(
         .execute(&mut **tx)
         .await?;
     }
+    sqlx::query(&join_waiting_retry_sql("?"))
+        .bind(&routing.event_id)
+        .execute(&mut **tx)
+        .await?;
     Ok(true)
 }
 
@@ -1259,5 +1338,19 @@ fn writeback_from_row(row: &SqliteRow) -> Result<WritebackRecord, StoreError> {
         values_hash: row.try_get("values_hash")?,
         mod_time_after: row.try_get("mod_time_after")?,
         at: row.try_get("at")?,
+    })
+}
+
+fn intent_from_row(row: &SqliteRow) -> Result<IntentRecord, StoreError> {
+    Ok(IntentRecord {
+        flow: row.try_get("flow")?,
+        object_key: row.try_get("object_key")?,
+        action: row.try_get("action")?,
+        target: row.try_get("target")?,
+        token: row.try_get("token")?,
+        state: row.try_get("state")?,
+        detail: parse_json(row.try_get("detail")?)?.unwrap_or_default(),
+        created_at: row.try_get("created_at")?,
+        updated_at: row.try_get("updated_at")?,
     })
 }
