@@ -79,9 +79,12 @@ async fn finalize(run: &mut Run<'_>, ws: NodeId, documents: &[NodeId]) -> FlowRe
         .intend(action::FINALIZE_RECORDS, &ws.to_string(), &new_token())
         .await?;
     let ot = run.env.opentext.clone();
+    // A run that reached this point before (and died before saving its state) may have
+    // finalized some or all of the records: only those OpenText reports open are finalized.
+    let looked_at = intent.recovering || intent.earlier.is_some();
     let mut open = Vec::new();
     for &document in documents {
-        if !intent.recovering || !ot.rm_classifications(document).await?.finalized {
+        if !looked_at || !ot.rm_classifications(document).await?.finalized {
             open.push(document);
         }
     }

@@ -382,16 +382,25 @@ impl Run<'_> {
             .intend(action::ADD_VERSION, &format!("{node}:{tag}"), &token)
             .await?;
         let ot = self.env.opentext.clone();
-        if intent.recovering {
+        // After a crash: the version this intent added, or, when an earlier intent for the
+        // same content was carried out, whether its version is still the latest.
+        let carries = |v: &crate::clients::opentext::Version, token: &str| {
+            v.description.as_deref().is_some_and(|d| d.contains(token))
+        };
+        let found = if intent.recovering {
             let versions = ot.versions(node).await?;
-            let added = versions.iter().any(|v| {
-                v.description
-                    .as_deref()
-                    .is_some_and(|d| d.contains(intent.token()))
-            });
-            if added {
-                return self.fulfilled(intent, json!({ "found": true })).await;
-            }
+            versions.iter().any(|v| carries(v, intent.token()))
+        } else if let Some(earlier) = &intent.earlier {
+            let versions = ot.versions(node).await?;
+            let latest = versions
+                .iter()
+                .max_by_key(|v| v.version_number.unwrap_or(0));
+            latest.is_some_and(|v| carries(v, earlier))
+        } else {
+            false
+        };
+        if found {
+            return self.fulfilled(intent, json!({ "found": true })).await;
         }
         let file = self.open(&spec.content, &spec.name).await?;
         let version = VersionCreate {
@@ -516,6 +525,14 @@ impl Run<'_> {
         );
         if !self.write(System::Opentext, "start_workflow", description) {
             return Ok(None);
+        }
+        // Started (and recorded) by a run that died before saving its state: that one counts.
+        let recorded = self.env.store.workflows_of(self.flow, record_key).await?;
+        if let Some(running) = recorded
+            .iter()
+            .find(|w| w.object_key == record_key && w.state == workflow_state::RUNNING)
+        {
+            return Ok(Some(running.process_id.clone()));
         }
         // The title carries the intent's token, so that a run after a crash finds the workflow
         // in OpenText's workflow lists instead of starting a second one.

@@ -25,6 +25,9 @@ pub struct Intent {
     record: IntentRecord,
     /// An earlier run left this intent pending: its call may have been made.
     pub recovering: bool,
+    /// The token of an earlier intent for the same target that was carried out: a run that
+    /// died after the call but before saving its own state leaves only this behind.
+    pub earlier: Option<String>,
 }
 
 impl Intent {
@@ -42,14 +45,19 @@ impl Run<'_> {
         let existing = store
             .get_intent(self.flow, &self.object_key, action, target)
             .await?;
-        if let Some(record) = existing.filter(|i| i.state == intent_state::PENDING) {
-            tracing::info!(flow = self.flow, key = %self.object_key, action, target,
-                "found a pending intent; looking its outcome up before calling again");
-            return Ok(Intent {
-                record,
-                recovering: true,
-            });
-        }
+        let earlier = match existing {
+            Some(record) if record.state == intent_state::PENDING => {
+                tracing::info!(flow = self.flow, key = %self.object_key, action, target,
+                    "found a pending intent; looking its outcome up before calling again");
+                return Ok(Intent {
+                    record,
+                    recovering: true,
+                    earlier: None,
+                });
+            }
+            Some(record) => Some(record.token),
+            None => None,
+        };
         let now = now_millis();
         let record = IntentRecord {
             flow: self.flow.to_string(),
@@ -66,6 +74,7 @@ impl Run<'_> {
         Ok(Intent {
             record,
             recovering: false,
+            earlier,
         })
     }
 
