@@ -295,7 +295,7 @@ async fn echo_skips(bridge: &BridgeProcess) -> usize {
     let http = reqwest::Client::new();
     let events: Value = http
         .get(format!(
-            "{}/api/v1/events?state=ignored&limit=1000",
+            "{}/api/v1/events?state=ignored&limit=500",
             bridge.base
         ))
         .bearer_auth(ADMIN_TOKEN)
