@@ -212,13 +212,12 @@ async fn status(State(sim): State<Sim>, Path(pid): Path<i64>) -> Response {
     }
 }
 
-/// Whether `caller` may see `process` under the list's `Kind`: `Initiated` (the default) lists
-/// what the caller started, `Managed` what it manages (the sim's manager is the initiator),
-/// `Both` either. Any other value is a 400, as on Content Server.
-fn kind_filter(params: &Params) -> Result<(), Response> {
+/// The 400 for an unknown `Kind`. `Initiated` (the default) lists what the caller started,
+/// `Managed` what it manages (the simulator's manager is the initiator), `Both` either.
+fn bad_kind(params: &Params) -> Option<Response> {
     match params.str("Kind").as_deref() {
-        None | Some("Initiated" | "Managed" | "Both") => Ok(()),
-        Some(other) => Err(ot_error(400, format!("Invalid value '{other}' for Kind"))),
+        None | Some("Initiated" | "Managed" | "Both") => None,
+        Some(other) => Some(ot_error(400, format!("Invalid value '{other}' for Kind"))),
     }
 }
 
@@ -228,7 +227,7 @@ async fn status_list(
     Extension(caller): Extension<Caller>,
     params: Params,
 ) -> Response {
-    if let Err(bad) = kind_filter(&params) {
+    if let Some(bad) = bad_kind(&params) {
         return bad;
     }
     let wanted = params.str("wstatus");
@@ -258,7 +257,7 @@ async fn active_list(
     Extension(caller): Extension<Caller>,
     params: Params,
 ) -> Response {
-    if let Err(bad) = kind_filter(&params) {
+    if let Some(bad) = bad_kind(&params) {
         return bad;
     }
     let map = params.i64("mapObjId");
