@@ -7,6 +7,7 @@
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use figment::Figment;
 use figment::providers::{Env, Format, Toml};
@@ -329,17 +330,23 @@ pub struct WorkerConfig {
     pub enabled: bool,
     /// Hard limit of units of work (one flow × one business object) running at once.
     pub concurrency: usize,
-    /// How long a claim stays valid without renewal; renewed every third of it while work runs.
-    /// Must exceed the longest upstream call including its retries, so that a slow but live
-    /// worker never loses its work to another replica.
+    /// How long a claim stays valid without renewal. Short, so that the work of a process that
+    /// died is taken over within seconds; a live worker renews it every `lease_renew_secs`.
     pub lease_secs: u64,
+    /// Heartbeat: how often running work renews its lease (must be less than half of
+    /// `lease_secs`, so that one failed renewal does not lose the lease).
+    pub lease_renew_secs: u64,
     /// Polling backstop between claim rounds when no wake-up arrives.
     pub poll_interval_ms: u64,
     /// Delay before each retry of a retryable failure, in seconds (±20 % jitter); after the
-    /// last entry the next failure is final (`dead`).
+    /// last entry every further retry waits the last delay, until `max_retry_age_secs`.
     pub retry_schedule_secs: Vec<u64>,
-    /// A job older than this (since it was created or last replayed) is not retried again.
-    pub max_age_secs: u64,
+    /// A job that still fails retryably this long after it was created (or last replayed) is a
+    /// dead letter.
+    pub max_retry_age_secs: u64,
+    /// Former name of `max_retry_age_secs`, still accepted; when set it wins.
+    #[serde(default, skip_serializing)]
+    pub max_age_secs: Option<u64>,
     /// Pending events routed to flows per round.
     pub route_batch: usize,
     /// Most events of one business object merged into one reconcile.
@@ -370,12 +377,18 @@ impl Default for WorkerConfig {
 }
 
 impl WorkerConfig {
-    fn validate(&self, transports: &[(&str, &TransportConfig)]) -> Result<(), ConfigError> {
+    /// The maximum retry age in effect (`max_retry_age_secs`, or its former name).
+    pub fn max_retry_age(&self) -> Duration {
+        Duration::from_secs(self.max_age_secs.unwrap_or(self.max_retry_age_secs))
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
         let positive = [
             ("concurrency", self.concurrency as u64),
             ("lease_secs", self.lease_secs),
+            ("lease_renew_secs", self.lease_renew_secs),
             ("poll_interval_ms", self.poll_interval_ms),
-            ("max_age_secs", self.max_age_secs),
+            ("max_retry_age_secs", self.max_retry_age().as_secs()),
             ("route_batch", self.route_batch as u64),
             ("coalesce_max", self.coalesce_max as u64),
             ("retention_days", self.retention_days),
@@ -397,19 +410,15 @@ impl WorkerConfig {
                 "every delay must be greater than 0",
             ));
         }
-        for (at, transport) in transports {
-            let longest = transport
-                .request_timeout_secs
-                .saturating_mul(u64::from(transport.max_retries) + 1);
-            if self.lease_secs <= longest {
-                return Err(ConfigError::key(
-                    "worker.lease_secs",
-                    format!(
-                        "must exceed {longest} s, the longest upstream call \
-                         (`{at}.request_timeout_secs` × (`{at}.max_retries` + 1))"
-                    ),
-                ));
-            }
+        if self.lease_renew_secs.saturating_mul(2) >= self.lease_secs {
+            return Err(ConfigError::key(
+                "worker.lease_renew_secs",
+                format!(
+                    "must be less than half of `worker.lease_secs` ({} s), so that one missed \
+                     renewal does not lose the lease",
+                    self.lease_secs
+                ),
+            ));
         }
         Ok(())
     }
@@ -497,10 +506,11 @@ circuit_open_secs = 30
 [worker]
 enabled = true
 concurrency = 8
-lease_secs = 600
+lease_secs = 30
+lease_renew_secs = 10
 poll_interval_ms = 1000
 retry_schedule_secs = [5, 30, 120, 600, 1800, 3600]
-max_age_secs = 86400
+max_retry_age_secs = 86400
 route_batch = 200
 coalesce_max = 100
 retention_days = 14
@@ -662,10 +672,7 @@ impl Settings {
         self.opentext.tls().validate("opentext")?;
         self.allportal.transport.validate("allportal.transport")?;
         self.opentext.transport.validate("opentext.transport")?;
-        self.worker.validate(&[
-            ("allportal.transport", &self.allportal.transport),
-            ("opentext.transport", &self.opentext.transport),
-        ])?;
+        self.worker.validate()?;
         self.flows
             .validate()
             .map_err(|e| ConfigError::key(&e.key, e.problem))?;

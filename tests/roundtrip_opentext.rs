@@ -630,6 +630,22 @@ async fn workflows_are_drafted_filled_started_and_report_their_decision() {
     assert_eq!(status.state, WorkflowState::OnTime);
     assert!(!status.state.is_finished());
 
+    // Found again by a part of its title, as a run after a crash looks it up.
+    let map = sample_ids::WORKFLOW_CHANGE_APPROVAL;
+    let running = ot
+        .active_workflows(map, "B-1001", Some(ws))
+        .await
+        .expect("running workflows");
+    assert_eq!(running.len(), 1, "{running:?}");
+    assert_eq!(running[0].process_id, process.process_id);
+    assert_eq!(running[0].title, "Change B-1001");
+    assert!(
+        ot.active_workflows(map, "B-9999", None)
+            .await
+            .expect("running workflows")
+            .is_empty()
+    );
+
     let completed: Value = reqwest::Client::new()
         .post(format!(
             "{}/workflows/{}/complete",
@@ -650,6 +666,20 @@ async fn workflows_are_drafted_filled_started_and_report_their_decision() {
         .await
         .expect("status");
     assert_eq!(status.state, WorkflowState::Completed);
+    assert!(
+        ot.active_workflows(map, "B-1001", None)
+            .await
+            .expect("running workflows")
+            .is_empty(),
+        "a decided workflow is not running"
+    );
+    let initiated = ot.initiated_workflows().await.expect("initiated workflows");
+    assert!(
+        initiated
+            .iter()
+            .any(|w| w.process_id == process.process_id && w.title == "Change B-1001"),
+        "{initiated:?}"
+    );
     let step = status
         .completed
         .iter()
@@ -739,8 +769,10 @@ async fn records_are_classified_finalized_held_and_the_workspace_made_read_only(
         "{stale:?}"
     );
 
+    assert!(!ot.rm_classifications(ws).await.expect("rm").finalized);
     ot.finalize_records(&[ws]).await.expect("finalize");
     assert_eq!(node_state(&sim, ws)["finalized"], true);
+    assert!(ot.rm_classifications(ws).await.expect("rm").finalized);
 
     assert!(ot.node_holds(ws).await.expect("holds").is_empty());
     ot.apply_hold(ws, sample_ids::HOLD_PRODUCT_LIABILITY)

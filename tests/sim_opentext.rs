@@ -724,6 +724,43 @@ async fn workflow_draft_initiate_status_and_signed_decision_callback() {
     assert_eq!(st["results"]["wf_details"]["status"], "ontime");
     assert_eq!(st["results"]["wf_details"]["wf_name"], "Change 4711");
 
+    // The running-workflow list filters by map, a part of the title and the business workspace
+    // (content-server-rest-api-2.0.2: getWorkflowRunning_v2, `workflow_active_properties`).
+    let map = sample_ids::WORKFLOW_CHANGE_APPROVAL;
+    let (status, active) = ot
+        .get(&format!(
+            "/api/v2/workflows/status/active?mapObjId={map}&search_name=change%204711&businessWorkspaceID={ws}"
+        ))
+        .await;
+    assert_eq!(status, 200, "{active}");
+    let found = active["results"].as_array().unwrap();
+    assert_eq!(found.len(), 1, "{active}");
+    assert_eq!(found[0]["Work_WorkID"], pid);
+    assert_eq!(found[0]["SubWork_Title"], "Change 4711");
+    assert_eq!(found[0]["Map_MapObjID"], map);
+    for miss in [
+        format!("mapObjId={}", map + 1),
+        "search_name=other".to_string(),
+        format!("businessWorkspaceID={}", ws + 1),
+    ] {
+        let (_, none) = ot
+            .get(&format!("/api/v2/workflows/status/active?{miss}"))
+            .await;
+        assert_eq!(none["results"], json!([]), "{miss}: {none}");
+    }
+    let (status, initiated) = ot.get("/api/v2/workflows/status?Kind=Initiated").await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        initiated["results"][0]["data"]["wfstatus"]["process_id"],
+        pid
+    );
+    assert_eq!(
+        initiated["results"][0]["data"]["wfstatus"]["wf_name"],
+        "Change 4711"
+    );
+    let (status, _) = ot.get("/api/v2/workflows/status?Kind=Everything").await;
+    assert_eq!(status, 400);
+
     let (status, bad) = ot
         .body(
             reqwest::Method::POST,
@@ -763,6 +800,16 @@ async fn workflow_draft_initiate_status_and_signed_decision_callback() {
         .get(&format!("/api/v2/workflows/status/processes/{pid}"))
         .await;
     assert_eq!(st["results"]["wf_details"]["status"], "completed");
+    // A decided workflow is no longer running, but still listed as initiated.
+    let (_, active) = ot
+        .get(&format!("/api/v2/workflows/status/active?mapObjId={map}"))
+        .await;
+    assert_eq!(active["results"], json!([]));
+    let (_, initiated) = ot.get("/api/v2/workflows/status?Kind=Initiated").await;
+    assert_eq!(
+        initiated["results"][0]["data"]["wfstatus"]["status_key"],
+        "completed"
+    );
     let (_, acts) = ot
         .get(&format!(
             "/api/v2/processes/{pid}/subprocesses/{pid}/activities"

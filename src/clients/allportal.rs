@@ -593,6 +593,27 @@ impl AllportalClient {
 
     /// Uploads the content of a file object (`PUT …/media[/{type}]`, multipart `file`),
     /// streamed.
+    /// The media types an object has content for (`GET …/objects/{id}/media` → `mediaTypes`).
+    pub async fn media_types(&self, module: &str, id: &str) -> Result<Vec<String>, UpstreamError> {
+        let response = self
+            .transport
+            .send(Deadline::Total, || {
+                self.request(Method::GET, MEDIA, &[module, id])
+            })
+            .await?;
+        let answer: Value = decode_json(response, map_error).await?;
+        Ok(answer
+            .get("mediaTypes")
+            .and_then(Value::as_array)
+            .map(|types| {
+                types
+                    .iter()
+                    .filter_map(|t| t.as_str().map(str::to_string))
+                    .collect()
+            })
+            .unwrap_or_default())
+    }
+
     pub async fn upload_media(
         &self,
         module: &str,

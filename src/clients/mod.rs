@@ -2,6 +2,7 @@
 //! per upstream. They know nothing of flows: they return typed values and [`UpstreamError`]s.
 
 pub mod allportal;
+pub mod crash;
 pub mod error;
 pub mod file;
 pub mod opentext;

@@ -701,16 +701,25 @@ impl Transport {
         progress: Option<&AtomicU64>,
     ) -> Result<Response, UpstreamError> {
         let timeout = self.policy.request_timeout;
+        let (client, request) = request.build_split();
+        let mut request = request.map_err(UpstreamError::from_reqwest)?;
+        let write = !matches!(*request.method(), Method::GET | Method::HEAD);
         let result = match (progress, deadline) {
-            (Some(progress), _) => stall_guarded(request.send(), progress, timeout).await,
-            (None, Deadline::Total) => request.timeout(timeout).send().await.map_err(Some),
+            (Some(progress), _) => stall_guarded(client.execute(request), progress, timeout).await,
+            (None, Deadline::Total) => {
+                *request.timeout_mut() = Some(timeout);
+                client.execute(request).await.map_err(Some)
+            }
             (None, Deadline::Headers) => {
-                match tokio::time::timeout(timeout, request.send()).await {
+                match tokio::time::timeout(timeout, client.execute(request)).await {
                     Ok(result) => result.map_err(Some),
                     Err(_) => Err(None),
                 }
             }
         };
+        if write && result.is_ok() {
+            super::crash::write_answered();
+        }
         result.map_err(|e| match e {
             Some(e) => UpstreamError::from_reqwest(e),
             None => UpstreamError::Transport {

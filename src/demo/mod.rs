@@ -49,8 +49,14 @@ pub async fn run(keep_running: bool) -> anyhow::Result<ExitCode> {
         &scenario.facts,
     );
     let work = stats::collect(stack.store.as_ref()).await?;
+    let echoes = stats::echoes(stack.store.as_ref(), &scenario.facts.steps).await?;
     println!();
     print!("{}", table::render(&results, &work));
+    println!();
+    println!(
+        "echoes of the bridge's own write-backs: {} recognised, {} write(s) caused",
+        echoes.recognised, echoes.caused_writes
+    );
     println!();
     let failures: Vec<String> = results
         .iter()
@@ -59,7 +65,7 @@ pub async fn run(keep_running: bool) -> anyhow::Result<ExitCode> {
     for failure in &failures {
         println!("check failed: {failure}");
     }
-    let passed = story.is_ok() && failures.is_empty();
+    let passed = story.is_ok() && failures.is_empty() && echoes.caused_writes == 0;
     let verdict = if passed {
         "all seven flows reached their expected end state"
     } else {

@@ -30,6 +30,8 @@ pub struct Facts {
     /// The document a partner uploaded in OpenText and that was then approved.
     pub partner_node: i64,
     pub partner_document_sha256: String,
+    /// When each step began and ended (unix ms), to attribute events to the step they belong to.
+    pub steps: Vec<(i64, i64)>,
 }
 
 pub struct Scenario<'a> {
@@ -61,10 +63,20 @@ impl<'a> Scenario<'a> {
         self.change().await?;
         self.partner().await?;
         self.archival().await?;
+        self.close_step();
         Ok(())
     }
 
+    fn close_step(&mut self) {
+        if let Some(last) = self.facts.steps.last_mut() {
+            last.1 = crate::store::now_millis();
+        }
+    }
+
     fn begin(&mut self, flow: &str, what: &str) {
+        self.close_step();
+        let now = crate::store::now_millis();
+        self.facts.steps.push((now, now));
         self.step += 1;
         print!("[{}/{STEPS}] {flow:<10} {what} … ", self.step);
         let _ = std::io::stdout().flush();

@@ -113,6 +113,10 @@ impl Stack {
                 api_key: secrets.allportal_api_key.clone(),
                 webhook_url: Some(format!("{bridge_url}/webhooks/allportal").parse()?),
                 webhook_secret: Some(secrets.allportal_webhook.clone()),
+                // Every write, the bridge's own included, sends its change webhook, and before
+                // the write is answered: the echo of a write-back races its response.
+                auto_webhooks: true,
+                webhooks_before_response: true,
                 seed: Some(sample_catalogue()),
                 ..AllportalSimOptions::default()
             },

@@ -11,6 +11,7 @@ use super::engine::{MappedFlow, Placed};
 use super::ensure::{Content, DocumentSpec};
 use super::error::FlowResult;
 use super::fields::{Scope, value_text};
+use super::intent::{action, new_token};
 use super::run::{Run, System, is_planned};
 use super::snapshot::{Row, html_page};
 use crate::clients::allportal::{AuditEvent, ModuleObject};
@@ -41,15 +42,18 @@ pub(crate) async fn after_content(
     };
     classify(run, ws, records.rm_class_id).await?;
     if records.finalize && !documents.is_empty() {
-        let description = format!("finalize {} record(s)", documents.len());
-        if run.write(System::Opentext, "finalize_records", description) {
-            run.env.opentext.finalize_records(&documents).await?;
-        }
+        finalize(run, ws, &documents).await?;
     }
     if let Some(hold) = records.hold_id {
+        // The holds on the workspace are read first, so a hold applied by a run that died
+        // before recording it is found; the intent records that the call was made.
         let held = !is_planned(ws) && run.env.opentext.node_holds(ws).await?.contains(&hold);
         if !held && run.write(System::Opentext, "apply_hold", format!("apply hold {hold}")) {
+            let intent = run
+                .intend(action::APPLY_HOLD, &format!("{ws}:{hold}"), &new_token())
+                .await?;
             run.env.opentext.apply_hold(ws, hold).await?;
+            run.fulfilled(intent, json!({ "hold_id": hold })).await?;
         }
     }
     if records.read_only
@@ -63,6 +67,31 @@ pub(crate) async fn after_content(
     }
     state.insert("finalized".into(), json!(true));
     Ok(())
+}
+
+/// Finalizes the records once: after a crash, only those OpenText does not report finalized.
+async fn finalize(run: &mut Run<'_>, ws: NodeId, documents: &[NodeId]) -> FlowResult<()> {
+    let description = format!("finalize {} record(s)", documents.len());
+    if !run.write(System::Opentext, "finalize_records", description) {
+        return Ok(());
+    }
+    let intent = run
+        .intend(action::FINALIZE_RECORDS, &ws.to_string(), &new_token())
+        .await?;
+    let ot = run.env.opentext.clone();
+    // A run that reached this point before (and died before saving its state) may have
+    // finalized some or all of the records: only those OpenText reports open are finalized.
+    let looked_at = intent.recovering || intent.earlier.is_some();
+    let mut open = Vec::new();
+    for &document in documents {
+        if !looked_at || !ot.rm_classifications(document).await?.finalized {
+            open.push(document);
+        }
+    }
+    if !open.is_empty() {
+        ot.finalize_records(&open).await?;
+    }
+    run.fulfilled(intent, json!({ "finalized": open })).await
 }
 
 async fn classify(run: &mut Run<'_>, ws: NodeId, class_id: i64) -> FlowResult<()> {

@@ -176,7 +176,7 @@ impl MappedFlow {
             }
             Err(e) => return Err(e.into()),
         };
-        if let Some(reason) = echo::check(&self.env, module, &object).await? {
+        if let Some(reason) = echo::check(&self.env, module, &object, events).await? {
             return Ok(Some(reason));
         }
         let link = self.link(object_key).await?;

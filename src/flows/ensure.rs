@@ -10,11 +10,12 @@ use serde_json::{Map, Value, json};
 use super::error::{FlowError, FlowResult};
 use super::fields::value_text;
 use super::hash::{json_hash, sha256_hex, sha256_stream};
+use super::intent::{action, new_token};
 use super::run::{Run, System, is_planned};
 use crate::clients::file::FileUpload;
 use crate::clients::opentext::{
-    BusinessObject, DocumentCreate, NodeId, RelationType, VersionCreate, WorkspaceCreate,
-    WorkspaceRoles,
+    BusinessObject, DocumentCreate, NodeId, OpentextClient, RelationType, VersionCreate,
+    WorkspaceCreate, WorkspaceRoles,
 };
 use crate::clients::{TransportErrorKind, UpstreamError};
 use crate::store::{DocumentRecord, WorkflowRecord, now_millis, workflow_state};
@@ -264,7 +265,10 @@ impl Run<'_> {
                 }
                 (s.node_id, s.version)
             }
-            Some(s) => match self.add_version(s.node_id, spec, "content changed").await {
+            Some(s) => match self
+                .add_version(s.node_id, spec, &hash, "content changed")
+                .await
+            {
                 Ok(()) => {
                     let what = format!("`{}`", spec.name);
                     self.ensure_categories(s.node_id, &what, &spec.categories)
@@ -345,7 +349,8 @@ impl Run<'_> {
         let download = ot.download_content(node).await?;
         let (theirs, _) = sha256_stream(download.stream).await.map_err(body_error)?;
         if theirs != hash {
-            self.add_version(node, spec, "content differs").await?;
+            self.add_version(node, spec, hash, "content differs")
+                .await?;
         }
         let what = format!("`{}`", spec.name);
         self.ensure_categories(node, &what, &spec.categories)
@@ -358,26 +363,55 @@ impl Run<'_> {
         Ok((node, version))
     }
 
+    /// Adds a version with `spec`'s content (SHA-256 `hash`). The version's description
+    /// carries the hash, so that after a crash the version is found instead of added twice.
     async fn add_version(
         &mut self,
         node: NodeId,
         spec: &DocumentSpec,
+        hash: &str,
         why: &str,
     ) -> FlowResult<()> {
         let description = format!("add a version to `{}` ({why})", spec.name);
         if !self.write(System::Opentext, "add_version", description) {
             return Ok(());
         }
+        let tag = format!("sha256:{}", &hash[..hash.len().min(16)]);
+        let token = format!("{tag} {}", new_token());
+        let intent = self
+            .intend(action::ADD_VERSION, &format!("{node}:{tag}"), &token)
+            .await?;
+        let ot = self.env.opentext.clone();
+        // After a crash: the version this intent added, or, when an earlier intent for the
+        // same content was carried out, whether its version is still the latest.
+        let carries = |v: &crate::clients::opentext::Version, token: &str| {
+            v.description.as_deref().is_some_and(|d| d.contains(token))
+        };
+        let found = if intent.recovering {
+            let versions = ot.versions(node).await?;
+            versions.iter().any(|v| carries(v, intent.token()))
+        } else if let Some(earlier) = &intent.earlier {
+            let versions = ot.versions(node).await?;
+            let latest = versions
+                .iter()
+                .max_by_key(|v| v.version_number.unwrap_or(0));
+            latest.is_some_and(|v| carries(v, earlier))
+        } else {
+            false
+        };
+        if found {
+            return self.fulfilled(intent, json!({ "found": true })).await;
+        }
         let file = self.open(&spec.content, &spec.name).await?;
         let version = VersionCreate {
-            description: Some(format!("updated by xecm-bridge ({why})")),
+            description: Some(format!(
+                "updated by xecm-bridge ({why}) [{}]",
+                intent.token()
+            )),
             add_major_version: false,
         };
-        self.env
-            .opentext
-            .upload_version(node, &version, file)
-            .await?;
-        Ok(())
+        ot.upload_version(node, &version, file).await?;
+        self.fulfilled(intent, json!({})).await
     }
 
     /// The content's SHA-256. A rendition whose source version equals the recorded one is
@@ -492,19 +526,40 @@ impl Run<'_> {
         if !self.write(System::Opentext, "start_workflow", description) {
             return Ok(None);
         }
-        let ot = &self.env.opentext;
-        let draft = ot.create_draft_process(map_id, documents).await?;
-        let mut values = Map::new();
-        values.insert(
-            "WorkflowForm_Title".into(),
-            Value::String(title.to_string()),
-        );
-        for (name, value) in attributes {
-            values.insert(name.clone(), Value::String(value.clone()));
+        // Started (and recorded) by a run that died before saving its state: that one counts.
+        let recorded = self.env.store.workflows_of(self.flow, record_key).await?;
+        if let Some(running) = recorded
+            .iter()
+            .find(|w| w.object_key == record_key && w.state == workflow_state::RUNNING)
+        {
+            return Ok(Some(running.process_id.clone()));
         }
-        ot.update_draft_form(draft.draftprocess_id, &values).await?;
-        let started = ot.initiate_draft(draft.draftprocess_id, comment).await?;
-        let process_id = started.process_id.to_string();
+        // The title carries the intent's token, so that a run after a crash finds the workflow
+        // in OpenText's workflow lists instead of starting a second one.
+        let intent = self
+            .intend(action::START_WORKFLOW, record_key, &new_token())
+            .await?;
+        let tagged = format!("{title} [{}]", intent.token());
+        let ot = self.env.opentext.clone();
+        let found = if intent.recovering {
+            find_workflow(&ot, map_id, intent.token()).await?
+        } else {
+            None
+        };
+        let process_id = match found {
+            Some(pid) => pid.to_string(),
+            None => {
+                let draft = ot.create_draft_process(map_id, documents).await?;
+                let mut values = Map::new();
+                values.insert("WorkflowForm_Title".into(), Value::String(tagged));
+                for (name, value) in attributes {
+                    values.insert(name.clone(), Value::String(value.clone()));
+                }
+                ot.update_draft_form(draft.draftprocess_id, &values).await?;
+                let started = ot.initiate_draft(draft.draftprocess_id, comment).await?;
+                started.process_id.to_string()
+            }
+        };
         let now = now_millis();
         self.env
             .store
@@ -518,6 +573,26 @@ impl Run<'_> {
                 updated_at: now,
             })
             .await?;
+        self.fulfilled(intent, json!({ "process_id": process_id }))
+            .await?;
         Ok(Some(process_id))
     }
+}
+
+/// The workflow of map `map_id` whose title carries `token`: first among the running ones
+/// (filtered by OpenText), then among all the account initiated (it may be decided already).
+async fn find_workflow(
+    ot: &OpentextClient,
+    map_id: NodeId,
+    token: &str,
+) -> FlowResult<Option<i64>> {
+    let running = ot.active_workflows(map_id, token, None).await?;
+    if let Some(found) = running.iter().find(|w| w.title.contains(token)) {
+        return Ok(Some(found.process_id));
+    }
+    let initiated = ot.initiated_workflows().await?;
+    Ok(initiated
+        .iter()
+        .find(|w| w.title.contains(token))
+        .map(|w| w.process_id))
 }

@@ -14,6 +14,13 @@ impl Classify for UpstreamError {
     fn retry_after(&self) -> Option<Duration> {
         UpstreamError::retry_after(self)
     }
+
+    fn circuit_open(&self) -> Option<Duration> {
+        match self {
+            UpstreamError::CircuitOpen { retry_after, .. } => Some(*retry_after),
+            _ => None,
+        }
+    }
 }
 
 #[derive(Debug, thiserror::Error)]

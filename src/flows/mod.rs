@@ -9,7 +9,8 @@
 //! The building blocks: [`mapping`] (configuration and its validation), [`schema`] (field
 //! checks against 4ALLPORTAL's module schemas), [`fields`], [`pattern`], [`condition`],
 //! [`hash`], [`snapshot`], [`run`] (plan/apply), [`ensure`] (idempotent OpenText operations),
-//! [`echo`] (write-backs and their echoes), [`feed`] (the workflow poller's source).
+//! [`echo`] (write-backs and their echoes), [`intent`] (exactly-once creates), [`feed`] (the
+//! workflow poller's source).
 
 pub mod archival;
 pub mod change;
@@ -22,6 +23,7 @@ pub mod error;
 pub mod feed;
 pub mod fields;
 pub mod hash;
+pub mod intent;
 pub mod mapping;
 pub mod partner;
 pub mod pattern;

@@ -10,12 +10,12 @@ use serde_json::{Map, Value, json};
 use super::engine::{MappedFlow, Target, pattern};
 use super::error::{FlowError, FlowResult};
 use super::fields::{Scope, value_text};
-use super::hash::{json_hash, sha256_hex};
+use super::hash::sha256_hex;
 use super::run::{Run, System};
 use crate::clients::UpstreamError;
-use crate::clients::allportal::{DimensionedValue, ModuleObject, ObjectQuery, ObjectWrite};
+use crate::clients::allportal::{DimensionedValue, ObjectQuery, ObjectWrite};
 use crate::clients::file::FileUpload;
-use crate::store::{DocumentRecord, StoredEvent, WritebackRecord, now_millis};
+use crate::store::{DocumentRecord, StoredEvent, now_millis};
 
 /// Remembers which partner and products a workspace is for (the import needs them).
 pub(crate) fn remember_items(
@@ -96,15 +96,17 @@ pub(crate) async fn on_document(
         .and_then(value_text)
         .unwrap_or_else(|| format!("partner document {node}"));
     let ap = run.env.allportal.clone();
-    let exists = match ap
+    // The id is derived from the node and version, so the object is found again after a crash;
+    // an object without its content was cut short between the create and the upload.
+    let (exists, has_content) = match ap
         .get_object(&import.module, &id, &ObjectQuery::default())
         .await
     {
-        Ok(_) => true,
-        Err(UpstreamError::NotFound { .. }) => false,
+        Ok(_) => (true, !ap.media_types(&import.module, &id).await?.is_empty()),
+        Err(UpstreamError::NotFound { .. }) => (false, false),
         Err(e) => return Err(e.into()),
     };
-    if !exists {
+    if !has_content {
         let description = format!(
             "import `{name}` from OpenText node {node} as {}/{id}",
             import.module
@@ -120,16 +122,20 @@ pub(crate) async fn on_document(
                     "OpenText node {node} came without a length"
                 )))
             })?;
-            let vars = BTreeMap::from([
-                ("document_name", name.clone()),
-                ("node_id", node.to_string()),
-                ("version", version.to_string()),
-                ("partner_id", partner.clone()),
-                ("product_id", products.join(",")),
-                ("mime_type", mime.clone()),
-            ]);
-            let write = file_write(&id, &import.fields, &vars)?;
-            ap.create_file_object(&import.module, write, file).await?;
+            if exists {
+                ap.upload_media(&import.module, &id, None, file).await?;
+            } else {
+                let vars = BTreeMap::from([
+                    ("document_name", name.clone()),
+                    ("node_id", node.to_string()),
+                    ("version", version.to_string()),
+                    ("partner_id", partner.clone()),
+                    ("product_id", products.join(",")),
+                    ("mime_type", mime.clone()),
+                ]);
+                let write = file_write(&id, &import.fields, &vars)?;
+                ap.create_file_object(&import.module, write, file).await?;
+            }
         }
     }
     let product_module = flow
@@ -179,8 +185,8 @@ fn file_write(
     Ok(write)
 }
 
-/// Adds the file to the product's relation field unless it is there; the write is recorded so
-/// that its change event is recognised as the bridge's own.
+/// Adds the file to the product's relation field unless it is there (recorded first, so that
+/// its change event is recognised as the bridge's own).
 async fn link_product(
     run: &mut Run<'_>,
     module: &str,
@@ -188,32 +194,7 @@ async fn link_product(
     field: &str,
     file_id: &str,
 ) -> FlowResult<()> {
-    let ap = run.env.allportal.clone();
-    let current: ModuleObject = ap
-        .get_object(module, product, &ObjectQuery::default())
-        .await?;
-    if current.related_ids(field).iter().any(|i| i == file_id) {
-        return Ok(());
-    }
-    let description = format!("link {file_id} to {module}/{product} ({field})");
-    if !run.write(System::Allportal, "link", description) {
-        return Ok(());
-    }
-    ap.link(module, product, field, &[file_id]).await?;
-    let after = ap
-        .get_object(module, product, &ObjectQuery::default())
-        .await?;
-    run.env
-        .store
-        .record_writeback(&WritebackRecord {
-            module: module.to_string(),
-            object_id: product.to_string(),
-            fields: vec![field.to_string()],
-            values_hash: json_hash(&json!({ field: file_id })),
-            mod_time_after: after.mod_time,
-            at: now_millis(),
-        })
-        .await?;
+    super::echo::link(run, module, product, field, file_id).await?;
     Ok(())
 }
 

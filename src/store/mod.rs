@@ -339,6 +339,28 @@ pub trait Store: Send + Sync + 'static {
         module: &str,
         object_id: &str,
     ) -> Result<Option<WritebackRecord>, StoreError>;
+
+    /// The bridge's `limit` most recent writes to one 4ALLPORTAL object, newest first.
+    async fn recent_writebacks(
+        &self,
+        module: &str,
+        object_id: &str,
+        limit: i64,
+    ) -> Result<Vec<WritebackRecord>, StoreError>;
+
+    // ----- intents of creates without a natural key -----
+
+    /// The intent of one create, if recorded.
+    async fn get_intent(
+        &self,
+        flow: &str,
+        object_key: &str,
+        action: &str,
+        target: &str,
+    ) -> Result<Option<IntentRecord>, StoreError>;
+
+    /// Creates or replaces an intent; durable when it returns.
+    async fn put_intent(&self, intent: &IntentRecord) -> Result<(), StoreError>;
 }
 
 /// The synthetic event behind [`Store::resync`].

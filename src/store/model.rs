@@ -35,6 +35,8 @@ pub mod outcome {
     pub const ABANDONED: &str = "abandoned";
     /// Shutdown released the work before it finished; the attempt does not count.
     pub const RELEASED: &str = "released";
+    /// An upstream the flow needs was unavailable (circuit open); the attempt does not count.
+    pub const PARKED: &str = "parked";
 }
 
 /// The reason recorded on an event that no flow wants.
@@ -59,7 +61,8 @@ pub struct ClaimRequest {
     pub lease_until: i64,
     /// Most jobs merged into one unit.
     pub max_jobs: i64,
-    /// A job whose lease ran out this many times within its retry budget is dead.
+    /// A job whose lease ran out this many times within its retry budget is dead (the worker
+    /// passes `i64::MAX`: only the maximum retry age ends retries).
     pub max_attempts: i64,
 }
 
@@ -116,6 +119,8 @@ pub struct JobTransition {
     pub state: &'static str,
     pub next_attempt_at: i64,
     pub last_error: Option<String>,
+    /// The run did not count against the retry schedule (parked while a circuit was open).
+    pub refund_attempt: bool,
 }
 
 /// Filter of the event list and of bulk replay; every field narrows.
@@ -282,9 +287,36 @@ pub struct WritebackRecord {
     pub object_id: String,
     /// Names of the fields written.
     pub fields: Vec<String>,
-    /// Hash of the values written.
+    /// Hash of the object's content as the write leaves it, recorded before the write: a change
+    /// event whose object shows exactly this content is the write's echo.
     pub values_hash: String,
-    /// The object's `mod_time` right after the write.
+    /// The object's `mod_time` right after the write (not known when recorded before it).
     pub mod_time_after: Option<String>,
     pub at: i64,
+}
+
+/// A create without a natural key, recorded before its call (`intents`). Found `pending` by a
+/// later run, it means the call may have happened: look the outcome up by `token` first.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct IntentRecord {
+    pub flow: String,
+    pub object_key: String,
+    /// `start_workflow`, `add_version`, `finalize_records`, `apply_hold`.
+    pub action: String,
+    /// What the call acts on (a workspace, a node, …), so one object can hold several intents.
+    pub target: String,
+    /// The identity the outcome carries (e.g. in a workflow's title), for the lookup.
+    pub token: String,
+    /// `pending` until the outcome is known, then `done`.
+    pub state: String,
+    /// What the call produced (e.g. the process id), once done.
+    pub detail: serde_json::Value,
+    pub created_at: i64,
+    pub updated_at: i64,
+}
+
+/// States of an [`IntentRecord`].
+pub mod intent_state {
+    pub const PENDING: &str = "pending";
+    pub const DONE: &str = "done";
 }

@@ -26,10 +26,10 @@ use tokio::sync::Notify;
 use super::{BACKEND, Backend, Db, EMPTY_BYTES, FOR_UPDATE, MIGRATOR, SKIP_LOCKED};
 use crate::store::{
     AttemptRecord, AttemptResult, Backlog, ClaimRequest, ClaimedJob, ClaimedWork, DocumentRecord,
-    EventDetail, EventFilter, EventNote, EventPage, FlowStats, InsertOutcome, JobRecord,
-    JobTransition, LinkRecord, NO_FLOW_WANTS_IT, NewEvent, Page, ReplayOutcome, Routing, Source,
-    Store, StoreError, StoredEvent, WorkflowRecord, WritebackRecord, new_event_id, outcome, state,
-    workflow_state,
+    EventDetail, EventFilter, EventNote, EventPage, FlowStats, InsertOutcome, IntentRecord,
+    JobRecord, JobTransition, LinkRecord, NO_FLOW_WANTS_IT, NewEvent, Page, ReplayOutcome, Routing,
+    Source, Store, StoreError, StoredEvent, WorkflowRecord, WritebackRecord, new_event_id, outcome,
+    state, workflow_state,
 };
 
 /// A connection (or an open transaction, which dereferences to one).
@@ -206,7 +206,7 @@ impl Store for Backend {
             sqlx::query(
                 "UPDATE jobs SET state = $1, next_attempt_at = $2, last_error = $3,
                         lease_owner = NULL, lease_expires_at = NULL, updated_at = $4,
-                        finished_at = $5
+                        finished_at = $5, attempts = attempts - $8
                  WHERE id = $6 AND lease_owner = $7 AND state = 'running'",
             )
             .bind(t.state)
@@ -216,8 +216,12 @@ impl Store for Backend {
             .bind(finished)
             .bind(t.job_id)
             .bind(&work.owner)
+            .bind(i64::from(t.refund_attempt))
             .execute(&mut *tx)
             .await?;
+        }
+        if let Some(at) = retry_time(transitions) {
+            join_retry_after_run(&mut tx, work, at).await?;
         }
         refresh_events(&mut tx, &work.event_ids(), result.finished_at).await?;
         tx.commit().await?;
@@ -653,6 +657,71 @@ impl Store for Backend {
         .map(writeback_from_row)
         .transpose()
     }
+
+    async fn recent_writebacks(
+        &self,
+        module: &str,
+        object_id: &str,
+        limit: i64,
+    ) -> Result<Vec<WritebackRecord>, StoreError> {
+        sqlx::query(
+            "SELECT module, object_id, fields, values_hash, mod_time_after, at FROM writebacks
+             WHERE module = $1 AND object_id = $2 ORDER BY id DESC LIMIT $3",
+        )
+        .bind(module)
+        .bind(object_id)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?
+        .iter()
+        .map(writeback_from_row)
+        .collect()
+    }
+
+    async fn get_intent(
+        &self,
+        flow: &str,
+        object_key: &str,
+        action: &str,
+        target: &str,
+    ) -> Result<Option<IntentRecord>, StoreError> {
+        sqlx::query(
+            "SELECT flow, object_key, action, target, token, state, detail, created_at, updated_at
+             FROM intents WHERE flow = $1 AND object_key = $2 AND action = $3 AND target = $4",
+        )
+        .bind(flow)
+        .bind(object_key)
+        .bind(action)
+        .bind(target)
+        .fetch_optional(&self.pool)
+        .await?
+        .as_ref()
+        .map(intent_from_row)
+        .transpose()
+    }
+
+    async fn put_intent(&self, intent: &IntentRecord) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO intents (flow, object_key, action, target, token, state, detail,
+                                  created_at, updated_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
+             ON CONFLICT (flow, object_key, action, target) DO UPDATE SET
+                token = excluded.token, state = excluded.state, detail = excluded.detail,
+                updated_at = excluded.updated_at",
+        )
+        .bind(&intent.flow)
+        .bind(&intent.object_key)
+        .bind(&intent.action)
+        .bind(&intent.target)
+        .bind(&intent.token)
+        .bind(&intent.state)
+        .bind(&intent.detail)
+        .bind(intent.created_at)
+        .bind(intent.updated_at)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
 }
 
 /// Ready only if every migration this build knows has been applied.
@@ -864,7 +933,51 @@ async fn route_one(tx: &mut Conn, routing: &Routing, now: i64) -> Result<bool, S
         .execute(&mut *tx)
         .await?;
     }
+    join_waiting_retry(tx, &routing.event_id).await?;
     Ok(true)
+}
+
+/// New jobs of an event join a retry their (flow, object key) is already waiting for: they wait
+/// with it instead of pulling it forward.
+async fn join_waiting_retry(tx: &mut Conn, event_id: &str) -> Result<(), StoreError> {
+    sqlx::query(
+        "UPDATE jobs SET next_attempt_at = COALESCE((SELECT MAX(w.next_attempt_at) FROM jobs w
+                WHERE w.flow = jobs.flow AND w.object_key = jobs.object_key
+                  AND w.state = 'pending' AND w.last_error IS NOT NULL
+                  AND w.next_attempt_at > jobs.next_attempt_at), jobs.next_attempt_at)
+         WHERE event_id = $1 AND state = 'pending'",
+    )
+    .bind(event_id)
+    .execute(&mut *tx)
+    .await?;
+    Ok(())
+}
+
+/// Jobs of the key that arrived while a run was under way wait for that run's retry at `at`.
+async fn join_retry_after_run(
+    tx: &mut Conn,
+    work: &ClaimedWork,
+    at: i64,
+) -> Result<(), StoreError> {
+    sqlx::query(
+        "UPDATE jobs SET next_attempt_at = $1
+         WHERE flow = $2 AND object_key = $3 AND state = 'pending' AND next_attempt_at < $1",
+    )
+    .bind(at)
+    .bind(&work.flow)
+    .bind(&work.object_key)
+    .execute(&mut *tx)
+    .await?;
+    Ok(())
+}
+
+/// The latest retry time among the transitions that keep a job pending, if any.
+fn retry_time(transitions: &[JobTransition]) -> Option<i64> {
+    transitions
+        .iter()
+        .filter(|t| t.state == state::PENDING)
+        .map(|t| t.next_attempt_at)
+        .max()
 }
 
 /// Jobs whose lease ran out while `running` (their worker died) become pending again, or dead
@@ -1191,5 +1304,19 @@ fn writeback_from_row(row: &DbRow) -> Result<WritebackRecord, StoreError> {
         values_hash: row.try_get("values_hash")?,
         mod_time_after: row.try_get("mod_time_after")?,
         at: row.try_get("at")?,
+    })
+}
+
+fn intent_from_row(row: &DbRow) -> Result<IntentRecord, StoreError> {
+    Ok(IntentRecord {
+        flow: row.try_get("flow")?,
+        object_key: row.try_get("object_key")?,
+        action: row.try_get("action")?,
+        target: row.try_get("target")?,
+        token: row.try_get("token")?,
+        state: row.try_get("state")?,
+        detail: row.try_get("detail")?,
+        created_at: row.try_get("created_at")?,
+        updated_at: row.try_get("updated_at")?,
     })
 }

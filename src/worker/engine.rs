@@ -119,7 +119,8 @@ impl Engine {
                 now,
                 lease_until: now + millis(self.lease()),
                 max_jobs: self.cfg.coalesce_max as i64,
-                max_attempts: self.policy.max_attempts(),
+                // Only the maximum retry age ends retries, also for work a dead worker left.
+                max_attempts: i64::MAX,
             };
             let Some(work) = self.store.claim(&request).await? else {
                 return Ok(());
@@ -214,20 +215,26 @@ impl Engine {
         }
     }
 
-    /// Renews the lease every third of its length; cancels `lost` when it is gone.
+    /// Heartbeat: renews the lease every `lease_renew_secs`; cancels `lost` when the lease is
+    /// gone, or when renewals kept failing until it ran out (another worker may take it then,
+    /// so this one must stop before it could duplicate an effect).
     async fn renew_until_done(self: Arc<Self>, work: ClaimedWork, lost: CancellationToken) {
-        let every = self.lease() / 3;
+        let every = Duration::from_secs(self.cfg.lease_renew_secs);
+        let mut held_until = work.lease_until;
         loop {
             tokio::time::sleep(every).await;
             let now = self.clock.now_millis();
-            match self
-                .store
-                .renew_lease(&work, now + millis(self.lease()), now)
-                .await
-            {
-                Ok(true) => {}
+            let until = now + millis(self.lease());
+            match self.store.renew_lease(&work, until, now).await {
+                Ok(true) => held_until = until,
                 Ok(false) => {
                     tracing::warn!(flow = %work.flow, object_key = %work.object_key, "lease lost");
+                    lost.cancel();
+                    return;
+                }
+                Err(error) if now + millis(every) >= held_until => {
+                    tracing::error!(%error, flow = %work.flow, key = %work.object_key,
+                        "lease renewal failed until the lease ran out; stopping the work");
                     lost.cancel();
                     return;
                 }

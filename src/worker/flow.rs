@@ -32,10 +32,16 @@ pub enum FlowOutcome {
     /// The object does not qualify (e.g. not launch-ready): the jobs are `ignored` with this
     /// reason.
     Skipped { reason: String },
-    /// Worth trying again later (transport, 5xx, 429, circuit open, lease lost).
+    /// Worth trying again later (transport, 5xx, 429, lease lost).
     Retryable {
         error: String,
         retry_after: Option<Duration>,
+    },
+    /// An upstream the flow needs is known to be down (its circuit is open): the jobs wait
+    /// until it lets a probe through again, without spending an attempt of the schedule.
+    Parked {
+        reason: String,
+        resume_after: Duration,
     },
     /// Trying again cannot help (validation, most 4xx, mapping error): dead at once.
     Permanent { error: String },
@@ -49,12 +55,22 @@ pub trait Classify: std::fmt::Display {
     fn retry_after(&self) -> Option<Duration> {
         None
     }
+
+    /// When the upstream's circuit is open: how long until it lets a probe through.
+    fn circuit_open(&self) -> Option<Duration> {
+        None
+    }
 }
 
 impl FlowOutcome {
     /// The outcome of a flow that failed with `error`.
     pub fn from_error<E: Classify + ?Sized>(error: &E) -> Self {
-        if error.is_retryable() {
+        if let Some(resume_after) = error.circuit_open() {
+            FlowOutcome::Parked {
+                reason: error.to_string(),
+                resume_after,
+            }
+        } else if error.is_retryable() {
             FlowOutcome::Retryable {
                 error: error.to_string(),
                 retry_after: error.retry_after(),
@@ -80,6 +96,7 @@ impl FlowOutcome {
             FlowOutcome::Success { .. } => outcome::SUCCESS,
             FlowOutcome::Skipped { .. } => outcome::SKIPPED,
             FlowOutcome::Retryable { .. } => outcome::RETRYABLE,
+            FlowOutcome::Parked { .. } => outcome::PARKED,
             FlowOutcome::Permanent { .. } => outcome::PERMANENT,
         }
     }

@@ -1,4 +1,8 @@
-//! What happens to each job after a run: done, ignored, retried later, or dead.
+//! What happens to each job after a run: done, ignored, retried later, parked, or dead.
+//!
+//! Retries follow the schedule and the maximum age, never the traffic: the schedule's delays
+//! are spent one per failed attempt (the last delay repeats), a run parked behind an open
+//! circuit spends nothing, and only a permanent error or the maximum age makes a dead letter.
 
 use std::time::Duration;
 
@@ -25,17 +29,12 @@ impl RetryPolicy {
                 .iter()
                 .map(|s| Duration::from_secs(*s))
                 .collect(),
-            max_age: Duration::from_secs(cfg.max_age_secs),
+            max_age: cfg.max_retry_age(),
         }
     }
 
-    /// The first attempt plus one per scheduled retry.
-    pub fn max_attempts(&self) -> i64 {
-        self.schedule.len() as i64 + 1
-    }
-
-    /// The delay after failed attempt `attempt` (1-based, within the budget), or `None` when
-    /// that was the last one. `jitter` is in `[-1, 1]` and scales the ±20 % band.
+    /// The delay after failed attempt `attempt` (1-based): the schedule's entry, the last one
+    /// once the schedule is spent. `jitter` is in `[-1, 1]` and scales the ±20 % band.
     pub fn delay(
         &self,
         attempt: i64,
@@ -43,7 +42,11 @@ impl RetryPolicy {
         jitter: f64,
     ) -> Option<Duration> {
         let index = usize::try_from(attempt.checked_sub(1)?).ok()?;
-        let base = *self.schedule.get(index)?;
+        let base = *self
+            .schedule
+            .get(index)
+            .or(self.schedule.last())
+            .unwrap_or(&Duration::from_secs(1));
         let jittered = base.mul_f64(1.0 + JITTER * jitter.clamp(-1.0, 1.0));
         // The upstream knows best when it will be ready: its Retry-After wins when longer.
         Some(retry_after.map_or(jittered, |after| after.max(jittered)))
@@ -62,9 +65,9 @@ pub fn plan(
     let (error, summary) = match outcome {
         FlowOutcome::Success { summary } => (None, Some(summary.clone())),
         FlowOutcome::Skipped { reason } => (None, Some(serde_json::json!({ "skipped": reason }))),
-        FlowOutcome::Retryable { error, .. } | FlowOutcome::Permanent { error } => {
-            (Some(error.clone()), None)
-        }
+        FlowOutcome::Retryable { error, .. }
+        | FlowOutcome::Permanent { error }
+        | FlowOutcome::Parked { reason: error, .. } => (Some(error.clone()), None),
     };
     let result = AttemptResult {
         outcome: outcome.label(),
@@ -87,18 +90,43 @@ fn transition(
     now: i64,
     jitter: f64,
 ) -> JobTransition {
+    let too_old = now.saturating_sub(job.age_from) >= millis(policy.max_age);
+    let mut refund_attempt = false;
     let (state, next_attempt_at, last_error) = match outcome {
         FlowOutcome::Success { .. } => (state::DONE, now, None),
         FlowOutcome::Skipped { reason } => (state::IGNORED, now, Some(reason.clone())),
         FlowOutcome::Permanent { error } => (state::DEAD, now, Some(error.clone())),
+        FlowOutcome::Retryable { error, .. } | FlowOutcome::Parked { reason: error, .. }
+            if too_old =>
+        {
+            (
+                state::DEAD,
+                now,
+                Some(format!(
+                    "gave up: older than the maximum retry age ({} s); last error: {error}",
+                    policy.max_age.as_secs()
+                )),
+            )
+        }
+        FlowOutcome::Parked {
+            reason,
+            resume_after,
+        } => {
+            refund_attempt = true;
+            // Spread the resumption over a little more than the open window, so the jobs do not
+            // all knock at once while the half-open circuit admits its one probe.
+            let spread = resume_after.mul_f64(1.0 + JITTER * (jitter.clamp(-1.0, 1.0) + 1.0));
+            (
+                state::PENDING,
+                now + millis(spread),
+                Some(format!("parked: {reason}")),
+            )
+        }
         FlowOutcome::Retryable { error, retry_after } => {
-            let too_old = now.saturating_sub(job.age_from) >= millis(policy.max_age);
-            match policy.delay(job.budget_attempt, *retry_after, jitter) {
-                Some(delay) if !too_old => {
-                    (state::PENDING, now + millis(delay), Some(error.clone()))
-                }
-                _ => (state::DEAD, now, Some(give_up_reason(job, too_old, error))),
-            }
+            let delay = policy
+                .delay(job.budget_attempt.max(1), *retry_after, jitter)
+                .unwrap_or(Duration::from_secs(1));
+            (state::PENDING, now + millis(delay), Some(error.clone()))
         }
     };
     JobTransition {
@@ -107,17 +135,7 @@ fn transition(
         state,
         next_attempt_at,
         last_error,
-    }
-}
-
-fn give_up_reason(job: &ClaimedJob, too_old: bool, error: &str) -> String {
-    if too_old {
-        format!("gave up: older than the maximum age; last error: {error}")
-    } else {
-        format!(
-            "gave up after {} attempts; last error: {error}",
-            job.budget_attempt
-        )
+        refund_attempt,
     }
 }
 
@@ -138,9 +156,12 @@ mod tests {
         assert_eq!(p.delay(1, None, 0.0), Some(Duration::from_secs(5)));
         assert_eq!(p.delay(2, None, -1.0), Some(Duration::from_secs(24)));
         assert_eq!(p.delay(3, None, 1.0), Some(Duration::from_secs(144)));
-        assert_eq!(p.delay(4, None, 0.0), None, "schedule exhausted");
+        assert_eq!(
+            p.delay(4, None, 0.0),
+            Some(Duration::from_secs(120)),
+            "the last delay repeats once the schedule is spent"
+        );
         assert_eq!(p.delay(0, None, 0.0), None);
-        assert_eq!(p.max_attempts(), 4);
     }
 
     #[test]

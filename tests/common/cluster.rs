@@ -130,6 +130,24 @@ pub fn example_flows(names: &[&str]) -> String {
 /// A configuration file for one bridge process: short timeouts, leases and retries so the tests
 /// stay fast, a sensitive OpenText circuit breaker, and the example `launch` mapping.
 pub fn write_config(dir: &Path, name: &str, port: u16, store_url: &str, sims: &Sims) -> PathBuf {
+    write_config_for(dir, name, port, store_url, sims, &["launch"], FAST_WORKER)
+}
+
+/// Leases and retries of a few seconds, so that tests which do not measure them stay fast.
+pub const FAST_WORKER: &str =
+    "lease_secs = 3\nlease_renew_secs = 1\nretry_schedule_secs = [1, 1, 2, 2, 3, 3]";
+
+/// Like [`write_config`] with the example mappings of `flows` and `worker` as the `[worker]`
+/// keys this test chooses (leases, retry schedule; see the keys set here, not to repeat).
+pub fn write_config_for(
+    dir: &Path,
+    name: &str,
+    port: u16,
+    store_url: &str,
+    sims: &Sims,
+    flows: &[&str],
+    worker: &str,
+) -> PathBuf {
     let transport = r#"connect_timeout_secs = 1
 request_timeout_secs = 2
 max_retries = 1
@@ -166,20 +184,19 @@ circuit_window_secs = 10
 circuit_open_secs = 1
 [worker]
 concurrency = 4
-lease_secs = 5
 poll_interval_ms = 50
-retry_schedule_secs = [1, 1, 2, 2, 3, 3]
 reconcile_allportal_interval_secs = 0
 reconcile_opentext_interval_secs = 0
 metrics_interval_secs = 1
 shutdown_grace_secs = 1
+{worker}
 {flows}
 "#,
         ap = sims.ap.base_url(),
         ot = sims.ot.base_url(),
         user = ot_sim::SAMPLE_ADMIN_USER,
         password = ot_sim::SAMPLE_ADMIN_PASSWORD,
-        flows = example_flows(&["launch"]),
+        flows = example_flows(flows),
     );
     let path = dir.join(format!("{name}.toml"));
     std::fs::write(&path, toml).expect("write config");
@@ -201,11 +218,18 @@ pub struct BridgeProcess {
     log: PathBuf,
     child: Option<Child>,
     http: reqwest::Client,
+    /// Environment of the next start only (e.g. a crash point).
+    env: Vec<(String, String)>,
 }
 
 impl BridgeProcess {
     /// Starts the real binary and waits until it is ready.
     pub async fn start(config: &Path, port: u16) -> BridgeProcess {
+        Self::start_with_env(config, port, &[]).await
+    }
+
+    /// Starts the real binary with `env` added to its environment (this start only).
+    pub async fn start_with_env(config: &Path, port: u16, env: &[(&str, &str)]) -> BridgeProcess {
         let log = config.with_extension("log");
         let mut bridge = BridgeProcess {
             base: format!("http://127.0.0.1:{port}"),
@@ -213,6 +237,10 @@ impl BridgeProcess {
             log,
             child: None,
             http: reqwest::Client::new(),
+            env: env
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
         };
         bridge.spawn();
         bridge.wait_ready().await;
@@ -229,6 +257,7 @@ impl BridgeProcess {
             .args(["serve", "--config"])
             .arg(&self.config)
             .env("RUST_LOG", "warn")
+            .envs(std::mem::take(&mut self.env))
             .stdout(Stdio::null())
             .stderr(Stdio::from(log))
             .spawn()
@@ -262,6 +291,30 @@ impl BridgeProcess {
             child.kill().expect("SIGKILL");
             child.wait().expect("reap");
         }
+    }
+
+    /// Whether the process has exited (e.g. aborted at a crash point).
+    pub fn has_exited(&mut self) -> bool {
+        let exited = self
+            .child
+            .as_mut()
+            .is_some_and(|c| c.try_wait().ok().flatten().is_some());
+        if exited {
+            self.child = None;
+        }
+        exited
+    }
+
+    /// The admin status, or `None` when the process does not answer (it crashed).
+    pub async fn try_status(&self) -> Option<Value> {
+        let response = self
+            .http
+            .get(format!("{}/api/v1/status", self.base))
+            .bearer_auth(ADMIN_TOKEN)
+            .send()
+            .await
+            .ok()?;
+        response.json().await.ok()
     }
 
     /// Starts the process again on the same configuration (and store).
@@ -405,6 +458,49 @@ impl Nodes {
             .collect()
     }
 
+    /// Workspaces registered with business object type `bo_type`.
+    pub fn workspaces_of(&self, bo_type: &str) -> Vec<&Value> {
+        self.0
+            .iter()
+            .filter(|n| {
+                n["workspace"]["references"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .any(|r| r["bo_type"] == bo_type)
+            })
+            .collect()
+    }
+
+    /// Ids of the workspaces of `bo_type`.
+    pub fn workspace_ids(&self, bo_type: &str) -> Vec<i64> {
+        self.workspaces_of(bo_type)
+            .iter()
+            .filter_map(|w| w["id"].as_i64())
+            .collect()
+    }
+
+    /// Every node below `root`.
+    pub fn descendants(&self, root: &Value) -> Vec<&Value> {
+        let mut found = Vec::new();
+        let mut queue = vec![root];
+        while let Some(node) = queue.pop() {
+            for child in self.children(node) {
+                found.push(child);
+                queue.push(child);
+            }
+        }
+        found
+    }
+
+    /// How many nodes under `node`'s parent carry its name (1: no duplicate).
+    pub fn same_name_siblings(&self, node: &Value) -> usize {
+        self.0
+            .iter()
+            .filter(|n| n["parent_id"] == node["parent_id"] && n["name"] == node["name"])
+            .count()
+    }
+
     fn children(&self, parent: &Value) -> Vec<&Value> {
         self.0
             .iter()
@@ -543,4 +639,82 @@ pub fn overlapping(units: &[WorkUnit]) -> Vec<(WorkUnit, WorkUnit)> {
         }
     }
     overlaps
+}
+
+/// A PostgreSQL database of its own for one test, created from `XECM_TEST_POSTGRES_URL`.
+pub struct FreshPostgres {
+    admin: String,
+    name: String,
+    pub url: String,
+}
+
+impl FreshPostgres {
+    /// `None` (skip) without `XECM_TEST_POSTGRES_URL`; with `CI` set a missing URL fails.
+    pub async fn create() -> Option<FreshPostgres> {
+        use sqlx::Connection as _;
+        let Ok(admin) = std::env::var(super::PG_ENV) else {
+            assert!(
+                std::env::var_os("CI").is_none(),
+                "{} must be set in CI",
+                super::PG_ENV
+            );
+            eprintln!("skipping: {} not set", super::PG_ENV);
+            return None;
+        };
+        let name = format!("xecm_test_{}", uuid::Uuid::new_v4().simple());
+        let mut conn = sqlx::PgConnection::connect(&admin)
+            .await
+            .expect("connect to the PostgreSQL server");
+        sqlx::query(&format!("CREATE DATABASE {name}"))
+            .execute(&mut conn)
+            .await
+            .expect("create the test database");
+        conn.close().await.ok();
+        let mut url = url::Url::parse(&admin).expect("PostgreSQL URL");
+        url.set_path(&format!("/{name}"));
+        Some(FreshPostgres {
+            admin,
+            name,
+            url: url.to_string(),
+        })
+    }
+
+    /// Every attempt as `(flow, object_key, owner, started_at, finished_at)`.
+    pub async fn attempts(&self) -> Vec<(String, String, String, i64, Option<i64>)> {
+        use sqlx::Connection as _;
+        let mut conn = sqlx::PgConnection::connect(&self.url)
+            .await
+            .expect("connect to the test database");
+        let rows = sqlx::query_as(
+            "SELECT j.flow, j.object_key, a.owner, a.started_at, a.finished_at
+             FROM attempts a JOIN jobs j ON j.id = a.job_id",
+        )
+        .fetch_all(&mut conn)
+        .await
+        .expect("attempts");
+        conn.close().await.ok();
+        rows
+    }
+
+    /// Drops the database; `FORCE` ends sessions of the killed processes the server has not
+    /// noticed yet, and a few tries cover an autovacuum worker that holds it briefly.
+    pub async fn drop(self) {
+        use sqlx::Connection as _;
+        let mut conn = sqlx::PgConnection::connect(&self.admin)
+            .await
+            .expect("connect");
+        for _ in 0..50 {
+            let dropped = sqlx::query(&format!(
+                "DROP DATABASE IF EXISTS {} WITH (FORCE)",
+                self.name
+            ))
+            .execute(&mut conn)
+            .await;
+            if dropped.is_ok() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        panic!("cannot drop test database {}", self.name);
+    }
 }

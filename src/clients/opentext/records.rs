@@ -40,7 +40,16 @@ impl OpentextClient {
                     .collect()
             })
             .unwrap_or_default();
+        let finalized = scope
+            .get("data")
+            .and_then(Value::as_array)
+            .is_some_and(|items| {
+                items
+                    .iter()
+                    .any(|c| c.get("finalized").and_then(Value::as_bool) == Some(true))
+            });
         Ok(RmClassifications {
+            finalized,
             metadata_token: scope
                 .get("rm_metadataToken")
                 .and_then(Value::as_str)

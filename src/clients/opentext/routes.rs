@@ -57,6 +57,8 @@ pub const MULTIPART_CANCEL: Route = route("DELETE", "/api/v2/multipart/{upload_k
 pub const DRAFT_CREATE: Route = route("POST", "/api/v2/draftprocesses");
 pub const DRAFT_UPDATE: Route = route("PUT", "/api/v2/draftprocesses/{draftprocess_id}");
 pub const WORKFLOW_STATUS: Route = route("GET", "/api/v2/workflows/status/processes/{process_id}");
+pub const WORKFLOWS_ACTIVE: Route = route("GET", "/api/v2/workflows/status/active");
+pub const WORKFLOWS_BY_STATUS: Route = route("GET", "/api/v2/workflows/status");
 pub const ACTIVITIES: Route = route(
     "GET",
     "/api/v2/processes/{process_id}/subprocesses/{subprocess_id}/activities",
@@ -99,6 +101,8 @@ pub const ROUTES: &[Route] = &[
     DRAFT_CREATE,
     DRAFT_UPDATE,
     WORKFLOW_STATUS,
+    WORKFLOWS_ACTIVE,
+    WORKFLOWS_BY_STATUS,
     ACTIVITIES,
     RM_CLASSIFICATIONS,
     RM_CLASSIFY,

@@ -245,6 +245,13 @@ pub struct Version {
     pub description: Option<String>,
 }
 
+/// One workflow as the workflow lists report it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WorkflowSummary {
+    pub process_id: i64,
+    pub title: String,
+}
+
 /// Answer of `POST /api/v2/multipart`.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 pub struct UploadSession {
@@ -372,6 +379,8 @@ pub struct RmClassifications {
     /// Needed to change an existing classification.
     pub metadata_token: Option<String>,
     pub class_ids: Vec<i64>,
+    /// Whether the node is a finalized record.
+    pub finalized: bool,
 }
 
 /// Record details to update (`PUT …/rmclassifications`); unset fields are not sent.

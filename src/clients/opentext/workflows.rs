@@ -4,9 +4,12 @@
 use serde_json::{Map, Value, json};
 
 use super::OpentextClient;
-use super::routes::{ACTIVITIES, DRAFT_CREATE, DRAFT_UPDATE, WORKFLOW_STATUS};
+use super::routes::{
+    ACTIVITIES, DRAFT_CREATE, DRAFT_UPDATE, WORKFLOW_STATUS, WORKFLOWS_ACTIVE, WORKFLOWS_BY_STATUS,
+};
 use super::types::{
-    Activity, DraftProcess, InitiatedProcess, NodeId, WorkflowStatus, list_items, results,
+    Activity, DraftProcess, InitiatedProcess, NodeId, WorkflowStatus, WorkflowSummary, as_i64,
+    list_items, results,
 };
 use crate::clients::error::UpstreamError;
 
@@ -54,6 +57,65 @@ impl OpentextClient {
         serde_json::from_value(results(&answer).clone()).map_err(UpstreamError::decode)
     }
 
+    /// Running workflows of map `map_id` whose title contains `search_name`, optionally only
+    /// those attached to business workspace `workspace`
+    /// (`GET /api/v2/workflows/status/active?mapObjId=…&search_name=…&businessWorkspaceID=…`).
+    pub async fn active_workflows(
+        &self,
+        map_id: NodeId,
+        search_name: &str,
+        workspace: Option<NodeId>,
+    ) -> Result<Vec<WorkflowSummary>, UpstreamError> {
+        let mut query = vec![
+            ("mapObjId", map_id.to_string()),
+            ("search_name", search_name.to_string()),
+        ];
+        if let Some(ws) = workspace {
+            query.push(("businessWorkspaceID", ws.to_string()));
+        }
+        let answer = self
+            .call_json(WORKFLOWS_ACTIVE, &[], |r| r.query(&query))
+            .await?;
+        Ok(list_items(&answer)
+            .into_iter()
+            .chain(single_result(&answer))
+            .filter_map(|item| {
+                Some(WorkflowSummary {
+                    process_id: item.get("Work_WorkID").and_then(as_i64)?,
+                    title: item
+                        .get("SubWork_Title")
+                        .and_then(Value::as_str)
+                        .unwrap_or_default()
+                        .to_string(),
+                })
+            })
+            .collect())
+    }
+
+    /// Every workflow the bridge's account initiated, running or finished
+    /// (`GET /api/v2/workflows/status?Kind=Initiated`).
+    pub async fn initiated_workflows(&self) -> Result<Vec<WorkflowSummary>, UpstreamError> {
+        let answer = self
+            .call_json(WORKFLOWS_BY_STATUS, &[], |r| {
+                r.query(&[("Kind", "Initiated")])
+            })
+            .await?;
+        Ok(list_items(&answer)
+            .into_iter()
+            .filter_map(|item| {
+                let status = item.pointer("/data/wfstatus")?;
+                Some(WorkflowSummary {
+                    process_id: status.get("process_id").and_then(as_i64)?,
+                    title: status
+                        .get("wf_name")
+                        .and_then(Value::as_str)
+                        .unwrap_or_default()
+                        .to_string(),
+                })
+            })
+            .collect())
+    }
+
     /// Status of a workflow instance.
     pub async fn workflow_status(&self, process: i64) -> Result<WorkflowStatus, UpstreamError> {
         let id = process.to_string();
@@ -78,4 +140,13 @@ impl OpentextClient {
             .map(|item| serde_json::from_value(item.clone()).map_err(UpstreamError::decode))
             .collect()
     }
+}
+
+/// The spec documents `results` of the active list as one object; a server with one running
+/// workflow may answer that way, so a lone object counts as a one-element list.
+fn single_result(answer: &Value) -> Option<&Value> {
+    results(answer)
+        .as_object()
+        .filter(|o| o.contains_key("Work_WorkID"))?;
+    Some(results(answer))
 }

@@ -331,7 +331,7 @@ async fn patch_objects(
             }
         }
     }
-    sim.after_write(&module, &ids);
+    sim.after_write(&module, &ids).await;
     let ids: Vec<String> = ids.into_iter().map(|(id, _)| id).collect();
     axum::Json(ids).into_response()
 }
@@ -349,7 +349,8 @@ async fn delete_object(
         .and_then(|m| m.remove(&id));
     match removed {
         Some(_) => {
-            sim.after_write(&module, &[(id, "moduleobject_delete")]);
+            sim.after_write(&module, &[(id, "moduleobject_delete")])
+                .await;
             StatusCode::OK.into_response()
         }
         None => error(StatusCode::NOT_FOUND, format!("Object '{id}' not found")),
@@ -513,7 +514,8 @@ async fn upload_media(
             }
         }
     }
-    sim.after_write(&module, &[(id, "moduleobject_modify")]);
+    sim.after_write(&module, &[(id, "moduleobject_modify")])
+        .await;
     StatusCode::OK.into_response()
 }
 

@@ -240,7 +240,7 @@ async fn write_as_user(
     let delivery = if params.webhook {
         Some(sim.send_change_webhook(&module, &id, event, None).await)
     } else {
-        sim.after_write(&module, &[(id.clone(), event)]);
+        sim.after_write(&module, &[(id.clone(), event)]).await;
         None
     };
     let object = sim
@@ -287,6 +287,8 @@ struct WebhookConfig {
     url: Option<String>,
     secret: Option<String>,
     auto: Option<bool>,
+    /// Deliver automatic webhooks before answering the write that caused them.
+    before_response: Option<bool>,
 }
 
 async fn configure_webhook(
@@ -305,6 +307,10 @@ async fn configure_webhook(
     if let Some(auto) = cfg.auto {
         sim.auto_webhooks
             .store(auto, std::sync::atomic::Ordering::Relaxed);
+    }
+    if let Some(before) = cfg.before_response {
+        sim.webhooks_before_response
+            .store(before, std::sync::atomic::Ordering::Relaxed);
     }
     StatusCode::NO_CONTENT.into_response()
 }

@@ -39,6 +39,10 @@ pub struct AllportalSimOptions {
     /// Send a change webhook automatically after every write (like a configured 4ALLPORTAL webhook
     /// with `moduleobject_create|modify|delete` triggers); otherwise only on `POST /_sim/webhooks/send`.
     pub auto_webhooks: bool,
+    /// With `auto_webhooks`: deliver the change webhook before answering the write (the echo of
+    /// a write then reaches the receiver before the writer has its response); otherwise it is
+    /// sent in the background after the answer.
+    pub webhooks_before_response: bool,
     pub faults: FaultSettings,
     /// Modules and objects loaded at start.
     pub seed: Option<Catalogue>,
@@ -52,6 +56,7 @@ impl Default for AllportalSimOptions {
             webhook_url: None,
             webhook_secret: None,
             auto_webhooks: false,
+            webhooks_before_response: false,
             faults: FaultSettings::default(),
             seed: None,
         }
@@ -69,6 +74,7 @@ impl std::fmt::Debug for AllportalSimOptions {
                 &self.webhook_secret.as_ref().map(|_| "<redacted>"),
             )
             .field("auto_webhooks", &self.auto_webhooks)
+            .field("webhooks_before_response", &self.webhooks_before_response)
             .field("faults", &self.faults)
             .field("seed_objects", &self.seed.as_ref().map(|c| c.objects.len()))
             .finish()
@@ -85,6 +91,7 @@ pub(crate) struct Sim {
     log: RequestLog,
     webhook: Arc<RwLock<WebhookTarget>>,
     auto_webhooks: Arc<std::sync::atomic::AtomicBool>,
+    webhooks_before_response: Arc<std::sync::atomic::AtomicBool>,
     http: reqwest::Client,
     scratch: Arc<ScratchDir>,
 }
@@ -108,6 +115,7 @@ pub async fn spawn(listen: SocketAddr, opts: AllportalSimOptions) -> anyhow::Res
             secret: opts.webhook_secret.clone(),
         })),
         auto_webhooks: Arc::new(opts.auto_webhooks.into()),
+        webhooks_before_response: Arc::new(opts.webhooks_before_response.into()),
         http: reqwest::Client::builder()
             .timeout(std::time::Duration::from_secs(10))
             .build()?,
@@ -172,22 +180,27 @@ impl Sim {
         Ok(deliver(&self.http, &url, &secret, body).await)
     }
 
-    /// After a write: fires the change webhook in the background when automatic webhooks are on.
-    pub(crate) fn after_write(&self, module: &str, ids: &[(String, &'static str)]) {
-        if !self
-            .auto_webhooks
-            .load(std::sync::atomic::Ordering::Relaxed)
-        {
+    /// After a write: sends the change webhooks when automatic webhooks are on, before the
+    /// answer (`webhooks_before_response`) or in the background after it.
+    pub(crate) async fn after_write(&self, module: &str, ids: &[(String, &'static str)]) {
+        use std::sync::atomic::Ordering;
+        if !self.auto_webhooks.load(Ordering::Relaxed) {
             return;
         }
+        let before = self.webhooks_before_response.load(Ordering::Relaxed);
         for (id, event) in ids {
             let sim = self.clone();
             let (module, id, event) = (module.to_owned(), id.clone(), *event);
-            tokio::spawn(async move {
+            let send = async move {
                 if let Err(err) = sim.send_change_webhook(&module, &id, event, None).await {
                     tracing::debug!(error = %err, "automatic webhook not sent");
                 }
-            });
+            };
+            if before {
+                send.await;
+            } else {
+                tokio::spawn(send);
+            }
         }
     }
 }

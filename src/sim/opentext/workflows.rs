@@ -21,6 +21,7 @@ pub(crate) fn routes() -> Router<Sim> {
         .route("/api/v1/forms/draftprocesses/update", get(draft_form))
         .route("/api/v1/forms/draftprocesses", get(draft_form))
         .route("/api/v2/workflows/status", get(status_list))
+        .route("/api/v2/workflows/status/active", get(active_list))
         .route("/api/v2/workflows/status/processes/{pid}", get(status))
         .route(
             "/api/v2/processes/{pid}/subprocesses/{sid}/activities",
@@ -211,12 +212,24 @@ async fn status(State(sim): State<Sim>, Path(pid): Path<i64>) -> Response {
     }
 }
 
-/// `GET /api/v2/workflows/status?wstatus=…&kind=…`: processes the caller initiated.
+/// The 400 for an unknown `Kind`. `Initiated` (the default) lists what the caller started,
+/// `Managed` what it manages (the simulator's manager is the initiator), `Both` either.
+fn bad_kind(params: &Params) -> Option<Response> {
+    match params.str("Kind").as_deref() {
+        None | Some("Initiated" | "Managed" | "Both") => None,
+        Some(other) => Some(ot_error(400, format!("Invalid value '{other}' for Kind"))),
+    }
+}
+
+/// `GET /api/v2/workflows/status?wstatus=…&Kind=…`: processes the caller initiated.
 async fn status_list(
     State(sim): State<Sim>,
     Extension(caller): Extension<Caller>,
     params: Params,
 ) -> Response {
+    if let Some(bad) = bad_kind(&params) {
+        return bad;
+    }
     let wanted = params.str("wstatus");
     let store = sim.store.read().expect("store poisoned");
     let results: Vec<Value> = store
@@ -230,6 +243,49 @@ async fn status_list(
                 "status_key": p.status, "step_name": APPROVAL_TASK, "wf_name": p.name,
                 "date_initiated": format_date(p.initiated_at), "due_date": null, "assignee": [],
             }}})
+        })
+        .collect();
+    ok(json!({"links": links("GET", ""), "results": results}))
+}
+
+/// `GET /api/v2/workflows/status/active?mapObjId=…&search_name=…&businessWorkspaceID=…`: running
+/// workflows the caller initiated, filtered by map, by a case-insensitive part of the title and
+/// by the business workspace their attachments are in; one `workflow_active_properties` object
+/// per workflow.
+async fn active_list(
+    State(sim): State<Sim>,
+    Extension(caller): Extension<Caller>,
+    params: Params,
+) -> Response {
+    if let Some(bad) = bad_kind(&params) {
+        return bad;
+    }
+    let map = params.i64("mapObjId");
+    let name = params.str("search_name").map(|n| n.to_lowercase());
+    let workspace = params.i64("businessWorkspaceID");
+    let store = sim.store.read().expect("store poisoned");
+    let results: Vec<Value> = store
+        .processes
+        .values()
+        .filter(|p| p.initiator_id == caller.user_id && p.decision.is_none())
+        .filter(|p| map.is_none_or(|m| p.workflow_id == m))
+        .filter(|p| {
+            name.as_ref()
+                .is_none_or(|n| p.name.to_lowercase().contains(n))
+        })
+        .filter(|p| workspace.is_none_or(|w| p.workspace_id == Some(w)))
+        .map(|p| {
+            let initiated = format_date(p.initiated_at);
+            json!({
+                "Work_WorkID": p.id, "Work_Status": 1, "Work_OwnerID": p.initiator_id,
+                "Work_ManagerID": p.initiator_id, "Work_DateDue_Max": null, "Work_OwnerPerms": {},
+                "SubWork_SubWorkID": p.id, "SubWork_DateInitiated": initiated,
+                "SubWork_DateDue_Max": null, "Map_MapID": p.workflow_id,
+                "Map_MapObjID": p.workflow_id, "SubWorkTask_DateMilestone": null,
+                "SubWorkTask_DateDue_Max": null, "SubWork_UserData": "",
+                "SubWork_ReturnSubWorkID": p.id, "SubWork_Title": p.name,
+                "SubWork_Status": 1, "comments_on": 1,
+            })
         })
         .collect();
     ok(json!({"links": links("GET", ""), "results": results}))
