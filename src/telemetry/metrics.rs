@@ -108,7 +108,20 @@ const FAMILIES: &[(&str, Kind, &str)] = &[
         Kind::Gauge,
         "Circuit breaker per upstream: 0 closed, 1 half-open, 2 open.",
     ),
+    (
+        "xecm_http_connections_open",
+        Kind::Gauge,
+        "HTTP connections open now.",
+    ),
+    (
+        "xecm_http_connections_closed_total",
+        Kind::Counter,
+        "Connections the server closed, by reason: idle, header_timeout, evicted, refused.",
+    ),
 ];
+
+/// The reasons of `xecm_http_connections_closed_total`.
+pub const CONNECTION_CLOSE_REASONS: [&str; 4] = ["idle", "header_timeout", "evicted", "refused"];
 
 /// The upstream status classes of `xecm_upstream_requests_total`.
 pub const STATUS_CLASSES: [&str; 5] = ["2xx", "3xx", "4xx", "5xx", "error"];
@@ -189,6 +202,10 @@ pub fn register_at_start(known: KnownLabels<'_>) {
         let _ = metrics::histogram!("xecm_ingest_duration_seconds", "source" => source.to_string());
     }
     metrics::counter!("xecm_events_ignored_total").increment(0);
+    metrics::gauge!("xecm_http_connections_open").increment(0.0);
+    for reason in CONNECTION_CLOSE_REASONS {
+        metrics::counter!("xecm_http_connections_closed_total", "reason" => reason).increment(0);
+    }
     for &flow in known.flows {
         for &outcome in known.outcomes {
             metrics::counter!(
