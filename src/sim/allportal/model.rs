@@ -116,10 +116,10 @@ impl Store {
     pub(crate) fn next_mod_time(&mut self) -> DateTime<Utc> {
         let mut now = Utc::now();
         now = DateTime::from_timestamp_millis(now.timestamp_millis()).unwrap_or(now);
-        if let Some(last) = self.last_mod_time {
-            if now <= last {
-                now = last + chrono::Duration::milliseconds(1);
-            }
+        if let Some(last) = self.last_mod_time
+            && now <= last
+        {
+            now = last + chrono::Duration::milliseconds(1);
         }
         self.last_mod_time = Some(now);
         now
@@ -194,10 +194,8 @@ impl Store {
                 self.push_audit(module, &id, audit);
             }
         }
-        if changed {
-            if let Some(object) = self.objects.get_mut(module).and_then(|m| m.get_mut(&id)) {
-                object.mod_time = now_time;
-            }
+        if changed && let Some(object) = self.objects.get_mut(module).and_then(|m| m.get_mut(&id)) {
+            object.mod_time = now_time;
         }
         Ok(id)
     }

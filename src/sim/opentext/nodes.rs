@@ -169,11 +169,11 @@ fn create_node_inner(
     let categories = params
         .object("roles")
         .and_then(|r| r.get("categories").and_then(Value::as_object).cloned());
-    if let Some(categories) = categories {
-        if let Err(err) = store.apply_category_values(id, &categories) {
-            store.nodes.remove(&id);
-            return Err(err);
-        }
+    if let Some(categories) = categories
+        && let Err(err) = store.apply_category_values(id, &categories)
+    {
+        store.nodes.remove(&id);
+        return Err(err);
     }
     Ok(id)
 }
@@ -223,13 +223,13 @@ async fn update_node(State(sim): State<Sim>, Path(id): Path<i64>, params: Params
     let mut store = sim.store.write().expect("store poisoned");
     let result = (|| {
         let node = store.node(id)?.clone();
-        if let Some(token) = params.str("metadata_token") {
-            if token != format!("{}.{}", node.id, node.revision) {
-                return Err(OtError(
-                    409,
-                    "Could not update metadata (edit conflict).".into(),
-                ));
-            }
+        if let Some(token) = params.str("metadata_token")
+            && token != format!("{}.{}", node.id, node.revision)
+        {
+            return Err(OtError(
+                409,
+                "Could not update metadata (edit conflict).".into(),
+            ));
         }
         let parent = params.i64("parent_id").unwrap_or(node.parent_id);
         let name = params.str("name").unwrap_or(node.name.clone());
@@ -561,13 +561,13 @@ async fn update_category(
                 .and_then(Value::as_str)
                 .map(str::to_owned)
         });
-        if let Some(token) = given_token {
-            if Some(token) != Store::category_token(node, cat) {
-                return Err(OtError(
-                    409,
-                    "Could not update metadata (edit conflict).".into(),
-                ));
-            }
+        if let Some(token) = given_token
+            && Some(token) != Store::category_token(node, cat)
+        {
+            return Err(OtError(
+                409,
+                "Could not update metadata (edit conflict).".into(),
+            ));
         }
         store.set_category(id, cat, attribute_entries(&params, cat), false)
     })();

@@ -618,13 +618,12 @@ async fn update_role(
         Some(Value::String(s)) => serde_json::from_str(s).ok(),
         _ => None,
     };
-    if let Some(perms) = &permissions {
-        if let Some(bad) = perms
+    if let Some(perms) = &permissions
+        && let Some(bad) = perms
             .iter()
             .find(|p| !super::model::FULL_PERMISSIONS.contains(&p.as_str()))
-        {
-            return super::respond::ot_error(400, format!("Invalid permission '{bad}'"));
-        }
+    {
+        return super::respond::ot_error(400, format!("Invalid permission '{bad}'"));
     }
     let mut store = sim.store.write().expect("store poisoned");
     let result = with_role(&mut store, id, role_id, |role| {
