@@ -19,6 +19,9 @@ use xecm_bridge::clients::crash::CRASH_AFTER_WRITES_ENV;
 use xecm_bridge::sim::SimHandle;
 use xecm_bridge::sim::allportal::ids;
 
+/// The 4ALLPORTAL simulator's API key (its default).
+const SIM_API_KEY: &str = "sim-allportal-api-key";
+
 /// Upper bound of crash points per flow; a flow with more writes fails the test loudly.
 const MAX_STEPS: usize = 60;
 
@@ -33,6 +36,8 @@ enum Step {
     ApproveWorkflow,
     /// A partner uploads a document to the A100 partner workspace; it is approved internally.
     PartnerUpload,
+    /// A new edition of the pumps manual is uploaded to 4ALLPORTAL (no webhook).
+    NewManualEdition,
 }
 
 struct Story {
@@ -65,6 +70,16 @@ const PARTNER: Story = Story {
     check: check_partner,
 };
 
+const FAMILY: Story = Story {
+    flow: "family",
+    steps: &[
+        Step::Webhook("product_family", ids::FAMILY_PUMPS),
+        Step::NewManualEdition,
+        Step::Webhook("product_family", ids::FAMILY_PUMPS),
+    ],
+    check: check_family,
+};
+
 const ARCHIVAL: Story = Story {
     flow: "archival",
     steps: &[Step::Webhook("product", ids::PRODUCT_VALVE_V10)],
@@ -84,6 +99,11 @@ async fn a_crash_at_every_step_of_compliance_duplicates_nothing() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_crash_at_every_step_of_partner_duplicates_nothing() {
     crash_at_every_step(&PARTNER).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crash_at_every_step_of_family_adds_each_version_once() {
+    crash_at_every_step(&FAMILY).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -219,6 +239,25 @@ async fn deliver(sims: &Sims, bridge: &mut BridgeProcess, step: Step, n: usize) 
                 bridge.restart().await;
                 resend_callback(sims, bridge, pid).await;
             }
+        }
+        Step::NewManualEdition => {
+            let edition = xecm_bridge::sim::allportal::sample_pdf("Pumps manual, edition 2");
+            let part = reqwest::multipart::Part::bytes(edition)
+                .file_name("pumps-manual.pdf")
+                .mime_str("application/pdf")
+                .unwrap();
+            let response = http
+                .put(format!(
+                    "{}/api/modules/file/objects/{}/media",
+                    sims.ap.base_url(),
+                    ids::FILE_PUMPS_MANUAL
+                ))
+                .bearer_auth(SIM_API_KEY)
+                .multipart(reqwest::multipart::Form::new().part("file", part))
+                .send()
+                .await
+                .expect("media upload");
+            assert!(response.status().is_success(), "{}", response.status());
         }
         Step::PartnerUpload => {
             let ws = Nodes::of(&sims.ot)
@@ -502,6 +541,35 @@ fn check_archival(sims: &Sims) -> Vec<String> {
             .count();
         if finalized == 0 {
             problems.push("no record finalized".into());
+        }
+    }
+    problems
+}
+
+fn check_family(sims: &Sims) -> Vec<String> {
+    let mut problems = Vec::new();
+    let nodes = Nodes::of(&sims.ot);
+    let families = nodes.workspaces_of("product_family");
+    expect(&mut problems, "family workspaces", families.len(), 1);
+    let Some(ws) = families.first() else {
+        return problems;
+    };
+    for node in nodes.descendants(ws) {
+        if nodes.same_name_siblings(node) > 1 {
+            problems.push(format!("{} exists twice", node["name"]));
+        }
+        if node["type"] != 144 {
+            continue;
+        }
+        // The manual got a new edition: exactly one version more; nothing else changed.
+        let wanted = if node["name"] == "pumps-manual.pdf" {
+            2
+        } else {
+            1
+        };
+        let versions = node["versions"].as_array().map_or(0, Vec::len);
+        if versions != wanted {
+            problems.push(format!("{} has {versions} versions", node["name"]));
         }
     }
     problems
