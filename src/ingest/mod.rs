@@ -126,8 +126,8 @@ fn new_event(
         module: event.module,
         object_id: event.object_id,
         object_key: event.object_key,
-        payload: event.payload,
         raw_body: verified.body().clone(),
+        span: event.span,
         headers,
         received_at: now,
     }

@@ -32,6 +32,7 @@ const BACKEND: &str = "postgres";
 const SKIP_LOCKED: &str = " FOR UPDATE SKIP LOCKED";
 const FOR_UPDATE: &str = " FOR UPDATE";
 const EMPTY_BYTES: &str = "''::bytea";
+const USED_BYTES: &str = "SELECT pg_database_size(current_database())";
 
 pub static MIGRATOR: Migrator = sqlx::migrate!("./migrations/postgres");
 
