@@ -20,6 +20,7 @@ fn event(id: &str) -> NewEvent {
         span,
         headers: serde_json::json!({}),
         received_at: 1,
+        routing: None,
     }
 }
 

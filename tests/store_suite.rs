@@ -23,6 +23,8 @@ backend_tests!(
     any_valid_json_text_round_trips_exactly,
     a_batch_body_is_stored_once,
     single_event_requests_take_under_2_kib_each,
+    routed_at_ingest_with_jobs_in_the_same_transaction,
+    the_disk_guard_refuses_events_near_the_budget,
 );
 
 async fn check_readiness(db: TestDb) {
@@ -316,6 +318,7 @@ fn event_of(id: &str, key: &str, body: &Bytes, span: Range<usize>) -> NewEvent {
             "webhook-timestamp": "1764630000",
         }),
         received_at: 1_000,
+        routing: None,
     }
 }
 
@@ -533,7 +536,9 @@ async fn single_event_requests_take_under_2_kib_each(db: &TestDb) {
         body_bytes += text.len();
         let body = Bytes::from(text);
         let id = format!("msg_{}", uuid::Uuid::new_v4().simple());
-        let new = event_of(&id, &format!("product/{i}"), &body, 0..body.len());
+        let mut new = event_of(&id, &format!("product/{i}"), &body, 0..body.len());
+        // As ingest stores an event no flow wants.
+        new.routing = Some(Vec::new());
         let store = db.store.clone();
         tasks.push(tokio::spawn(
             async move { store.insert_events(vec![new]).await },
@@ -553,4 +558,82 @@ async fn single_event_requests_take_under_2_kib_each(db: &TestDb) {
         per_request <= 2048.0,
         "{per_request:.0} bytes per 1 KiB request"
     );
+}
+
+async fn routed_at_ingest_with_jobs_in_the_same_transaction(db: &TestDb) {
+    let (body, span) = NewEvent::synthetic_body(&json!({ "module": "product", "object_id": "1" }));
+    let mut wanted = event_of("wanted", "product/1", &body, span.clone());
+    wanted.routing = Some(vec!["launch".into(), "change".into()]);
+    let mut unwanted = event_of("unwanted", "product/2", &body, span);
+    unwanted.routing = Some(Vec::new());
+    let ids = insert(db.store.as_ref(), vec![wanted, unwanted]).await;
+
+    let wanted = db.store.event_detail(&ids[0]).await.unwrap().unwrap();
+    assert_eq!(wanted.event.state, state::ROUTED);
+    let mut flows: Vec<&str> = wanted.jobs.iter().map(|j| j.flow.as_str()).collect();
+    flows.sort();
+    assert_eq!(flows, ["change", "launch"]);
+    assert!(
+        wanted
+            .jobs
+            .iter()
+            .all(|j| j.object_key == "product/1" && j.state == state::PENDING)
+    );
+    let unwanted = db.store.event_detail(&ids[1]).await.unwrap().unwrap();
+    assert_eq!(unwanted.event.state, state::IGNORED);
+    assert!(unwanted.jobs.is_empty());
+    assert!(
+        db.store.unrouted_events(10).await.unwrap().is_empty(),
+        "nothing left for the worker to route"
+    );
+    // A duplicate delivery creates no second set of jobs.
+    let (body, span) = NewEvent::synthetic_body(&json!({}));
+    let mut again = event_of("wanted", "product/1", &body, span);
+    again.routing = Some(vec!["launch".into()]);
+    db.store.insert_events(vec![again]).await.unwrap();
+    assert_eq!(
+        db.store
+            .event_detail(&ids[0])
+            .await
+            .unwrap()
+            .unwrap()
+            .jobs
+            .len(),
+        2
+    );
+}
+
+async fn the_disk_guard_refuses_events_near_the_budget(db: &TestDb) {
+    let used = db.store.used_bytes().await.unwrap();
+    assert!(used > 0);
+    // The same database under a budget it already exceeds (95 % of it is the limit).
+    let mut cfg = common::config(db.url());
+    cfg.max_bytes = used;
+    let full = xecm_bridge::store::open(&cfg).await.unwrap();
+    match full
+        .insert_events(vec![event("refused", "product/1", 1)])
+        .await
+    {
+        Err(StoreError::Full(reason)) => assert!(reason.contains("store.max_bytes"), "{reason}"),
+        other => panic!("expected Full, got {other:?}"),
+    }
+    match full.readiness().await {
+        Err(StoreError::Full(_)) => {}
+        other => panic!("readiness: expected Full, got {other:?}"),
+    }
+    assert_eq!(
+        db.store.count_events().await.unwrap(),
+        0,
+        "nothing was stored"
+    );
+    // Room to spare: accepted.
+    cfg.max_bytes = used * 10;
+    let roomy = xecm_bridge::store::open(&cfg).await.unwrap();
+    roomy
+        .insert_events(vec![event("kept", "product/1", 1)])
+        .await
+        .unwrap();
+    roomy.readiness().await.unwrap();
+    full.close().await;
+    roomy.close().await;
 }

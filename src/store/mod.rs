@@ -14,6 +14,7 @@ use serde::Serialize;
 
 use crate::config::StoreConfig;
 
+mod guard;
 pub mod model;
 pub mod postgres;
 pub mod sqlite;
@@ -69,6 +70,9 @@ pub struct NewEvent {
     pub headers: serde_json::Value,
     /// Unix milliseconds.
     pub received_at: i64,
+    /// The flows that want the event, decided at ingest: their jobs are created with it, and
+    /// without any it is stored `ignored`. `None` leaves routing to the worker.
+    pub routing: Option<Vec<String>>,
 }
 
 impl NewEvent {
@@ -123,6 +127,9 @@ pub enum StoreError {
     NotReady(String),
     #[error("store is shutting down")]
     Closed,
+    /// The disk guard refuses new events (see `store.max_bytes`, `store.min_free_bytes`).
+    #[error("store is full: {0}")]
+    Full(String),
     #[error("invalid store configuration: {0}")]
     Config(String),
     #[error("invalid request: {0}")]
@@ -381,6 +388,7 @@ fn resync_event(flow: Option<&str>, object_key: &str, now: i64) -> Result<NewEve
         span,
         headers: serde_json::json!({}),
         received_at: now,
+        routing: None,
     })
 }
 

@@ -43,8 +43,8 @@ const LEASE_EXPIRED: &str = "lease expired before the attempt finished (worker s
 /// The message recorded on an attempt given back at shutdown.
 const RELEASED_AT_SHUTDOWN: &str = "released at shutdown before it finished";
 
-/// Rows per multi-row insert (13 parameters each: well under SQLite's 32766 and PostgreSQL's
-/// 65535 bind parameters per statement).
+/// Rows per multi-row insert (at most 15 parameters each: well under SQLite's 32766 and
+/// PostgreSQL's 65535 bind parameters per statement).
 const ROWS_PER_STATEMENT: usize = 500;
 
 /// Keys tried per claim before giving up the round (another replica holds them).
@@ -81,6 +81,7 @@ impl Store for Backend {
         if events.is_empty() {
             return Ok(Vec::new());
         }
+        self.guard.check(|| self.used_bytes()).await?;
         self.insert(events).await
     }
 
@@ -91,7 +92,8 @@ impl Store for Backend {
                 .fetch_all(&self.pool)
                 .await
                 .map_err(|_| StoreError::NotReady("migrations have not been applied".into()))?;
-        missing_migrations(&MIGRATOR, &applied)
+        missing_migrations(&MIGRATOR, &applied)?;
+        self.guard.check(|| self.used_bytes()).await
     }
 
     async fn migrate(&self) -> Result<(), StoreError> {
@@ -702,15 +704,23 @@ fn missing_migrations(migrator: &Migrator, applied: &[i64]) -> Result<(), StoreE
 
 // ----- inbox -----
 
-/// Writes the events of several requests inside the caller's transaction and returns the
-/// outcomes per request. Each request's body is stored once (the events of one request share
-/// one `Bytes`), the events with multi-row inserts. A duplicate (of a stored event or of one
-/// earlier in these requests) names the id stored first; a body none of whose events was new
-/// is not kept.
+/// What [`insert_requests`] did.
+pub(super) struct Inserted {
+    /// Per request, per event.
+    pub outcomes: Vec<Vec<InsertOutcome>>,
+    /// Whether the worker has something new to do (jobs, or events to route).
+    pub new_work: bool,
+}
+
+/// Writes the events of several requests inside the caller's transaction. Each request's body
+/// is stored once (the events of one request share one `Bytes`), the events with multi-row
+/// inserts, and the jobs of events routed at ingest with them. A duplicate (of a stored event
+/// or of one earlier in these requests) names the id stored first; a body none of whose events
+/// was new is not kept.
 pub(super) async fn insert_requests(
     tx: &mut Conn,
     requests: &[&[NewEvent]],
-) -> Result<Vec<Vec<InsertOutcome>>, StoreError> {
+) -> Result<Inserted, StoreError> {
     let mut bodies: HashMap<(usize, usize), i64> = HashMap::new();
     let mut events: Vec<(&NewEvent, String, i64)> = Vec::new();
     for event in requests.iter().flat_map(|events| events.iter()) {
@@ -731,11 +741,21 @@ pub(super) async fn insert_requests(
     }
     let mut stored: HashMap<(Source, &str), String> = HashMap::new();
     let mut kept_bodies = HashSet::new();
+    let mut jobs = Vec::new();
+    let mut new_work = false;
     for (event, id, body_id) in &events {
         if inserted.contains(id) {
             stored.insert((event.source, &event.source_event_id), id.clone());
             kept_bodies.insert(*body_id);
+            match &event.routing {
+                None => new_work = true,
+                Some(flows) => jobs.extend(flows.iter().map(|flow| (*event, id, flow))),
+            }
         }
+    }
+    for chunk in jobs.chunks(ROWS_PER_STATEMENT) {
+        insert_jobs(tx, chunk).await?;
+        new_work = true;
     }
     for body_id in bodies.values().filter(|id| !kept_bodies.contains(*id)) {
         sqlx::query("DELETE FROM bodies WHERE id = $1")
@@ -755,10 +775,38 @@ pub(super) async fn insert_requests(
         });
     }
     let mut outcomes = outcomes.into_iter();
-    Ok(requests
+    let outcomes = requests
         .iter()
         .map(|events| outcomes.by_ref().take(events.len()).collect())
-        .collect())
+        .collect();
+    Ok(Inserted { outcomes, new_work })
+}
+
+/// The jobs of events routed at ingest: one per (event, flow).
+async fn insert_jobs(
+    tx: &mut Conn,
+    jobs: &[(&NewEvent, &String, &String)],
+) -> Result<(), StoreError> {
+    let mut query = QueryBuilder::<Db>::new(
+        "INSERT INTO jobs (event_id, flow, object_key, state, age_from, next_attempt_at,
+                           created_at, updated_at) ",
+    );
+    query.push_values(jobs, |mut row, (event, id, flow)| {
+        let key = match &event.object_key {
+            Some(key) => escape(key).into_owned(),
+            None => format!("event/{id}"),
+        };
+        row.push_bind(id.as_str())
+            .push_bind(flow.as_str())
+            .push_bind(key)
+            .push_bind(state::PENDING)
+            .push_bind(event.received_at)
+            .push_bind(event.received_at)
+            .push_bind(event.received_at)
+            .push_bind(event.received_at);
+    });
+    query.build().execute(&mut *tx).await?;
+    Ok(())
 }
 
 /// Stores the body (and kept headers) of `event`'s request; returns its id.
@@ -789,7 +837,7 @@ async fn insert_rows(
     let mut query = QueryBuilder::<Db>::new(
         "INSERT INTO events (id, source, source_event_id, kind, module, object_id, object_key,
                              body_id, body_start, body_end, received_at, next_attempt_at,
-                             updated_at) ",
+                             updated_at, state, last_error) ",
     );
     query.push_values(
         rows.iter().zip(spans),
@@ -807,11 +855,22 @@ async fn insert_rows(
                 .push_bind(span.1)
                 .push_bind(event.received_at)
                 .push_bind(event.received_at)
-                .push_bind(event.received_at);
+                .push_bind(event.received_at)
+                .push_bind(initial_state(event))
+                .push_bind((initial_state(event) == state::IGNORED).then_some(NO_FLOW_WANTS_IT));
         },
     );
     query.push(" ON CONFLICT (source, source_event_id) DO NOTHING RETURNING id");
     Ok(query.build_query_scalar().fetch_all(&mut *tx).await?)
+}
+
+/// `pending` until routed; routed at ingest, `routed` or (no flow wants it) `ignored`.
+fn initial_state(event: &NewEvent) -> &'static str {
+    match &event.routing {
+        None => state::PENDING,
+        Some(flows) if flows.is_empty() => state::IGNORED,
+        Some(_) => state::ROUTED,
+    }
 }
 
 async fn existing_id(tx: &mut Conn, event: &NewEvent) -> Result<String, StoreError> {

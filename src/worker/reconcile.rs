@@ -107,6 +107,7 @@ fn change_event(change: &ObjectChange, now: i64) -> NewEvent {
         span,
         headers: serde_json::json!({}),
         received_at: now,
+        routing: None,
     }
 }
 
@@ -149,6 +150,7 @@ pub async fn reconcile_opentext(
             span,
             headers: serde_json::json!({}),
             received_at: now,
+            routing: None,
         };
         enqueued += count_accepted(&store.insert_events(vec![event]).await?);
         store

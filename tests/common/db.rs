@@ -51,12 +51,15 @@ pub struct TestDb {
     _dir: Option<tempfile::TempDir>,
 }
 
-fn config(url: &str) -> StoreConfig {
+/// The store settings of the test databases.
+pub fn config(url: &str) -> StoreConfig {
     StoreConfig {
         url: url.to_string(),
         max_connections: 5,
         group_commit_max_events: 512,
         migrate_on_start: false,
+        max_bytes: 0,
+        min_free_bytes: 0,
     }
 }
 
@@ -72,6 +75,11 @@ pub fn init_tracing() {
 }
 
 impl TestDb {
+    /// The database's URL, to open another store on it.
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
     pub async fn sqlite(migrate: bool) -> TestDb {
         init_tracing();
         let dir = tempfile::tempdir().expect("tempdir");
@@ -190,6 +198,7 @@ pub fn event(source_event_id: &str, key: &str, received_at: i64) -> NewEvent {
         span,
         headers: serde_json::json!({ "webhook-id": source_event_id }),
         received_at,
+        routing: None,
     }
 }
 
