@@ -637,3 +637,76 @@ async fn the_disk_guard_refuses_events_near_the_budget(db: &TestDb) {
     full.close().await;
     roomy.close().await;
 }
+
+/// An installation from before migration 0004 (payload, raw body and headers on each event)
+/// migrates forward: its events read as before and new events go in beside them.
+async fn check_migration_forward(db: TestDb) {
+    let backend = if db.url().starts_with("sqlite") {
+        "sqlite"
+    } else {
+        "postgres"
+    };
+    let old = tempfile::tempdir().unwrap();
+    for name in ["0001_inbox.sql", "0002_worker.sql", "0003_flows.sql"] {
+        let from = format!("{}/migrations/{backend}/{name}", env!("CARGO_MANIFEST_DIR"));
+        std::fs::copy(from, old.path().join(name)).unwrap();
+    }
+    let migrator = sqlx::migrate::Migrator::new(old.path()).await.unwrap();
+    let raw_body = if backend == "sqlite" {
+        "X'5b7b7d5d'"
+    } else {
+        "'\\x5b7b7d5d'::bytea"
+    };
+    let old_event = format!(
+        "INSERT INTO events (id, source, source_event_id, kind, module, object_id, object_key,
+                             payload, raw_body, headers, received_at, state, next_attempt_at,
+                             updated_at)
+         VALUES ('old-1', 'allportal', 'e1', 'moduleobject_modify', 'product', '1', 'product/1',
+                 '{{\"module\":\"product\",\"object_id\":\"1\",\"note\":\"é\"}}', {raw_body},
+                 '{{\"webhook-id\":\"e1\"}}', 5, 'routed', 5, 5)"
+    );
+    let job = "INSERT INTO jobs (event_id, flow, object_key, state, age_from, next_attempt_at,
+                                 created_at, updated_at)
+               VALUES ('old-1', 'launch', 'product/1', 'pending', 5, 5, 5, 5)";
+    if backend == "sqlite" {
+        let pool = sqlx::SqlitePool::connect(db.url()).await.unwrap();
+        migrator.run(&pool).await.unwrap();
+        sqlx::query(&old_event).execute(&pool).await.unwrap();
+        sqlx::query(job).execute(&pool).await.unwrap();
+        pool.close().await;
+    } else {
+        let pool = sqlx::PgPool::connect(db.url()).await.unwrap();
+        migrator.run(&pool).await.unwrap();
+        sqlx::query(&old_event).execute(&pool).await.unwrap();
+        sqlx::query(job).execute(&pool).await.unwrap();
+        pool.close().await;
+    }
+
+    db.store.migrate().await.expect("migrates forward");
+    db.store.readiness().await.expect("ready");
+    let detail = db.store.event_detail("old-1").await.unwrap().expect("kept");
+    assert_eq!(
+        detail.event.payload,
+        json!({ "module": "product", "object_id": "1", "note": "é" })
+    );
+    assert_eq!(detail.event.headers, json!({ "webhook-id": "e1" }));
+    assert_eq!(detail.event.state, state::ROUTED);
+    assert_eq!(detail.jobs.len(), 1);
+    let new = insert(db.store.as_ref(), vec![event("e2", "product/2", 6)]).await;
+    let stored = db.store.get_event(&new[0]).await.unwrap().unwrap();
+    assert_eq!(stored.object_key.as_deref(), Some("product/2"));
+    assert_eq!(db.store.count_events().await.unwrap(), 2);
+    db.teardown().await;
+}
+
+#[tokio::test]
+async fn sqlite_existing_events_migrate_forward() {
+    check_migration_forward(TestDb::sqlite(false).await).await;
+}
+
+#[tokio::test]
+async fn postgres_existing_events_migrate_forward() {
+    if let Some(db) = TestDb::postgres(false).await {
+        check_migration_forward(db).await;
+    }
+}
