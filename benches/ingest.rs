@@ -1,6 +1,8 @@
 //! Ingest throughput and latency: a bare axum handler answering 202 (the baseline) against the
-//! bridge's verified, durable ingest (signature check, parse, dedup, SQLite group commit with
-//! `synchronous = FULL`), with the same load generator in the same run.
+//! bridge's verified, durable ingest (signature check, parse, routing, dedup, SQLite group
+//! commit with `synchronous = FULL`) in `serve --role api` and in `serve` with its worker (no
+//! flow wants the events), measured in the same run by the same load generator, which runs in
+//! a process of its own.
 //!
 //! `cargo bench --bench ingest` (env: BENCH_REQUESTS, default 20000; BENCH_CONCURRENCY, default 64).
 
@@ -91,9 +93,12 @@ async fn serve_bare() -> String {
     format!("http://{addr}/webhooks/allportal")
 }
 
-async fn serve_bridge(dir: &tempfile::TempDir) -> (String, CancellationToken) {
+async fn serve_bridge(dir: &tempfile::TempDir, role: Role) -> (String, CancellationToken) {
+    // Reconciliation off: the bench has no upstreams, and the worker should only see ingest.
     let toml = format!(
-        "[store]\nurl = \"sqlite://{}/bench.db\"\n[log]\nfilter = \"warn\"\n[sources.allportal]\nsecrets = [\"{SECRET}\"]\n[sources.opentext]\nsecrets = [\"{SECRET}\"]",
+        "[store]\nurl = \"sqlite://{}/bench.db\"\n[log]\nfilter = \"error\"\n\
+         [worker]\nreconcile_allportal_interval_secs = 0\nreconcile_opentext_interval_secs = 0\n\
+         [sources.allportal]\nsecrets = [\"{SECRET}\"]\n[sources.opentext]\nsecrets = [\"{SECRET}\"]",
         dir.path().display()
     );
     let settings = Settings::from_toml(&[&toml]).unwrap();
@@ -101,37 +106,92 @@ async fn serve_bridge(dir: &tempfile::TempDir) -> (String, CancellationToken) {
     let addr = listener.local_addr().unwrap();
     let state = server::build_state(settings).await.unwrap();
     let shutdown = CancellationToken::new();
-    tokio::spawn(server::run(state, Role::Api, listener, shutdown.clone()));
+    tokio::spawn(server::run(state, role, listener, shutdown.clone()));
     (format!("http://{addr}/webhooks/allportal"), shutdown)
 }
 
 fn print(name: &str, r: &Report) {
     println!(
-        "{name:<32} {:>9.0} req/s   p50 {:>7.2} ms   p99 {:>7.2} ms",
+        "{name:<40} {:>9.0} req/s   p50 {:>7.2} ms   p99 {:>7.2} ms",
         r.rps,
         r.p50.as_secs_f64() * 1e3,
         r.p99.as_secs_f64() * 1e3
     );
 }
 
+/// The load generator runs in a process of its own (this executable again, with
+/// `BENCH_LOAD_URL` set), so that it does not share a runtime with the servers it measures.
+const LOAD_URL: &str = "BENCH_LOAD_URL";
+
+/// Child: signs `count` requests with ids under `prefix`, sends them, prints one line.
+fn generate_load(url: String) {
+    let count = env_usize("BENCH_REQUESTS", 20_000);
+    let concurrency = env_usize("BENCH_CONCURRENCY", 64);
+    let prefix = std::env::var("BENCH_PREFIX").unwrap_or_default();
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let r = runtime.block_on(load(url, requests(&prefix, count), concurrency));
+    println!("{} {} {}", r.rps, r.p50.as_secs_f64(), r.p99.as_secs_f64());
+}
+
+/// Parent: runs the load generator against `url` and reads its figures.
+async fn measure(url: &str, prefix: &str, count: usize) -> Report {
+    let output = tokio::process::Command::new(std::env::current_exe().unwrap())
+        .env(LOAD_URL, url)
+        .env("BENCH_PREFIX", prefix)
+        .env("BENCH_REQUESTS", count.to_string())
+        .output()
+        .await
+        .expect("load generator");
+    assert!(output.status.success(), "load generator failed: {output:?}");
+    let line = String::from_utf8(output.stdout).unwrap();
+    let figures: Vec<f64> = line
+        .split_whitespace()
+        .map(|f| f.parse().unwrap())
+        .collect();
+    Report {
+        rps: figures[0],
+        p50: Duration::from_secs_f64(figures[1]),
+        p99: Duration::from_secs_f64(figures[2]),
+    }
+}
+
 fn main() {
+    if let Ok(url) = std::env::var(LOAD_URL) {
+        return generate_load(url);
+    }
     let count = env_usize("BENCH_REQUESTS", 20_000);
     let concurrency = env_usize("BENCH_CONCURRENCY", 64);
     let runtime = tokio::runtime::Runtime::new().unwrap();
     runtime.block_on(async {
-        let dir = tempfile::tempdir().unwrap();
+        let (api_dir, all_dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
         let bare_url = serve_bare().await;
-        let (bridge_url, shutdown) = serve_bridge(&dir).await;
-        // Warm both up (connections, page cache, statement cache) before measuring.
-        load(bare_url.clone(), requests("warm_bare", 2_000), concurrency).await;
-        load(bridge_url.clone(), requests("warm_bridge", 2_000), concurrency).await;
-
-        println!("ingest benchmark: {count} requests, concurrency {concurrency}, 1 KiB signed bodies, unique ids");
-        let bare = load(bare_url, requests("bare", count), concurrency).await;
-        let bridge = load(bridge_url, requests("bridge", count), concurrency).await;
-        print("baseline: bare axum 202", &bare);
-        print("bridge: verify + durable store", &bridge);
-        println!("ratio bridge/baseline: {:.2}", bridge.rps / bare.rps);
-        shutdown.cancel();
+        let (api_url, api) = serve_bridge(&api_dir, Role::Api).await;
+        let (all_url, all) = serve_bridge(&all_dir, Role::All).await;
+        println!(
+            "ingest benchmark: {count} requests per target, concurrency {concurrency}, \
+             1 KiB signed bodies, unique ids, load generator in its own process"
+        );
+        let targets = [
+            ("baseline: bare axum 202", &bare_url),
+            ("bridge: serve --role api", &api_url),
+            ("bridge: serve (with its worker)", &all_url),
+        ];
+        let mut reports = Vec::new();
+        for (i, (name, url)) in targets.into_iter().enumerate() {
+            // Warm up (connections, page cache, statement cache) before measuring.
+            measure(url, &format!("warm{i}"), 2_000).await;
+            let report = measure(url, &format!("run{i}"), count).await;
+            print(name, &report);
+            reports.push(report);
+        }
+        let (bare, api_role, serve) = (&reports[0], &reports[1], &reports[2]);
+        println!(
+            "ratio api/bare: {:.2} (target >= 0.5)   serve/bare: {:.2} (target >= 0.3)   \
+             p99 target < 20 ms",
+            api_role.rps / bare.rps,
+            serve.rps / bare.rps
+        );
+        api.cancel();
+        all.cancel();
     });
 }

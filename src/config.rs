@@ -74,6 +74,12 @@ pub struct StoreConfig {
     /// Apply pending migrations when `serve` starts. Turn off where a release job runs
     /// `xecm-bridge migrate` once (the Helm chart does).
     pub migrate_on_start: bool,
+    /// Budget of the store in bytes (SQLite: pages in use; PostgreSQL: `pg_database_size`);
+    /// ingest answers 503 from 95 % of it. 0 turns it off.
+    pub max_bytes: u64,
+    /// Free space to keep on the SQLite file's filesystem; below it ingest answers 503.
+    /// 0 turns it off (PostgreSQL: not checked, use `max_bytes`).
+    pub min_free_bytes: u64,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -443,6 +449,8 @@ url = "sqlite://data/bridge.db"
 max_connections = 8
 group_commit_max_events = 512
 migrate_on_start = true
+max_bytes = 0
+min_free_bytes = 268435456
 
 [admin]
 

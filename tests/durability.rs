@@ -147,3 +147,51 @@ async fn acknowledged_events_survive_sigkill() {
     bridge.kill().unwrap();
     bridge.wait().unwrap();
 }
+
+/// The disk guard answers before the disk fills: over its budget (`store.max_bytes`), webhooks
+/// get 503 `store-full` with `Retry-After` and a problem body, `/readyz` says why, and nothing
+/// is stored.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_store_refuses_webhooks_and_says_why() {
+    let app = spawn_app("[store]\nmax_bytes = 1\n").await;
+    let client = reqwest::Client::new();
+    let url = app.url("/webhooks/allportal");
+    let response = signed(
+        &client,
+        &url,
+        ALLPORTAL_SECRET,
+        "msg_full",
+        &product_event("1"),
+    )
+    .send()
+    .await
+    .unwrap();
+    assert_eq!(response.status(), reqwest::StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(response.headers()["retry-after"], "60");
+    assert_eq!(
+        response.headers()["content-type"],
+        "application/problem+json"
+    );
+    let problem: serde_json::Value = response.json().await.unwrap();
+    assert!(
+        problem["type"].as_str().unwrap().ends_with("/store-full"),
+        "{problem}"
+    );
+    assert!(
+        problem["detail"]
+            .as_str()
+            .unwrap()
+            .contains("store.max_bytes"),
+        "{problem}"
+    );
+
+    let ready = client.get(app.url("/readyz")).send().await.unwrap();
+    assert_eq!(ready.status(), reqwest::StatusCode::SERVICE_UNAVAILABLE);
+    let problem: serde_json::Value = ready.json().await.unwrap();
+    assert!(
+        problem["type"].as_str().unwrap().ends_with("/store-full"),
+        "{problem}"
+    );
+    assert_eq!(app.store.count_events().await.unwrap(), 0, "nothing stored");
+    app.stop().await;
+}

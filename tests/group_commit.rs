@@ -3,12 +3,12 @@
 
 use std::sync::Arc;
 
-use bytes::Bytes;
 use xecm_bridge::config::Settings;
 use xecm_bridge::store::sqlite::SqliteStore;
 use xecm_bridge::store::{InsertOutcome, NewEvent, Source, Store};
 
 fn event(id: &str) -> NewEvent {
+    let (raw_body, span) = NewEvent::synthetic_body(&serde_json::json!({"object_id": id}));
     NewEvent {
         source: Source::Allportal,
         source_event_id: id.to_string(),
@@ -16,10 +16,11 @@ fn event(id: &str) -> NewEvent {
         module: Some("product".into()),
         object_id: Some(id.into()),
         object_key: Some(format!("product/{id}")),
-        payload: serde_json::json!({"object_id": id}),
-        raw_body: Bytes::from_static(b"{}"),
+        raw_body,
+        span,
         headers: serde_json::json!({}),
         received_at: 1,
+        routing: None,
     }
 }
 

@@ -3,10 +3,14 @@
 mod common;
 
 use std::collections::HashSet;
+use std::ops::Range;
 
+use bytes::Bytes;
 use common::{TestDb, event, insert};
+use serde_json::{Value, json};
 use xecm_bridge::store::{
-    EventFilter, InsertOutcome, Page, Routing, StoreError, WorkflowRecord, state, workflow_state,
+    EventFilter, InsertOutcome, NewEvent, Page, Routing, Source, StoreError, WorkflowRecord, state,
+    workflow_state,
 };
 
 backend_tests!(
@@ -16,6 +20,11 @@ backend_tests!(
     routing_creates_jobs_or_ignores_visibly,
     cursors_and_workflows_round_trip,
     resync_needs_a_module_and_id,
+    any_valid_json_text_round_trips_exactly,
+    a_batch_body_is_stored_once,
+    single_event_requests_take_under_2_kib_each,
+    routed_at_ingest_with_jobs_in_the_same_transaction,
+    the_disk_guard_refuses_events_near_the_budget,
 );
 
 async fn check_readiness(db: TestDb) {
@@ -109,7 +118,11 @@ async fn get_list_filter_and_paginate(db: &TestDb) {
     }
     let stored = db.store.get_event(&ids[3]).await.unwrap().expect("stored");
     assert_eq!(stored.source_event_id, "e3");
-    assert_eq!(stored.raw_body, b"{\"id\":\"e3\"}");
+    assert_eq!(
+        stored.payload,
+        serde_json::json!({ "module": "product", "object_id": "odd" })
+    );
+    assert_eq!(stored.raw_body, stored.payload.to_string().as_bytes());
     assert_eq!(stored.state, state::PENDING);
     assert!(db.store.get_event("no-such-id").await.unwrap().is_none());
 
@@ -284,4 +297,416 @@ async fn resync_needs_a_module_and_id(db: &TestDb) {
         db.store.resync(None, "no-slash", 50).await,
         Err(StoreError::Invalid(_))
     ));
+}
+
+/// An event of a request whose body is `body`, at `span` of it.
+fn event_of(id: &str, key: &str, body: &Bytes, span: Range<usize>) -> NewEvent {
+    let (module, object_id) = key.split_once('/').expect("module/id");
+    NewEvent {
+        source: Source::Allportal,
+        source_event_id: id.to_string(),
+        kind: "moduleobject_modify".into(),
+        module: Some(module.into()),
+        object_id: Some(object_id.into()),
+        object_key: Some(key.into()),
+        raw_body: body.clone(),
+        span,
+        headers: json!({
+            "content-type": "application/json",
+            "user-agent": "4ALLPORTAL-Webhook/1.0",
+            "webhook-id": id,
+            "webhook-timestamp": "1764630000",
+        }),
+        received_at: 1_000,
+        routing: None,
+    }
+}
+
+/// `len` hex digits that do not repeat, so that compression cannot flatter the figures.
+fn noise(len: usize) -> String {
+    let mut out = String::new();
+    while out.len() < len {
+        out.push_str(&uuid::Uuid::new_v4().simple().to_string());
+    }
+    out.truncate(len);
+    out
+}
+
+/// `len` bytes of product text, different for each `seed`: compressible like real field values
+/// (PostgreSQL compresses large bodies; SQLite stores them as they are).
+fn prose(len: usize, seed: u64) -> String {
+    const WORDS: [&str; 16] = [
+        "valve",
+        "stainless",
+        "steel",
+        "pressure",
+        "rated",
+        "bar",
+        "thread",
+        "seal",
+        "EPDM",
+        "DN25",
+        "certified",
+        "food-grade",
+        "housing",
+        "brass",
+        "coating",
+        "torque",
+    ];
+    let mut state = seed
+        .wrapping_mul(6364136223846793005)
+        .wrapping_add(1442695040888963407);
+    let mut out = String::new();
+    while out.len() < len {
+        state = state
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        out.push_str(WORDS[(state >> 60) as usize]);
+        out.push_str(&format!(" {} ", (state >> 40) % 1000));
+    }
+    out.truncate(len);
+    out
+}
+
+/// A body holding `events` (JSON texts) as a JSON array, with each event's range in it.
+fn batch(events: &[String]) -> (Bytes, Vec<Range<usize>>) {
+    let mut body = String::from("[");
+    let mut spans = Vec::new();
+    for (i, event) in events.iter().enumerate() {
+        if i > 0 {
+            body.push_str(",\n ");
+        }
+        spans.push(body.len()..body.len() + event.len());
+        body.push_str(event);
+    }
+    body.push(']');
+    (Bytes::from(body), spans)
+}
+
+async fn any_valid_json_text_round_trips_exactly(db: &TestDb) {
+    // NUL and the escape character the store uses, in the body and in the columns derived
+    // from it (PostgreSQL's text and jsonb reject NUL).
+    let odd = "a\u{0}b\u{10}c\u{10}0d\u{0}";
+    let payload = json!({ "module": "pro\u{0}duct", "object_id": odd, "note": "\u{0}\u{10}é😀" });
+    let text = payload.to_string();
+    assert!(text.contains("\\u0000"), "JSON escapes NUL: {text}");
+    let body = Bytes::from(format!("  {text}\n"));
+    let key = format!("pro\u{0}duct/{odd}");
+    let mut new = event_of(&format!("id-{odd}"), &key, &body, 2..2 + text.len());
+    new.kind = format!("kind{odd}");
+    let id = insert(db.store.as_ref(), vec![new]).await.remove(0);
+
+    let stored = db.store.get_event(&id).await.unwrap().expect("stored");
+    assert_eq!(stored.payload, payload);
+    assert_eq!(
+        stored.raw_body,
+        body.as_ref(),
+        "the body exactly as received"
+    );
+    assert_eq!(stored.source_event_id, format!("id-{odd}"));
+    assert_eq!(stored.kind, format!("kind{odd}"));
+    assert_eq!(stored.module.as_deref(), Some("pro\u{0}duct"));
+    assert_eq!(stored.object_id.as_deref(), Some(odd));
+    assert_eq!(stored.object_key.as_deref(), Some(key.as_str()));
+
+    // The same identity again is a duplicate; filters find the event by its exact key.
+    let again = event_of(&format!("id-{odd}"), &key, &body, 2..2 + text.len());
+    assert_eq!(
+        db.store.insert_events(vec![again]).await.unwrap(),
+        vec![InsertOutcome::Duplicate(id.clone())]
+    );
+    let filter = EventFilter {
+        object_key: Some(key.clone()),
+        ..EventFilter::default()
+    };
+    let page = Page {
+        after: None,
+        limit: 10,
+    };
+    let found = db.store.list_events(&filter, &page).await.unwrap();
+    assert_eq!(found.events.len(), 1);
+    assert_eq!(found.events[0].payload, payload);
+
+    // Routed and claimed, the worker sees the same key.
+    let routing = Routing {
+        event_id: id.clone(),
+        object_key: key.clone(),
+        flows: vec!["test".into()],
+    };
+    db.store.route_events(&[routing], 2_000).await.unwrap();
+    let work = db
+        .store
+        .claim(&xecm_bridge::store::ClaimRequest {
+            owner: "w/1".into(),
+            now: 2_000,
+            lease_until: 60_000,
+            max_jobs: 10,
+            max_attempts: 3,
+        })
+        .await
+        .unwrap()
+        .expect("claimed");
+    assert_eq!(work.object_key, key);
+    assert_eq!(work.jobs[0].event.payload, payload);
+    assert!(db.store.renew_lease(&work, 90_000, 3_000).await.unwrap());
+}
+
+async fn a_batch_body_is_stored_once(db: &TestDb) {
+    // 1,000 events of ~890 bytes in one 0.89 MB request.
+    let events: Vec<String> = (0..1000u64)
+        .map(|i| {
+            let pad = prose(800, i);
+            json!({ "event": "moduleobject_modify", "module": "product",
+                    "object_id": i.to_string(), "event_id": format!("evt-{i}"), "pad": pad })
+            .to_string()
+        })
+        .collect();
+    let (body, spans) = batch(&events);
+    let before = db.store.used_bytes().await.unwrap();
+    let news = spans
+        .into_iter()
+        .enumerate()
+        .map(|(i, span)| event_of(&format!("evt-{i}"), &format!("product/{i}"), &body, span))
+        .collect();
+    let ids = insert(db.store.as_ref(), news).await;
+    let used = db.store.used_bytes().await.unwrap() - before;
+    let ratio = used as f64 / body.len() as f64;
+    eprintln!(
+        "{}: 1,000-event batch of {} bytes took {used} bytes ({ratio:.2}x)",
+        db.store.backend(),
+        body.len()
+    );
+    assert!(ratio <= 1.5, "{ratio:.2}x the body");
+    for i in [0, 1, 499, 999] {
+        let stored = db.store.get_event(&ids[i]).await.unwrap().unwrap();
+        let expected: Value = serde_json::from_str(&events[i]).unwrap();
+        assert_eq!(stored.payload, expected, "event {i} is its own slice");
+        assert_eq!(stored.raw_body, body.as_ref());
+    }
+
+    // Retention removes the body with the last of its events, not before.
+    let routings: Vec<Routing> = ids
+        .iter()
+        .map(|id| Routing {
+            event_id: id.clone(),
+            object_key: format!("event/{id}"),
+            flows: Vec::new(),
+        })
+        .collect();
+    db.store.route_events(&routings, 2_000).await.unwrap();
+    assert_eq!(db.store.prune_finished(3_000, 999).await.unwrap(), 999);
+    let page = Page {
+        after: None,
+        limit: 10,
+    };
+    let left = db
+        .store
+        .list_events(&EventFilter::default(), &page)
+        .await
+        .unwrap();
+    assert_eq!(left.events.len(), 1);
+    let i = ids.iter().position(|id| *id == left.events[0].id).unwrap();
+    let last = db.store.get_event(&ids[i]).await.unwrap().expect("kept");
+    assert_eq!(
+        last.payload,
+        serde_json::from_str::<Value>(&events[i]).unwrap()
+    );
+    assert_eq!(
+        last.raw_body,
+        body.as_ref(),
+        "the body stays while an event uses it"
+    );
+    assert_eq!(db.store.prune_finished(3_000, 999).await.unwrap(), 1);
+    assert_eq!(db.store.count_events().await.unwrap(), 0);
+}
+
+async fn single_event_requests_take_under_2_kib_each(db: &TestDb) {
+    const REQUESTS: usize = 2000;
+    let before = db.store.used_bytes().await.unwrap();
+    let mut tasks = Vec::new();
+    let mut body_bytes = 0;
+    for i in 0..REQUESTS {
+        let mut text = json!({ "event": "moduleobject_modify", "module": "product",
+                               "object_id": i.to_string(), "mod_time": "2026-12-01 10:00:00",
+                               "pad": "" })
+        .to_string();
+        let pad = noise(1024 - text.len());
+        text = text.replace("\"pad\":\"\"", &format!("\"pad\":\"{pad}\""));
+        assert_eq!(text.len(), 1024);
+        body_bytes += text.len();
+        let body = Bytes::from(text);
+        let id = format!("msg_{}", uuid::Uuid::new_v4().simple());
+        let mut new = event_of(&id, &format!("product/{i}"), &body, 0..body.len());
+        // As ingest stores an event no flow wants.
+        new.routing = Some(Vec::new());
+        let store = db.store.clone();
+        tasks.push(tokio::spawn(
+            async move { store.insert_events(vec![new]).await },
+        ));
+    }
+    for task in tasks {
+        task.await.unwrap().unwrap();
+    }
+    let used = db.store.used_bytes().await.unwrap() - before;
+    let per_request = used as f64 / REQUESTS as f64;
+    eprintln!(
+        "{}: {REQUESTS} single-event requests of 1 KiB ({body_bytes} bytes) took {used} bytes, \
+         {per_request:.0} per request",
+        db.store.backend()
+    );
+    assert!(
+        per_request <= 2048.0,
+        "{per_request:.0} bytes per 1 KiB request"
+    );
+}
+
+async fn routed_at_ingest_with_jobs_in_the_same_transaction(db: &TestDb) {
+    let (body, span) = NewEvent::synthetic_body(&json!({ "module": "product", "object_id": "1" }));
+    let mut wanted = event_of("wanted", "product/1", &body, span.clone());
+    wanted.routing = Some(vec!["launch".into(), "change".into()]);
+    let mut unwanted = event_of("unwanted", "product/2", &body, span);
+    unwanted.routing = Some(Vec::new());
+    let ids = insert(db.store.as_ref(), vec![wanted, unwanted]).await;
+
+    let wanted = db.store.event_detail(&ids[0]).await.unwrap().unwrap();
+    assert_eq!(wanted.event.state, state::ROUTED);
+    let mut flows: Vec<&str> = wanted.jobs.iter().map(|j| j.flow.as_str()).collect();
+    flows.sort();
+    assert_eq!(flows, ["change", "launch"]);
+    assert!(
+        wanted
+            .jobs
+            .iter()
+            .all(|j| j.object_key == "product/1" && j.state == state::PENDING)
+    );
+    let unwanted = db.store.event_detail(&ids[1]).await.unwrap().unwrap();
+    assert_eq!(unwanted.event.state, state::IGNORED);
+    assert!(unwanted.jobs.is_empty());
+    assert!(
+        db.store.unrouted_events(10).await.unwrap().is_empty(),
+        "nothing left for the worker to route"
+    );
+    // A duplicate delivery creates no second set of jobs.
+    let (body, span) = NewEvent::synthetic_body(&json!({}));
+    let mut again = event_of("wanted", "product/1", &body, span);
+    again.routing = Some(vec!["launch".into()]);
+    db.store.insert_events(vec![again]).await.unwrap();
+    assert_eq!(
+        db.store
+            .event_detail(&ids[0])
+            .await
+            .unwrap()
+            .unwrap()
+            .jobs
+            .len(),
+        2
+    );
+}
+
+async fn the_disk_guard_refuses_events_near_the_budget(db: &TestDb) {
+    let used = db.store.used_bytes().await.unwrap();
+    assert!(used > 0);
+    // The same database under a budget it already exceeds (95 % of it is the limit).
+    let mut cfg = common::config(db.url());
+    cfg.max_bytes = used;
+    let full = xecm_bridge::store::open(&cfg).await.unwrap();
+    match full
+        .insert_events(vec![event("refused", "product/1", 1)])
+        .await
+    {
+        Err(StoreError::Full(reason)) => assert!(reason.contains("store.max_bytes"), "{reason}"),
+        other => panic!("expected Full, got {other:?}"),
+    }
+    match full.readiness().await {
+        Err(StoreError::Full(_)) => {}
+        other => panic!("readiness: expected Full, got {other:?}"),
+    }
+    assert_eq!(
+        db.store.count_events().await.unwrap(),
+        0,
+        "nothing was stored"
+    );
+    // Room to spare: accepted.
+    cfg.max_bytes = used * 10;
+    let roomy = xecm_bridge::store::open(&cfg).await.unwrap();
+    roomy
+        .insert_events(vec![event("kept", "product/1", 1)])
+        .await
+        .unwrap();
+    roomy.readiness().await.unwrap();
+    full.close().await;
+    roomy.close().await;
+}
+
+/// An installation from before migration 0004 (payload, raw body and headers on each event)
+/// migrates forward: its events read as before and new events go in beside them.
+async fn check_migration_forward(db: TestDb) {
+    let backend = if db.url().starts_with("sqlite") {
+        "sqlite"
+    } else {
+        "postgres"
+    };
+    let old = tempfile::tempdir().unwrap();
+    for name in ["0001_inbox.sql", "0002_worker.sql", "0003_flows.sql"] {
+        let from = format!("{}/migrations/{backend}/{name}", env!("CARGO_MANIFEST_DIR"));
+        std::fs::copy(from, old.path().join(name)).unwrap();
+    }
+    let migrator = sqlx::migrate::Migrator::new(old.path()).await.unwrap();
+    let raw_body = if backend == "sqlite" {
+        "X'5b7b7d5d'"
+    } else {
+        "'\\x5b7b7d5d'::bytea"
+    };
+    let old_event = format!(
+        "INSERT INTO events (id, source, source_event_id, kind, module, object_id, object_key,
+                             payload, raw_body, headers, received_at, state, next_attempt_at,
+                             updated_at)
+         VALUES ('old-1', 'allportal', 'e1', 'moduleobject_modify', 'product', '1', 'product/1',
+                 '{{\"module\":\"product\",\"object_id\":\"1\",\"note\":\"é\"}}', {raw_body},
+                 '{{\"webhook-id\":\"e1\"}}', 5, 'routed', 5, 5)"
+    );
+    let job = "INSERT INTO jobs (event_id, flow, object_key, state, age_from, next_attempt_at,
+                                 created_at, updated_at)
+               VALUES ('old-1', 'launch', 'product/1', 'pending', 5, 5, 5, 5)";
+    if backend == "sqlite" {
+        let pool = sqlx::SqlitePool::connect(db.url()).await.unwrap();
+        migrator.run(&pool).await.unwrap();
+        sqlx::query(&old_event).execute(&pool).await.unwrap();
+        sqlx::query(job).execute(&pool).await.unwrap();
+        pool.close().await;
+    } else {
+        let pool = sqlx::PgPool::connect(db.url()).await.unwrap();
+        migrator.run(&pool).await.unwrap();
+        sqlx::query(&old_event).execute(&pool).await.unwrap();
+        sqlx::query(job).execute(&pool).await.unwrap();
+        pool.close().await;
+    }
+
+    db.store.migrate().await.expect("migrates forward");
+    db.store.readiness().await.expect("ready");
+    let detail = db.store.event_detail("old-1").await.unwrap().expect("kept");
+    assert_eq!(
+        detail.event.payload,
+        json!({ "module": "product", "object_id": "1", "note": "é" })
+    );
+    assert_eq!(detail.event.headers, json!({ "webhook-id": "e1" }));
+    assert_eq!(detail.event.state, state::ROUTED);
+    assert_eq!(detail.jobs.len(), 1);
+    let new = insert(db.store.as_ref(), vec![event("e2", "product/2", 6)]).await;
+    let stored = db.store.get_event(&new[0]).await.unwrap().unwrap();
+    assert_eq!(stored.object_key.as_deref(), Some("product/2"));
+    assert_eq!(db.store.count_events().await.unwrap(), 2);
+    db.teardown().await;
+}
+
+#[tokio::test]
+async fn sqlite_existing_events_migrate_forward() {
+    check_migration_forward(TestDb::sqlite(false).await).await;
+}
+
+#[tokio::test]
+async fn postgres_existing_events_migrate_forward() {
+    if let Some(db) = TestDb::postgres(false).await {
+        check_migration_forward(db).await;
+    }
 }

@@ -7,6 +7,7 @@ use axum::response::IntoResponse;
 use serde_json::json;
 
 use super::{AppState, Problem};
+use crate::store::StoreError;
 
 /// Liveness: the process answers. Cheap on purpose; it never touches the store.
 pub async fn healthz() -> impl IntoResponse {
@@ -40,11 +41,14 @@ pub async fn readyz(State(state): State<AppState>) -> Result<impl IntoResponse, 
         }))),
         Err(error) => {
             tracing::warn!(%error, "not ready");
-            Err(Problem::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "not-ready",
-                error.to_string(),
-            ))
+            let (slug, detail) = match error {
+                // The disk guard refuses events until retention (or an operator) makes room.
+                StoreError::Full(reason) => ("store-full", format!("the store is full: {reason}")),
+                StoreError::NotReady(reason) => ("not-ready", reason),
+                // The database's own message stays in the log.
+                _ => ("not-ready", "the store does not answer".to_string()),
+            };
+            Err(Problem::new(StatusCode::SERVICE_UNAVAILABLE, slug, detail))
         }
     }
 }

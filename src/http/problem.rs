@@ -26,6 +26,9 @@ pub struct Problem {
     pub detail: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub request_id: Option<String>,
+    /// Sent as `Retry-After` (seconds).
+    #[serde(skip)]
+    pub retry_after: Option<u16>,
 }
 
 impl Problem {
@@ -37,7 +40,14 @@ impl Problem {
             status: status.as_u16(),
             detail: detail.into(),
             request_id: None,
+            retry_after: None,
         }
+    }
+
+    /// Tells the client when to try again (`Retry-After`).
+    pub fn with_retry_after(mut self, secs: u16) -> Self {
+        self.retry_after = Some(secs);
+        self
     }
 
     fn status_code(&self) -> StatusCode {
@@ -47,7 +57,13 @@ impl Problem {
     fn render(mut self, request_id: Option<String>) -> Response {
         self.request_id = request_id;
         let status = self.status_code();
+        let retry_after = self.retry_after;
         let mut response = (status, Json(self)).into_response();
+        if let Some(secs) = retry_after {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(secs));
+        }
         response
             .headers_mut()
             .insert(header::CONTENT_TYPE, HeaderValue::from_static(PROBLEM_JSON));

@@ -11,7 +11,11 @@ use axum::response::{IntoResponse, Response};
 
 use super::{AppState, Problem};
 use crate::ingest::{self, IngestError};
-use crate::store::Source;
+use crate::store::{Source, StoreError};
+use crate::worker::Router;
+
+/// When a sender refused for a full store should try again.
+const STORE_FULL_RETRY_AFTER_SECS: u16 = 60;
 
 pub async fn allportal(
     State(state): State<AppState>,
@@ -118,9 +122,11 @@ async fn check_and_ingest(
             ("unreadable_body", problem)
         }
     })?;
+    let router = Router::new(state.flows.as_worker_flows());
     ingest::ingest(
         state.store.as_ref(),
         &state.verifiers,
+        &router,
         source,
         headers,
         body,
@@ -172,8 +178,16 @@ fn to_problem(error: IngestError) -> Rejection {
             ("invalid_payload", problem)
         }
         // 503 so that the sender retries later; the event was not stored.
+        IngestError::Store(StoreError::Full(reason)) => {
+            let detail = format!("the store is full ({reason}); retry later");
+            let problem = Problem::new(StatusCode::SERVICE_UNAVAILABLE, "store-full", detail)
+                .with_retry_after(STORE_FULL_RETRY_AFTER_SECS);
+            ("store_full", problem)
+        }
+        // The database's own message stays in the log: it may show data or internals.
         IngestError::Store(e) => {
-            let detail = format!("the event could not be stored, retry later ({e})");
+            tracing::error!(error = %e, "the event could not be stored");
+            let detail = "the event could not be stored; retry later";
             let problem =
                 Problem::new(StatusCode::SERVICE_UNAVAILABLE, "store-unavailable", detail);
             ("store_unavailable", problem)

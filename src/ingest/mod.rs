@@ -5,7 +5,10 @@ use bytes::Bytes;
 use http::HeaderMap;
 
 use crate::config::{ConfigError, SourcesConfig};
-use crate::store::{InsertOutcome, NewEvent, Source, Store, StoreError, now_millis};
+use crate::store::{
+    InsertOutcome, NewEvent, Source, Store, StoreError, StoredEvent, now_millis, state,
+};
+use crate::worker::Router;
 
 pub mod payload;
 pub mod verify;
@@ -81,10 +84,13 @@ pub struct Receipt {
     pub duplicates: Vec<String>,
 }
 
-/// Verifies, parses and stores one webhook request. Returns only after the new events are durable.
+/// Verifies, parses, routes and stores one webhook request: each event is stored with the jobs
+/// of the flows that want it (`router`), or as `ignored`, in one transaction, so the worker
+/// only sees work. Returns only after the new events are durable.
 pub async fn ingest(
     store: &dyn Store,
     verifiers: &Verifiers,
+    router: &Router,
     source: Source,
     headers: &HeaderMap,
     body: Bytes,
@@ -100,7 +106,12 @@ pub async fn ingest(
     let kept = kept_headers(headers, verifiers, source);
     let events: Vec<NewEvent> = parsed
         .into_iter()
-        .map(|event| new_event(source, &verified, event, kept.clone(), now))
+        .map(|event| {
+            let flows = router.flows_for(&routing_view(source, &event, now));
+            let mut new = new_event(source, &verified, event, kept.clone(), now);
+            new.routing = Some(flows);
+            new
+        })
         .collect();
     let keys: Vec<_> = events.iter().map(|e| e.object_key.clone()).collect();
     let mut receipt = Receipt::default();
@@ -121,6 +132,28 @@ pub async fn ingest(
     Ok(receipt)
 }
 
+/// The parsed event as the flows' routing rules read it (not stored yet: no id).
+fn routing_view(source: Source, event: &ParsedEvent, now: i64) -> StoredEvent {
+    StoredEvent {
+        id: String::new(),
+        source: source.as_str().to_string(),
+        source_event_id: event.source_event_id.clone(),
+        kind: event.kind.clone(),
+        module: event.module.clone(),
+        object_id: event.object_id.clone(),
+        object_key: event.object_key.clone(),
+        payload: event.payload.clone(),
+        raw_body: Vec::new(),
+        headers: serde_json::Value::Null,
+        received_at: now,
+        state: state::PENDING.to_string(),
+        attempts: 0,
+        next_attempt_at: now,
+        last_error: None,
+        updated_at: now,
+    }
+}
+
 fn new_event(
     source: Source,
     verified: &Verified,
@@ -135,10 +168,11 @@ fn new_event(
         module: event.module,
         object_id: event.object_id,
         object_key: event.object_key,
-        payload: event.payload,
         raw_body: verified.body().clone(),
+        span: event.span,
         headers,
         received_at: now,
+        routing: None,
     }
 }
 

@@ -5,7 +5,10 @@
 //! names seen in practice (docs/design.md §4). The OpenText callback is our own schema and is validated
 //! strictly, field by field, so that an error names the exact field.
 
+use std::ops::Range;
+
 use serde::de::DeserializeOwned;
+use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
 
@@ -27,6 +30,8 @@ pub struct ParsedEvent {
     pub object_key: Option<String>,
     /// This event's JSON as received (one element of a batch).
     pub payload: Value,
+    /// Where [`ParsedEvent::payload`]'s bytes are in the request body.
+    pub span: Range<usize>,
 }
 
 /// Why a body was refused. Messages name the event (by index) and the field.
@@ -75,38 +80,67 @@ fn invalid(index: usize, field: &str, problem: impl Into<String>) -> PayloadErro
 // Shared: body → list of event objects, and event identity
 // ------------------------------------------------------------------------------------------
 
-/// Decodes the body and splits it into event objects. `events_key` enables the
+/// Decodes the body and splits it into event objects, each with its bytes' range in the body
+/// (the store keeps the body once and each event as its range). `events_key` enables the
 /// `{"events": […]}` envelope.
-fn event_objects(body: &[u8], events_key: bool) -> Result<Vec<Value>, PayloadError> {
+fn event_objects(
+    body: &[u8],
+    events_key: bool,
+) -> Result<Vec<(Value, Range<usize>)>, PayloadError> {
     if body.iter().all(u8::is_ascii_whitespace) {
         return Err(PayloadError::Empty);
     }
-    let root: Value =
-        serde_json::from_slice(body).map_err(|e| PayloadError::NotJson(e.to_string()))?;
-    let events = match root {
-        Value::Array(items) => items,
-        Value::Object(mut map) if events_key && map.contains_key("events") => {
-            match map.remove("events") {
-                Some(Value::Array(items)) => items,
-                _ => return Err(invalid(0, "events", "must be an array of events")),
+    let not_json = |e: serde_json::Error| PayloadError::NotJson(e.to_string());
+    let root: &RawValue = serde_json::from_slice(body).map_err(not_json)?;
+    let items: Vec<&RawValue> = match root.get().as_bytes().first() {
+        Some(b'[') => serde_json::from_str(root.get()).map_err(not_json)?,
+        Some(b'{') => {
+            let object: Map<String, Value> = serde_json::from_str(root.get()).map_err(not_json)?;
+            match object.get("events") {
+                Some(Value::Array(_)) if events_key => {
+                    let envelope: EventsEnvelope<'_> =
+                        serde_json::from_str(root.get()).map_err(not_json)?;
+                    envelope.events
+                }
+                Some(_) if events_key => {
+                    return Err(invalid(0, "events", "must be an array of events"));
+                }
+                _ => vec![root],
             }
         }
-        object @ Value::Object(_) => vec![object],
         _ => return Err(PayloadError::NotObjectOrArray),
     };
-    if events.is_empty() {
+    if items.is_empty() {
         return Err(PayloadError::EmptyBatch);
     }
-    if events.len() > MAX_EVENTS_PER_REQUEST {
+    if items.len() > MAX_EVENTS_PER_REQUEST {
         return Err(PayloadError::TooManyEvents {
-            count: events.len(),
+            count: items.len(),
             max: MAX_EVENTS_PER_REQUEST,
         });
     }
-    if let Some(index) = events.iter().position(|e| !e.is_object()) {
-        return Err(PayloadError::NotAnObject { index });
+    let mut events = Vec::with_capacity(items.len());
+    for (index, item) in items.into_iter().enumerate() {
+        let value: Value = serde_json::from_str(item.get()).map_err(not_json)?;
+        if !value.is_object() {
+            return Err(PayloadError::NotAnObject { index });
+        }
+        events.push((value, span_in(body, item.get())));
     }
     Ok(events)
+}
+
+/// `{"events": […]}` with each event's raw text borrowed from the body.
+#[derive(serde::Deserialize)]
+struct EventsEnvelope<'a> {
+    #[serde(borrow)]
+    events: Vec<&'a RawValue>,
+}
+
+/// The range of `part`, a slice borrowed from `body`, within `body`.
+fn span_in(body: &[u8], part: &str) -> Range<usize> {
+    let start = part.as_ptr() as usize - body.as_ptr() as usize;
+    start..start + part.len()
 }
 
 /// Identity of event `index` out of `count`, decided by signed material only, so that a
@@ -170,7 +204,7 @@ pub fn parse_allportal(v: &Verified) -> Result<Vec<ParsedEvent>, PayloadError> {
     events
         .into_iter()
         .enumerate()
-        .map(|(index, event)| allportal_event(v, count, index, event))
+        .map(|(index, (event, span))| allportal_event(v, count, index, event, span))
         .collect()
 }
 
@@ -179,6 +213,7 @@ fn allportal_event(
     count: usize,
     index: usize,
     event: Value,
+    span: Range<usize>,
 ) -> Result<ParsedEvent, PayloadError> {
     let Some(top) = event.as_object() else {
         return Err(PayloadError::NotAnObject { index });
@@ -205,6 +240,7 @@ fn allportal_event(
         module: Some(module),
         object_id: Some(object_id),
         payload: event,
+        span,
     })
 }
 
@@ -375,9 +411,9 @@ pub fn parse_opentext(v: &Verified) -> Result<Vec<ParsedEvent>, PayloadError> {
     events
         .into_iter()
         .enumerate()
-        .map(|(index, event)| {
+        .map(|(index, (event, span))| {
             let callback = Callback::read(index, &event)?;
-            Ok(callback.into_event(v, count, index, event))
+            Ok(callback.into_event(v, count, index, event, span))
         })
         .collect()
 }
@@ -424,7 +460,14 @@ impl Callback {
         Ok(callback)
     }
 
-    fn into_event(self, v: &Verified, count: usize, index: usize, payload: Value) -> ParsedEvent {
+    fn into_event(
+        self,
+        v: &Verified,
+        count: usize,
+        index: usize,
+        payload: Value,
+        span: Range<usize>,
+    ) -> ParsedEvent {
         let bo = &self.business_object;
         let source_event_id = identity(v, count, index, self.event_id.clone());
         ParsedEvent {
@@ -434,6 +477,7 @@ impl Callback {
             object_id: Some(bo.bo_id.clone()),
             object_key: Some(format!("{}/{}", bo.bo_type, bo.bo_id)),
             payload,
+            span,
         }
     }
 }

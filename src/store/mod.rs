@@ -5,6 +5,7 @@
 //! each dialect; `sqlite.rs` and `postgres.rs` hold only what the dialects differ in. Both
 //! pass the same test suite.
 
+use std::ops::Range;
 use std::sync::Arc;
 
 use async_trait::async_trait;
@@ -13,9 +14,11 @@ use serde::Serialize;
 
 use crate::config::StoreConfig;
 
+mod guard;
 pub mod model;
 pub mod postgres;
 pub mod sqlite;
+mod text;
 
 pub use model::*;
 
@@ -57,13 +60,28 @@ pub struct NewEvent {
     pub module: Option<String>,
     pub object_id: Option<String>,
     pub object_key: Option<String>,
-    pub payload: serde_json::Value,
-    /// The whole request body as signed (shared by the events of one batch).
+    /// The whole request body as signed, shared by the events of one request: the store keeps
+    /// it once per request.
     pub raw_body: Bytes,
+    /// This event's JSON: its bytes in `raw_body` (a lone event: the whole body). The payload
+    /// is derived from them on read.
+    pub span: Range<usize>,
     /// The request headers that matter for audit and re-verification (never secrets).
     pub headers: serde_json::Value,
     /// Unix milliseconds.
     pub received_at: i64,
+    /// The flows that want the event, decided at ingest: their jobs are created with it, and
+    /// without any it is stored `ignored`. `None` leaves routing to the worker.
+    pub routing: Option<Vec<String>>,
+}
+
+impl NewEvent {
+    /// Body and span of an event that did not come over HTTP: its payload is its body.
+    pub fn synthetic_body(payload: &serde_json::Value) -> (Bytes, Range<usize>) {
+        let body = Bytes::from(payload.to_string());
+        let span = 0..body.len();
+        (body, span)
+    }
 }
 
 /// What storing one event did.
@@ -101,12 +119,17 @@ pub struct StoredEvent {
 pub enum StoreError {
     #[error("database error: {0}")]
     Database(#[from] sqlx::Error),
+    #[error("stored data cannot be read: {0}")]
+    Corrupt(String),
     #[error("migration error: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
     #[error("store is not ready: {0}")]
     NotReady(String),
     #[error("store is shutting down")]
     Closed,
+    /// The disk guard refuses new events (see `store.max_bytes`, `store.min_free_bytes`).
+    #[error("store is full: {0}")]
+    Full(String),
     #[error("invalid store configuration: {0}")]
     Config(String),
     #[error("invalid request: {0}")]
@@ -132,6 +155,10 @@ pub trait Store: Send + Sync + 'static {
 
     /// Number of stored events (all states).
     async fn count_events(&self) -> Result<i64, StoreError>;
+
+    /// Bytes the store occupies: SQLite, its pages in use (freed pages are reused before the
+    /// file grows); PostgreSQL, `pg_database_size`.
+    async fn used_bytes(&self) -> Result<u64, StoreError>;
 
     /// Flushes pending writes and closes connections. Later calls fail with [`StoreError::Closed`].
     async fn close(&self);
@@ -371,6 +398,7 @@ fn resync_event(flow: Option<&str>, object_key: &str, now: i64) -> Result<NewEve
         .ok_or_else(|| {
             StoreError::Invalid(format!("object key `{object_key}` is not `<module>/<id>`"))
         })?;
+    let (raw_body, span) = NewEvent::synthetic_body(&serde_json::json!({ "flow": flow }));
     Ok(NewEvent {
         source: Source::Allportal,
         source_event_id: format!("resync:{}", uuid::Uuid::now_v7()),
@@ -378,10 +406,11 @@ fn resync_event(flow: Option<&str>, object_key: &str, now: i64) -> Result<NewEve
         module: Some(module.to_string()),
         object_id: Some(object_id.to_string()),
         object_key: Some(object_key.to_string()),
-        payload: serde_json::json!({ "flow": flow }),
-        raw_body: Bytes::new(),
+        raw_body,
+        span,
         headers: serde_json::json!({}),
         received_at: now,
+        routing: None,
     })
 }
 

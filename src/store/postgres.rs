@@ -17,6 +17,7 @@ use sqlx::{Postgres, Transaction};
 use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 
+use super::guard::DiskGuard;
 use super::{InsertOutcome, NewEvent, StoreError};
 use crate::config::StoreConfig;
 
@@ -32,6 +33,7 @@ const BACKEND: &str = "postgres";
 const SKIP_LOCKED: &str = " FOR UPDATE SKIP LOCKED";
 const FOR_UPDATE: &str = " FOR UPDATE";
 const EMPTY_BYTES: &str = "''::bytea";
+const USED_BYTES: &str = "SELECT pg_database_size(current_database())";
 
 pub static MIGRATOR: Migrator = sqlx::migrate!("./migrations/postgres");
 
@@ -43,6 +45,7 @@ pub struct PgStore {
     wakeup: Arc<Notify>,
     listener: Mutex<Option<JoinHandle<()>>>,
     listen_pool: PgPool,
+    guard: DiskGuard,
 }
 
 impl std::fmt::Debug for PgStore {
@@ -71,6 +74,7 @@ impl PgStore {
             wakeup,
             listener: Mutex::new(Some(listener)),
             listen_pool,
+            guard: DiskGuard::new(cfg, None),
         })
     }
 
@@ -102,16 +106,13 @@ impl PgStore {
             return Err(StoreError::Closed);
         }
         let mut tx = self.pool.begin().await?;
-        let outcomes = sql::insert_requests(&mut tx, &[&events]).await?.remove(0);
-        if outcomes
-            .iter()
-            .any(|o| matches!(o, InsertOutcome::Accepted(_)))
-        {
+        let mut inserted = sql::insert_requests(&mut tx, &[&events]).await?;
+        if inserted.new_work {
             self.commit_announced(tx).await?;
         } else {
             tx.commit().await?;
         }
-        Ok(outcomes)
+        Ok(inserted.outcomes.remove(0))
     }
 
     async fn shutdown(&self) {

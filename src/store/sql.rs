@@ -7,7 +7,8 @@
 //! - `BACKEND`, the backend's name, and `MIGRATOR`, its migrations;
 //! - the SQL fragments `SKIP_LOCKED` (appended to a `SELECT` that picks rows to change, so
 //!   replicas skip each other's rows), `FOR_UPDATE` (locks rows read before a change) and
-//!   `EMPTY_BYTES` (an empty byte string literal);
+//!   `EMPTY_BYTES` (an empty byte string literal), and `USED_BYTES` (a query for the bytes the
+//!   store occupies);
 //! - `Backend::begin_write` (a write transaction; SQLite serialises them in this process),
 //!   `Backend::commit_announced` (commit, then wake the workers: SQLite locally, PostgreSQL by
 //!   `NOTIFY` to every replica), `Backend::insert` (SQLite: the group-commit writer task) and
@@ -23,7 +24,8 @@ use sqlx::migrate::Migrator;
 use sqlx::{Database, QueryBuilder, Row};
 use tokio::sync::Notify;
 
-use super::{BACKEND, Backend, Db, EMPTY_BYTES, FOR_UPDATE, MIGRATOR, SKIP_LOCKED};
+use super::{BACKEND, Backend, Db, EMPTY_BYTES, FOR_UPDATE, MIGRATOR, SKIP_LOCKED, USED_BYTES};
+use crate::store::text::{escape, unescape, unescape_opt};
 use crate::store::{
     AttemptRecord, AttemptResult, Backlog, ClaimRequest, ClaimedJob, ClaimedWork, DocumentRecord,
     EventDetail, EventFilter, EventNote, EventPage, FlowStats, InsertOutcome, IntentRecord,
@@ -41,16 +43,24 @@ const LEASE_EXPIRED: &str = "lease expired before the attempt finished (worker s
 /// The message recorded on an attempt given back at shutdown.
 const RELEASED_AT_SHUTDOWN: &str = "released at shutdown before it finished";
 
-/// Rows per multi-row insert (13 parameters each: well under SQLite's 32766 and PostgreSQL's
-/// 65535 bind parameters per statement).
+/// Rows per multi-row insert (at most 15 parameters each: well under SQLite's 32766 and
+/// PostgreSQL's 65535 bind parameters per statement).
 const ROWS_PER_STATEMENT: usize = 500;
 
 /// Keys tried per claim before giving up the round (another replica holds them).
 const CLAIM_TRIES: usize = 5;
 
-const EVENT_COLUMNS: &str = "id, source, source_event_id, kind, module, object_id, object_key,
-        payload, raw_body, headers, received_at, state, attempts, next_attempt_at, last_error,
-        updated_at";
+/// Selects events with their payload (their bytes of the body, parsed by [`event_from_row`])
+/// and their request's headers; `raw_body` is the whole body or [`EMPTY_BYTES`].
+fn select_events(raw_body: &str) -> String {
+    format!(
+        "SELECT e.id, e.source, e.source_event_id, e.kind, e.module, e.object_id, e.object_key,
+            substr(b.body, e.body_start + 1, e.body_end - e.body_start) AS payload,
+            {raw_body} AS raw_body, b.headers, e.received_at, e.state, e.attempts,
+            e.next_attempt_at, e.last_error, e.updated_at
+         FROM events e JOIN bodies b ON b.id = e.body_id"
+    )
+}
 
 const JOB_COLUMNS: &str = "id, flow, object_key, state, attempts, next_attempt_at, lease_owner,
         lease_expires_at, last_error, created_at, updated_at, finished_at";
@@ -60,15 +70,6 @@ const WORKFLOW_COLUMNS: &str = "process_id, flow, object_key, started_at, state,
 
 const DOCUMENT_COLUMNS: &str = "flow, object_key, logical_name, node_id, content_hash,
         source_version, meta_hash, version, updated_at";
-
-/// Event columns for lists, which do not need the raw body.
-fn list_columns() -> String {
-    format!(
-        "id, source, source_event_id, kind, module, object_id, object_key,
-        payload, {EMPTY_BYTES} AS raw_body, headers, received_at, state, attempts,
-        next_attempt_at, last_error, updated_at"
-    )
-}
 
 #[async_trait]
 impl Store for Backend {
@@ -80,6 +81,7 @@ impl Store for Backend {
         if events.is_empty() {
             return Ok(Vec::new());
         }
+        self.guard.check(|| self.used_bytes()).await?;
         self.insert(events).await
     }
 
@@ -90,7 +92,8 @@ impl Store for Backend {
                 .fetch_all(&self.pool)
                 .await
                 .map_err(|_| StoreError::NotReady("migrations have not been applied".into()))?;
-        missing_migrations(&MIGRATOR, &applied)
+        missing_migrations(&MIGRATOR, &applied)?;
+        self.guard.check(|| self.used_bytes()).await
     }
 
     async fn migrate(&self) -> Result<(), StoreError> {
@@ -99,7 +102,7 @@ impl Store for Backend {
     }
 
     async fn get_event(&self, id: &str) -> Result<Option<StoredEvent>, StoreError> {
-        let row = sqlx::query(&format!("SELECT {EVENT_COLUMNS} FROM events WHERE id = $1"))
+        let row = sqlx::query(&format!("{} WHERE e.id = $1", select_events("b.body")))
             .bind(id)
             .fetch_optional(&self.pool)
             .await?;
@@ -112,6 +115,11 @@ impl Store for Backend {
             .await?)
     }
 
+    async fn used_bytes(&self) -> Result<u64, StoreError> {
+        let bytes: i64 = sqlx::query_scalar(USED_BYTES).fetch_one(&self.pool).await?;
+        Ok(bytes.max(0) as u64)
+    }
+
     async fn close(&self) {
         self.shutdown().await;
     }
@@ -122,7 +130,8 @@ impl Store for Backend {
 
     async fn unrouted_events(&self, limit: i64) -> Result<Vec<StoredEvent>, StoreError> {
         let rows = sqlx::query(&format!(
-            "SELECT {EVENT_COLUMNS} FROM events WHERE state = 'pending' ORDER BY id LIMIT $1"
+            "{} WHERE e.state = 'pending' ORDER BY e.id LIMIT $1",
+            select_events(EMPTY_BYTES)
         ))
         .bind(limit)
         .fetch_all(&self.pool)
@@ -163,7 +172,7 @@ impl Store for Backend {
         )
         .bind(until)
         .bind(&work.flow)
-        .bind(&work.object_key)
+        .bind(escape(&work.object_key))
         .bind(&work.owner)
         .execute(&mut *tx)
         .await?
@@ -314,7 +323,7 @@ impl Store for Backend {
         filter: &EventFilter,
         page: &Page,
     ) -> Result<EventPage, StoreError> {
-        let mut query = QueryBuilder::<Db>::new(format!("SELECT {} FROM events", list_columns()));
+        let mut query = QueryBuilder::<Db>::new(select_events(EMPTY_BYTES));
         push_event_filter(&mut query, filter, page);
         let rows = query.build().fetch_all(&self.pool).await?;
         let events = rows.iter().map(event_from_row).collect::<Result<_, _>>()?;
@@ -389,9 +398,11 @@ impl Store for Backend {
 
     async fn backlog(&self, now: i64) -> Result<Backlog, StoreError> {
         let (events, jobs, oldest, dead): (i64, i64, Option<i64>, i64) = sqlx::query_as(
+            // One count per state, so that each reads its partial index.
             "SELECT
                 (SELECT COUNT(*) FROM events WHERE state IN ('pending', 'routed')),
-                (SELECT COUNT(*) FROM jobs WHERE state IN ('pending', 'running')),
+                (SELECT COUNT(*) FROM jobs WHERE state = 'pending')
+                    + (SELECT COUNT(*) FROM jobs WHERE state = 'running'),
                 (SELECT MIN(received_at) FROM events WHERE state IN ('pending', 'routed')),
                 (SELECT COUNT(*) FROM events WHERE state = 'dead')",
         )
@@ -406,16 +417,35 @@ impl Store for Backend {
     }
 
     async fn prune_finished(&self, older_than: i64, batch: i64) -> Result<u64, StoreError> {
-        Ok(sqlx::query(&format!(
-            "DELETE FROM events WHERE id IN (
-                SELECT id FROM events WHERE state IN ('done', 'ignored') AND updated_at < $1
-                ORDER BY updated_at LIMIT $2{SKIP_LOCKED})"
+        let (_write, mut tx) = self.begin_write().await?;
+        let doomed: Vec<(String, i64)> = sqlx::query_as(&format!(
+            "SELECT id, body_id FROM events
+             WHERE state IN ('done', 'ignored') AND updated_at < $1
+             ORDER BY updated_at LIMIT $2{SKIP_LOCKED}"
         ))
         .bind(older_than)
         .bind(batch)
-        .execute(&self.pool)
-        .await?
-        .rows_affected())
+        .fetch_all(&mut *tx)
+        .await?;
+        for (id, _) in &doomed {
+            sqlx::query("DELETE FROM events WHERE id = $1")
+                .bind(id)
+                .execute(&mut *tx)
+                .await?;
+        }
+        // A batch's body goes with the last of its events.
+        let bodies: BTreeSet<i64> = doomed.iter().map(|(_, body)| *body).collect();
+        for body in bodies {
+            sqlx::query(
+                "DELETE FROM bodies WHERE id = $1
+                 AND NOT EXISTS (SELECT 1 FROM events WHERE body_id = $1)",
+            )
+            .bind(body)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(doomed.len() as u64)
     }
 
     async fn get_cursor(&self, name: &str) -> Result<Option<String>, StoreError> {
@@ -453,7 +483,7 @@ impl Store for Backend {
         )
         .bind(&workflow.process_id)
         .bind(&workflow.flow)
-        .bind(&workflow.object_key)
+        .bind(escape(&workflow.object_key))
         .bind(workflow.started_at)
         .bind(&workflow.state)
         .bind(&workflow.decision)
@@ -521,7 +551,7 @@ impl Store for Backend {
              ORDER BY started_at, process_id"
         ))
         .bind(flow)
-        .bind(key_prefix)
+        .bind(escape(key_prefix))
         .fetch_all(&self.pool)
         .await?
         .iter()
@@ -539,7 +569,7 @@ impl Store for Backend {
              WHERE flow = $1 AND object_key = $2",
         )
         .bind(flow)
-        .bind(object_key)
+        .bind(escape(object_key))
         .fetch_optional(&self.pool)
         .await?
         .as_ref()
@@ -555,7 +585,7 @@ impl Store for Backend {
                 state = excluded.state, updated_at = excluded.updated_at",
         )
         .bind(&link.flow)
-        .bind(&link.object_key)
+        .bind(escape(&link.object_key))
         .bind(link.workspace_id)
         .bind(&link.state)
         .bind(link.updated_at)
@@ -575,7 +605,7 @@ impl Store for Backend {
              WHERE flow = $1 AND object_key = $2 AND logical_name = $3"
         ))
         .bind(flow)
-        .bind(object_key)
+        .bind(escape(object_key))
         .bind(logical_name)
         .fetch_optional(&self.pool)
         .await?
@@ -594,7 +624,7 @@ impl Store for Backend {
              ORDER BY logical_name"
         ))
         .bind(flow)
-        .bind(object_key)
+        .bind(escape(object_key))
         .fetch_all(&self.pool)
         .await?
         .iter()
@@ -611,7 +641,7 @@ impl Store for Backend {
                 version = excluded.version, updated_at = excluded.updated_at"
         ))
         .bind(&document.flow)
-        .bind(&document.object_key)
+        .bind(escape(&document.object_key))
         .bind(&document.logical_name)
         .bind(document.node_id)
         .bind(&document.content_hash)
@@ -629,8 +659,8 @@ impl Store for Backend {
             "INSERT INTO writebacks (module, object_id, fields, values_hash, mod_time_after, at)
              VALUES ($1, $2, $3, $4, $5, $6)",
         )
-        .bind(&writeback.module)
-        .bind(&writeback.object_id)
+        .bind(escape(&writeback.module))
+        .bind(escape(&writeback.object_id))
         .bind(serde_json::json!(writeback.fields))
         .bind(&writeback.values_hash)
         .bind(&writeback.mod_time_after)
@@ -649,8 +679,8 @@ impl Store for Backend {
             "SELECT module, object_id, fields, values_hash, mod_time_after, at FROM writebacks
              WHERE module = $1 AND object_id = $2 ORDER BY id DESC LIMIT 1",
         )
-        .bind(module)
-        .bind(object_id)
+        .bind(escape(module))
+        .bind(escape(object_id))
         .fetch_optional(&self.pool)
         .await?
         .as_ref()
@@ -743,30 +773,67 @@ fn missing_migrations(migrator: &Migrator, applied: &[i64]) -> Result<(), StoreE
 
 // ----- inbox -----
 
-/// Writes the events of several requests inside the caller's transaction, with multi-row
-/// inserts, and returns the outcomes per request. A duplicate (of a stored event or of one
-/// earlier in these requests) names the id stored first.
+/// What [`insert_requests`] did.
+pub(super) struct Inserted {
+    /// Per request, per event.
+    pub outcomes: Vec<Vec<InsertOutcome>>,
+    /// Whether the worker has something new to do (jobs, or events to route).
+    pub new_work: bool,
+}
+
+/// Writes the events of several requests inside the caller's transaction. Each request's body
+/// is stored once (the events of one request share one `Bytes`), the events with multi-row
+/// inserts, and the jobs of events routed at ingest with them. A duplicate (of a stored event
+/// or of one earlier in these requests) names the id stored first; a body none of whose events
+/// was new is not kept.
 pub(super) async fn insert_requests(
     tx: &mut Conn,
     requests: &[&[NewEvent]],
-) -> Result<Vec<Vec<InsertOutcome>>, StoreError> {
-    let events: Vec<(&NewEvent, String)> = requests
-        .iter()
-        .flat_map(|events| events.iter())
-        .map(|event| (event, new_event_id()))
-        .collect();
+) -> Result<Inserted, StoreError> {
+    let mut bodies: HashMap<(usize, usize), i64> = HashMap::new();
+    let mut events: Vec<(&NewEvent, String, i64)> = Vec::new();
+    for event in requests.iter().flat_map(|events| events.iter()) {
+        let key = (event.raw_body.as_ptr() as usize, event.raw_body.len());
+        let body_id = match bodies.get(&key) {
+            Some(id) => *id,
+            None => {
+                let id = insert_body(tx, event).await?;
+                bodies.insert(key, id);
+                id
+            }
+        };
+        events.push((event, new_event_id(), body_id));
+    }
     let mut inserted = HashSet::new();
     for chunk in events.chunks(ROWS_PER_STATEMENT) {
         inserted.extend(insert_rows(tx, chunk).await?);
     }
     let mut stored: HashMap<(Source, &str), String> = HashMap::new();
-    for (event, id) in &events {
+    let mut kept_bodies = HashSet::new();
+    let mut jobs = Vec::new();
+    let mut new_work = false;
+    for (event, id, body_id) in &events {
         if inserted.contains(id) {
             stored.insert((event.source, &event.source_event_id), id.clone());
+            kept_bodies.insert(*body_id);
+            match &event.routing {
+                None => new_work = true,
+                Some(flows) => jobs.extend(flows.iter().map(|flow| (*event, id, flow))),
+            }
         }
     }
+    for chunk in jobs.chunks(ROWS_PER_STATEMENT) {
+        insert_jobs(tx, chunk).await?;
+        new_work = true;
+    }
+    for body_id in bodies.values().filter(|id| !kept_bodies.contains(*id)) {
+        sqlx::query("DELETE FROM bodies WHERE id = $1")
+            .bind(body_id)
+            .execute(&mut *tx)
+            .await?;
+    }
     let mut outcomes = Vec::with_capacity(events.len());
-    for (event, id) in &events {
+    for (event, id, _) in &events {
         let key = (event.source, event.source_event_id.as_str());
         outcomes.push(if inserted.contains(id) {
             InsertOutcome::Accepted(id.clone())
@@ -777,62 +844,131 @@ pub(super) async fn insert_requests(
         });
     }
     let mut outcomes = outcomes.into_iter();
-    Ok(requests
+    let outcomes = requests
         .iter()
         .map(|events| outcomes.by_ref().take(events.len()).collect())
-        .collect())
+        .collect();
+    Ok(Inserted { outcomes, new_work })
+}
+
+/// The jobs of events routed at ingest: one per (event, flow).
+async fn insert_jobs(
+    tx: &mut Conn,
+    jobs: &[(&NewEvent, &String, &String)],
+) -> Result<(), StoreError> {
+    let mut query = QueryBuilder::<Db>::new(
+        "INSERT INTO jobs (event_id, flow, object_key, state, age_from, next_attempt_at,
+                           created_at, updated_at) ",
+    );
+    query.push_values(jobs, |mut row, (event, id, flow)| {
+        let key = match &event.object_key {
+            Some(key) => escape(key).into_owned(),
+            None => format!("event/{id}"),
+        };
+        row.push_bind(id.as_str())
+            .push_bind(flow.as_str())
+            .push_bind(key)
+            .push_bind(state::PENDING)
+            .push_bind(event.received_at)
+            .push_bind(event.received_at)
+            .push_bind(event.received_at)
+            .push_bind(event.received_at);
+    });
+    query.build().execute(&mut *tx).await?;
+    Ok(())
+}
+
+/// Stores the body (and kept headers) of `event`'s request; returns its id.
+async fn insert_body(tx: &mut Conn, event: &NewEvent) -> Result<i64, StoreError> {
+    let headers = serde_json::to_vec(&event.headers)
+        .map_err(|e| StoreError::Invalid(format!("headers: {e}")))?;
+    Ok(
+        sqlx::query_scalar("INSERT INTO bodies (body, headers) VALUES ($1, $2) RETURNING id")
+            .bind(event.raw_body.as_ref())
+            .bind(headers)
+            .fetch_one(&mut *tx)
+            .await?,
+    )
 }
 
 /// Inserts the rows that are new; returns the ids of those inserted.
 async fn insert_rows(
     tx: &mut Conn,
-    rows: &[(&NewEvent, String)],
+    rows: &[(&NewEvent, String, i64)],
 ) -> Result<Vec<String>, StoreError> {
+    let offset = |at: usize| {
+        i32::try_from(at).map_err(|_| StoreError::Invalid("the body exceeds 2 GiB".into()))
+    };
+    let mut spans = Vec::with_capacity(rows.len());
+    for (event, _, _) in rows {
+        spans.push((offset(event.span.start)?, offset(event.span.end)?));
+    }
     let mut query = QueryBuilder::<Db>::new(
         "INSERT INTO events (id, source, source_event_id, kind, module, object_id, object_key,
-                             payload, raw_body, headers, received_at, next_attempt_at, updated_at) ",
+                             body_id, body_start, body_end, received_at, next_attempt_at,
+                             updated_at, state, last_error) ",
     );
-    query.push_values(rows, |mut row, (event, id)| {
-        row.push_bind(id.as_str())
-            .push_bind(event.source.as_str())
-            .push_bind(event.source_event_id.as_str())
-            .push_bind(event.kind.as_str())
-            .push_bind(event.module.as_deref())
-            .push_bind(event.object_id.as_deref())
-            .push_bind(event.object_key.as_deref())
-            .push_bind(&event.payload)
-            .push_bind(event.raw_body.as_ref())
-            .push_bind(&event.headers)
-            .push_bind(event.received_at)
-            .push_bind(event.received_at)
-            .push_bind(event.received_at);
-    });
+    query.push_values(
+        rows.iter().zip(spans),
+        |mut row, ((event, id, body_id), span)| {
+            let text = |value: &Option<String>| value.as_deref().map(|v| escape(v).into_owned());
+            row.push_bind(id.as_str())
+                .push_bind(event.source.as_str())
+                .push_bind(escape(&event.source_event_id).into_owned())
+                .push_bind(escape(&event.kind).into_owned())
+                .push_bind(text(&event.module))
+                .push_bind(text(&event.object_id))
+                .push_bind(text(&event.object_key))
+                .push_bind(*body_id)
+                .push_bind(span.0)
+                .push_bind(span.1)
+                .push_bind(event.received_at)
+                .push_bind(event.received_at)
+                .push_bind(event.received_at)
+                .push_bind(initial_state(event))
+                .push_bind((initial_state(event) == state::IGNORED).then_some(NO_FLOW_WANTS_IT));
+        },
+    );
     query.push(" ON CONFLICT (source, source_event_id) DO NOTHING RETURNING id");
     Ok(query.build_query_scalar().fetch_all(&mut *tx).await?)
+}
+
+/// `pending` until routed; routed at ingest, `routed` or (no flow wants it) `ignored`.
+fn initial_state(event: &NewEvent) -> &'static str {
+    match &event.routing {
+        None => state::PENDING,
+        Some(flows) if flows.is_empty() => state::IGNORED,
+        Some(_) => state::ROUTED,
+    }
 }
 
 async fn existing_id(tx: &mut Conn, event: &NewEvent) -> Result<String, StoreError> {
     Ok(
         sqlx::query_scalar("SELECT id FROM events WHERE source = $1 AND source_event_id = $2")
             .bind(event.source.as_str())
-            .bind(&event.source_event_id)
+            .bind(escape(&event.source_event_id))
             .fetch_one(&mut *tx)
             .await?,
     )
+}
+
+/// JSON kept as bytes (an event's slice of its body, the kept headers).
+fn parse_json(bytes: &[u8]) -> Result<serde_json::Value, StoreError> {
+    serde_json::from_slice(bytes).map_err(|e| StoreError::Corrupt(format!("stored JSON: {e}")))
 }
 
 fn event_from_row(row: &DbRow) -> Result<StoredEvent, StoreError> {
     Ok(StoredEvent {
         id: row.try_get("id")?,
         source: row.try_get("source")?,
-        source_event_id: row.try_get("source_event_id")?,
-        kind: row.try_get("kind")?,
-        module: row.try_get("module")?,
-        object_id: row.try_get("object_id")?,
-        object_key: row.try_get("object_key")?,
-        payload: row.try_get("payload")?,
+        source_event_id: unescape(row.try_get("source_event_id")?),
+        kind: unescape(row.try_get("kind")?),
+        module: unescape_opt(row.try_get("module")?),
+        object_id: unescape_opt(row.try_get("object_id")?),
+        object_key: unescape_opt(row.try_get("object_key")?),
+        payload: parse_json(&row.try_get::<Vec<u8>, _>("payload")?)?,
         raw_body: row.try_get("raw_body")?,
-        headers: row.try_get("headers")?,
+        headers: parse_json(&row.try_get::<Vec<u8>, _>("headers")?)?,
         received_at: row.try_get("received_at")?,
         state: row.try_get("state")?,
         attempts: row.try_get("attempts")?,
@@ -855,27 +991,27 @@ fn push_event_filter(query: &mut QueryBuilder<'_, Db>, filter: &EventFilter, pag
     for (column, value) in text_columns {
         if let Some(value) = value {
             query
-                .push(format!(" AND {column} = "))
-                .push_bind(value.clone());
+                .push(format!(" AND e.{column} = "))
+                .push_bind(escape(value).into_owned());
         }
     }
     if let Some(flow) = &filter.flow {
         query
-            .push(" AND EXISTS (SELECT 1 FROM jobs j WHERE j.event_id = events.id AND j.flow = ")
+            .push(" AND EXISTS (SELECT 1 FROM jobs j WHERE j.event_id = e.id AND j.flow = ")
             .push_bind(flow.clone())
             .push(")");
     }
     if let Some(from) = filter.received_from {
-        query.push(" AND received_at >= ").push_bind(from);
+        query.push(" AND e.received_at >= ").push_bind(from);
     }
     if let Some(to) = filter.received_to {
-        query.push(" AND received_at < ").push_bind(to);
+        query.push(" AND e.received_at < ").push_bind(to);
     }
     if let Some(after) = &page.after {
-        query.push(" AND id < ").push_bind(after.clone());
+        query.push(" AND e.id < ").push_bind(after.clone());
     }
     query
-        .push(" ORDER BY id DESC LIMIT ")
+        .push(" ORDER BY e.id DESC LIMIT ")
         .push_bind(page.limit.clamp(1, 1000) + 1);
 }
 
@@ -928,7 +1064,7 @@ async fn route_one(tx: &mut Conn, routing: &Routing, now: i64) -> Result<bool, S
         )
         .bind(&routing.event_id)
         .bind(flow)
-        .bind(&routing.object_key)
+        .bind(escape(&routing.object_key))
         .bind(now)
         .execute(&mut *tx)
         .await?;
@@ -1127,7 +1263,7 @@ async fn claim_jobs(
         .bind(request.now)
         .fetch_one(&mut *tx)
         .await?;
-        let row = sqlx::query(&format!("SELECT {EVENT_COLUMNS} FROM events WHERE id = $1"))
+        let row = sqlx::query(&format!("{} WHERE e.id = $1", select_events(EMPTY_BYTES)))
             .bind(&event_id)
             .fetch_one(&mut *tx)
             .await?;
@@ -1144,7 +1280,7 @@ async fn claim_jobs(
     Ok(ClaimedWork {
         owner: request.owner.clone(),
         flow,
-        object_key,
+        object_key: unescape(object_key),
         lease_until: request.lease_until,
         jobs,
     })
@@ -1154,7 +1290,7 @@ async fn delete_lease(tx: &mut Conn, work: &ClaimedWork) -> Result<bool, StoreEr
     Ok(
         sqlx::query("DELETE FROM leases WHERE flow = $1 AND object_key = $2 AND owner = $3")
             .bind(&work.flow)
-            .bind(&work.object_key)
+            .bind(escape(&work.object_key))
             .bind(&work.owner)
             .execute(&mut *tx)
             .await?
@@ -1231,7 +1367,7 @@ fn job_from_row(row: &DbRow) -> Result<JobRecord, StoreError> {
     Ok(JobRecord {
         id: row.try_get("id")?,
         flow: row.try_get("flow")?,
-        object_key: row.try_get("object_key")?,
+        object_key: unescape(row.try_get("object_key")?),
         state: row.try_get("state")?,
         attempts: row.try_get("attempts")?,
         next_attempt_at: row.try_get("next_attempt_at")?,
@@ -1263,7 +1399,7 @@ fn workflow_from_row(row: &DbRow) -> Result<WorkflowRecord, StoreError> {
     Ok(WorkflowRecord {
         process_id: row.try_get("process_id")?,
         flow: row.try_get("flow")?,
-        object_key: row.try_get("object_key")?,
+        object_key: unescape(row.try_get("object_key")?),
         started_at: row.try_get("started_at")?,
         state: row.try_get("state")?,
         decision: row.try_get("decision")?,
@@ -1274,7 +1410,7 @@ fn workflow_from_row(row: &DbRow) -> Result<WorkflowRecord, StoreError> {
 fn link_from_row(row: &DbRow) -> Result<LinkRecord, StoreError> {
     Ok(LinkRecord {
         flow: row.try_get("flow")?,
-        object_key: row.try_get("object_key")?,
+        object_key: unescape(row.try_get("object_key")?),
         workspace_id: row.try_get("workspace_id")?,
         state: row.try_get("state")?,
         updated_at: row.try_get("updated_at")?,
@@ -1284,7 +1420,7 @@ fn link_from_row(row: &DbRow) -> Result<LinkRecord, StoreError> {
 fn document_from_row(row: &DbRow) -> Result<DocumentRecord, StoreError> {
     Ok(DocumentRecord {
         flow: row.try_get("flow")?,
-        object_key: row.try_get("object_key")?,
+        object_key: unescape(row.try_get("object_key")?),
         logical_name: row.try_get("logical_name")?,
         node_id: row.try_get("node_id")?,
         content_hash: row.try_get("content_hash")?,
@@ -1298,8 +1434,8 @@ fn document_from_row(row: &DbRow) -> Result<DocumentRecord, StoreError> {
 fn writeback_from_row(row: &DbRow) -> Result<WritebackRecord, StoreError> {
     let fields: serde_json::Value = row.try_get("fields")?;
     Ok(WritebackRecord {
-        module: row.try_get("module")?,
-        object_id: row.try_get("object_id")?,
+        module: unescape(row.try_get("module")?),
+        object_id: unescape(row.try_get("object_id")?),
         fields: serde_json::from_value(fields).unwrap_or_default(),
         values_hash: row.try_get("values_hash")?,
         mod_time_after: row.try_get("mod_time_after")?,

@@ -20,6 +20,7 @@ use sqlx::{ConnectOptions as _, Connection as _, Sqlite, SqliteConnection, Trans
 use tokio::sync::{Notify, mpsc, oneshot};
 use tokio::task::JoinHandle;
 
+use super::guard::DiskGuard;
 use super::{InsertOutcome, NewEvent, StoreError};
 use crate::config::StoreConfig;
 
@@ -35,6 +36,9 @@ const BACKEND: &str = "sqlite";
 const SKIP_LOCKED: &str = "";
 const FOR_UPDATE: &str = "";
 const EMPTY_BYTES: &str = "X''";
+/// Pages in use: freed pages are reused before the file grows.
+const USED_BYTES: &str = "SELECT (p.page_count - f.freelist_count) * s.page_size
+    FROM pragma_page_count() p, pragma_freelist_count() f, pragma_page_size() s";
 
 pub static MIGRATOR: Migrator = sqlx::migrate!("./migrations/sqlite");
 
@@ -59,6 +63,7 @@ pub struct SqliteStore {
     /// Serialises this process's write transactions in async code: SQLite admits one writer at
     /// a time, and its own busy handler waits by sleeping whole milliseconds.
     write_lock: Arc<tokio::sync::Mutex<()>>,
+    guard: DiskGuard,
 }
 
 impl std::fmt::Debug for SqliteStore {
@@ -78,16 +83,18 @@ impl SqliteStore {
             .synchronous(SqliteSynchronous::Normal)
             .busy_timeout(Duration::from_secs(10))
             .foreign_keys(true);
-        if let Some(dir) = options.get_filename().parent()
-            && !dir.as_os_str().is_empty()
-        {
-            std::fs::create_dir_all(dir).map_err(|e| {
-                StoreError::Config(format!(
-                    "`store.url`: cannot create directory {}: {e}",
-                    dir.display()
-                ))
-            })?;
-        }
+        let dir = options
+            .get_filename()
+            .parent()
+            .filter(|dir| !dir.as_os_str().is_empty())
+            .unwrap_or(std::path::Path::new("."))
+            .to_path_buf();
+        std::fs::create_dir_all(&dir).map_err(|e| {
+            StoreError::Config(format!(
+                "`store.url`: cannot create directory {}: {e}",
+                dir.display()
+            ))
+        })?;
         let pool = SqlitePoolOptions::new()
             .max_connections(cfg.max_connections)
             .connect_with(options.clone())
@@ -118,6 +125,7 @@ impl SqliteStore {
             commits,
             wakeup,
             write_lock,
+            guard: DiskGuard::new(cfg, Some(dir)),
         })
     }
 
@@ -257,10 +265,12 @@ impl Writer {
         let _write = self.write_lock.lock().await;
         let requests: Vec<&[NewEvent]> = batch.iter().map(|r| r.events.as_slice()).collect();
         let mut tx = self.connection.begin().await?;
-        let outcomes = sql::insert_requests(&mut tx, &requests).await?;
+        let inserted = sql::insert_requests(&mut tx, &requests).await?;
         tx.commit().await?;
         self.commits.fetch_add(1, Ordering::Relaxed);
-        self.wakeup.notify_waiters();
-        Ok(outcomes)
+        if inserted.new_work {
+            self.wakeup.notify_waiters();
+        }
+        Ok(inserted.outcomes)
     }
 }

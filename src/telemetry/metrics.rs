@@ -109,6 +109,26 @@ const FAMILIES: &[(&str, Kind, &str)] = &[
         "Circuit breaker per upstream: 0 closed, 1 half-open, 2 open.",
     ),
     (
+        "xecm_store_bytes",
+        Kind::Gauge,
+        "Bytes the store occupies, as the disk guard measures them.",
+    ),
+    (
+        "xecm_store_budget_bytes",
+        Kind::Gauge,
+        "The store budget, store.max_bytes (0: no budget).",
+    ),
+    (
+        "xecm_store_free_bytes",
+        Kind::Gauge,
+        "Free bytes on the filesystem of the SQLite file.",
+    ),
+    (
+        "xecm_store_full",
+        Kind::Gauge,
+        "1 while the disk guard refuses new events, else 0.",
+    ),
+    (
         "xecm_http_connections_open",
         Kind::Gauge,
         "HTTP connections open now.",

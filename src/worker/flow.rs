@@ -136,12 +136,13 @@ impl Router {
     }
 
     /// The flows that get a job for `event`. A `resync` event naming a flow goes to that flow
-    /// alone (if configured); every other event goes to each flow whose rule matches.
-    pub fn route(&self, event: &StoredEvent) -> Routing {
+    /// alone (if configured); every other event goes to each flow whose rule matches. Ingest
+    /// asks this before the event is stored, the worker for events stored without it.
+    pub fn flows_for(&self, event: &StoredEvent) -> Vec<String> {
         let named = (event.kind == RESYNC_KIND)
             .then(|| event.payload.get("flow").and_then(|f| f.as_str()))
             .flatten();
-        let flows = match named {
+        match named {
             Some(name) => self
                 .get(name)
                 .map(|f| vec![f.name().to_string()])
@@ -152,7 +153,12 @@ impl Router {
                 .filter(|f| f.wants(event))
                 .map(|f| f.name().to_string())
                 .collect(),
-        };
+        }
+    }
+
+    /// [`Router::flows_for`] with the event's exclusion key, for a stored event.
+    pub fn route(&self, event: &StoredEvent) -> Routing {
+        let flows = self.flows_for(event);
         Routing {
             event_id: event.id.clone(),
             object_key: event

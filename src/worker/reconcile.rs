@@ -3,7 +3,6 @@
 //! enqueue ordinary events, so the flows handle them like any other.
 
 use async_trait::async_trait;
-use bytes::Bytes;
 
 use crate::store::{InsertOutcome, NewEvent, Source, Store, StoreError};
 
@@ -91,6 +90,12 @@ pub async fn reconcile_allportal(
 
 fn change_event(change: &ObjectChange, now: i64) -> NewEvent {
     let object_key = format!("{}/{}", change.module, change.object_id);
+    let (raw_body, span) = NewEvent::synthetic_body(&serde_json::json!({
+        "module": change.module,
+        "object_id": change.object_id,
+        "mod_time": change.mod_time,
+        "synthetic": "reconciliation",
+    }));
     NewEvent {
         source: Source::Allportal,
         source_event_id: format!("reconcile:{object_key}@{}", change.mod_time),
@@ -98,15 +103,11 @@ fn change_event(change: &ObjectChange, now: i64) -> NewEvent {
         module: Some(change.module.clone()),
         object_id: Some(change.object_id.clone()),
         object_key: Some(object_key),
-        payload: serde_json::json!({
-            "module": change.module,
-            "object_id": change.object_id,
-            "mod_time": change.mod_time,
-            "synthetic": "reconciliation",
-        }),
-        raw_body: Bytes::new(),
+        raw_body,
+        span,
         headers: serde_json::json!({}),
         received_at: now,
+        routing: None,
     }
 }
 
@@ -132,6 +133,12 @@ pub async fn reconcile_opentext(
             WorkflowStatus::Gone => serde_json::json!({ "gone": true }),
             WorkflowStatus::Decided { decision } => decision,
         };
+        let (raw_body, span) = NewEvent::synthetic_body(&serde_json::json!({
+            "process_id": workflow.process_id,
+            "flow": workflow.flow,
+            "decision": decision,
+            "synthetic": "reconciliation",
+        }));
         let event = NewEvent {
             source: Source::Opentext,
             source_event_id: format!("reconcile:workflow:{}", workflow.process_id),
@@ -139,15 +146,11 @@ pub async fn reconcile_opentext(
             module: None,
             object_id: None,
             object_key: Some(workflow.object_key.clone()),
-            payload: serde_json::json!({
-                "process_id": workflow.process_id,
-                "flow": workflow.flow,
-                "decision": decision,
-                "synthetic": "reconciliation",
-            }),
-            raw_body: Bytes::new(),
+            raw_body,
+            span,
             headers: serde_json::json!({}),
             received_at: now,
+            routing: None,
         };
         enqueued += count_accepted(&store.insert_events(vec![event]).await?);
         store

@@ -8,7 +8,6 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use bytes::Bytes;
 use sqlx::Connection;
 use xecm_bridge::config::StoreConfig;
 use xecm_bridge::store::{self, NewEvent, Source, Store, StoredEvent};
@@ -52,12 +51,15 @@ pub struct TestDb {
     _dir: Option<tempfile::TempDir>,
 }
 
-fn config(url: &str) -> StoreConfig {
+/// The store settings of the test databases.
+pub fn config(url: &str) -> StoreConfig {
     StoreConfig {
         url: url.to_string(),
         max_connections: 5,
         group_commit_max_events: 512,
         migrate_on_start: false,
+        max_bytes: 0,
+        min_free_bytes: 0,
     }
 }
 
@@ -73,6 +75,11 @@ pub fn init_tracing() {
 }
 
 impl TestDb {
+    /// The database's URL, to open another store on it.
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
     pub async fn sqlite(migrate: bool) -> TestDb {
         init_tracing();
         let dir = tempfile::tempdir().expect("tempdir");
@@ -178,6 +185,8 @@ async fn drop_database(admin: &str, name: &str) {
 /// An `allportal` event about `key` (`<module>/<id>`).
 pub fn event(source_event_id: &str, key: &str, received_at: i64) -> NewEvent {
     let (module, id) = key.split_once('/').expect("module/id");
+    let (raw_body, span) =
+        NewEvent::synthetic_body(&serde_json::json!({ "module": module, "object_id": id }));
     NewEvent {
         source: Source::Allportal,
         source_event_id: source_event_id.to_string(),
@@ -185,10 +194,11 @@ pub fn event(source_event_id: &str, key: &str, received_at: i64) -> NewEvent {
         module: Some(module.into()),
         object_id: Some(id.into()),
         object_key: Some(key.into()),
-        payload: serde_json::json!({ "module": module, "object_id": id }),
-        raw_body: Bytes::from(format!("{{\"id\":\"{source_event_id}\"}}")),
+        raw_body,
+        span,
         headers: serde_json::json!({ "webhook-id": source_event_id }),
         received_at,
+        routing: None,
     }
 }
 
