@@ -67,7 +67,8 @@ fn store_problem(error: crate::store::StoreError) -> Problem {
             Problem::new(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "store-unavailable",
-                error.to_string(),
+                // The database's own text stays in the log: it can name tables, hosts or users.
+                "the store could not answer; retry later (details in the bridge's log)",
             )
         }
     }
