@@ -205,7 +205,8 @@ CHART_ALERT_RULES = CHART / "files" / "prometheus-rules.yaml"
 DOC_VALUE = re.compile(r"`((?:config|secrets|store|roles|ingress|metrics|networkPolicy|migrations|"
                        r"image|serviceAccount|probes|upstreamTls)(?:\.[A-Za-z_]+)+)`")
 # Names in the docs that look like chart values but are the configuration file and its keys.
-DOC_NOT_VALUES = {"config.toml", "store.url", "server.listen"}
+DOC_NOT_VALUES = {"config.toml", "store.url", "server.listen", "store.max_bytes",
+                  "store.min_free_bytes"}
 
 
 def schema_has(schema: dict, node: dict, parts: list[str]) -> bool:
