@@ -198,7 +198,7 @@ def check_references(report: Report) -> None:
 
 DOCS = ROOT / "docs"
 ALERT_RULES = DOCS / "alerts" / "prometheus-rules.yaml"
-# The chart's PrometheusRule ships this copy; tests/observability.rs checks that it equals the
+# The chart's PrometheusRule ships this copy; tests/it/observability.rs checks that it equals the
 # documented rules and that every rule uses only metrics the binary exposes.
 CHART_ALERT_RULES = CHART / "files" / "prometheus-rules.yaml"
 # A backticked chart value in the docs, e.g. `roles.worker.replicaCount`.

@@ -1,6 +1,7 @@
 //! The worker engine against SQLite and PostgreSQL, with a scriptable test flow.
 
-mod common;
+use crate::backend_tests;
+use crate::common;
 
 use std::collections::HashMap;
 use std::sync::Arc;

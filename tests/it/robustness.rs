@@ -2,7 +2,7 @@
 //! bridge processes on one PostgreSQL database, and an OpenText outage. Every test checks the
 //! end state: every event final, nothing dead, and each effect in OpenText exactly once.
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 

@@ -6,7 +6,7 @@
 //! one version per document, one write-back, one imported file, one link. N runs from 1 until a
 //! run no longer reaches its crash point (every step was covered).
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeMap;
 use std::time::Duration;

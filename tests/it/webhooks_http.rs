@@ -1,7 +1,7 @@
 //! The webhook endpoints over the real HTTP server: every bad input gets its documented status as
 //! `application/problem+json` with the request id, and leaves the store unchanged.
 
-mod common;
+use crate::common;
 
 use common::*;
 use reqwest::StatusCode;

@@ -3,7 +3,7 @@
 //! `server.drain_secs`, deliveries sent meanwhile get 202 and are stored, and the process then
 //! exits with status 0 within `server.shutdown_timeout_secs`.
 
-mod common;
+use crate::common;
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};

@@ -1,7 +1,7 @@
 //! `openapi.yaml` and the router list the same routes, both ways; and every route in the table
 //! really answers its method (not the 404 fallback, not 405).
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeSet;
 

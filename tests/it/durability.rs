@@ -2,7 +2,7 @@
 //! is killed with SIGKILL while requests are still arriving, restarted, and every event that got
 //! a 202 is found in the store.
 
-mod common;
+use crate::common;
 
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;

@@ -1,7 +1,7 @@
 //! The admin API over the real HTTP server: bearer auth, status, listing with filters and cursor
 //! pagination, event detail with routing, replay (one and by filter), resync, and clear 400s.
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 

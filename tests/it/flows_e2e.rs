@@ -3,7 +3,7 @@
 //! (and callbacks by the OpenText simulator); assertions on the simulators' end state and
 //! request logs. The mapping is the one in `config/example.toml`.
 
-mod common;
+use crate::common;
 
 use std::sync::Arc;
 use std::time::Duration;

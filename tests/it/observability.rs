@@ -3,7 +3,7 @@
 //! scrape, and the documented log fields against real JSON log lines. The bridge runs as the
 //! real binary against both simulators; waits are bounded, nothing asserts timings.
 
-mod common;
+use crate::common;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};

@@ -1,6 +1,7 @@
 //! The `Store` contract, run against SQLite and PostgreSQL.
 
-mod common;
+use crate::backend_tests;
+use crate::common;
 
 use std::collections::HashSet;
 use std::ops::Range;

@@ -2,7 +2,7 @@
 //! outage under steady traffic, a restart after `kill -9`, a replica dying on PostgreSQL, the
 //! echo of a write-back arriving before the write's response).
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeMap;
 use std::time::Duration;

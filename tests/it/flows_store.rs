@@ -1,7 +1,8 @@
 //! The flows' state in the store (links, documents, write-backs, workflow lookups) over SQLite
 //! and PostgreSQL alike.
 
-mod common;
+use crate::backend_tests;
+use crate::common;
 
 use serde_json::json;
 use xecm_bridge::store::{DocumentRecord, LinkRecord, WorkflowRecord, WritebackRecord};

@@ -7,7 +7,7 @@
 //! Durations here are hang guards or lower bounds only: a timer never fires early, so "still
 //! open after N seconds" holds on a slow machine too.
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 

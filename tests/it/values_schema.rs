@@ -2,7 +2,7 @@
 //! part of `helm/xecm-bridge/values.schema.json` is generated from the Rust types of the
 //! `[flows]` configuration (their serde attributes included: unknown keys refused, defaults
 //! optional), and this test fails when the two differ. After changing those types, regenerate
-//! with `XECM_BLESS_SCHEMA=1 cargo test --test values_schema`.
+//! with `XECM_BLESS_SCHEMA=1 cargo test values_schema`.
 
 use schemars::generate::SchemaSettings;
 use serde_json::Value;
@@ -71,13 +71,13 @@ fn the_values_schema_describes_flows_as_the_binary_reads_them() {
     assert_eq!(
         schema["properties"]["config"]["properties"]["flows"], flows,
         "config.flows in values.schema.json is not the generated schema; \
-         regenerate with XECM_BLESS_SCHEMA=1 cargo test --test values_schema"
+         regenerate with XECM_BLESS_SCHEMA=1 cargo test values_schema"
     );
     for (name, definition) in &definitions {
         assert_eq!(
             &schema["definitions"][name], definition,
             "definition `{name}` in values.schema.json is not the generated one; \
-             regenerate with XECM_BLESS_SCHEMA=1 cargo test --test values_schema"
+             regenerate with XECM_BLESS_SCHEMA=1 cargo test values_schema"
         );
     }
 }
