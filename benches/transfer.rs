@@ -258,7 +258,7 @@ async fn run(size: u64) -> anyhow::Result<()> {
     let file_id = generate_file(&http, &ap, size).await?;
     let settings = settings(&ap, &ot)?;
     let threshold = settings.opentext.multipart_threshold_bytes;
-    let upstreams = Upstreams::new(&settings)?;
+    let upstreams = Upstreams::new(&settings.allportal, &settings.opentext)?;
     let folder = upstreams
         .opentext
         .create_folder(sample_ids::WORKSPACES_FOLDER, "Transfer benchmark")

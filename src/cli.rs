@@ -95,7 +95,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         #[cfg(feature = "sim")]
         Command::Sim(args) => {
-            telemetry::init_logging(&crate::config::LogConfig::default());
+            telemetry::init_logging(&crate::telemetry::LogConfig::default());
             crate::sim::run(args).await?;
             return Ok(ExitCode::SUCCESS);
         }
@@ -127,7 +127,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::CheckConfig => {
             crate::ingest::Verifiers::new(&settings.sources)?;
             // Builds both clients (no network): reads and parses the CA and client certificates.
-            crate::clients::Upstreams::new(&settings)
+            crate::clients::Upstreams::new(&settings.allportal, &settings.opentext)
                 .context("cannot build the upstream clients")?;
             println!("{}", settings.redacted_toml());
             eprintln!("configuration is valid");

@@ -7,11 +7,13 @@
 pub mod cli;
 pub mod clients;
 pub mod config;
+pub mod config_error;
 #[cfg(feature = "sim")]
 pub mod demo;
 pub mod flows;
 pub mod http;
 pub mod ingest;
+pub mod redact;
 pub mod server;
 #[cfg(feature = "sim")]
 pub mod sim;

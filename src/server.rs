@@ -56,11 +56,12 @@ pub async fn build_state(settings: Settings) -> anyhow::Result<AppState> {
     // The recorder first, so that the clients built below register their series with it.
     let metrics = crate::telemetry::metrics_handle();
     let verifiers = Verifiers::new(&settings.sources)?;
-    let upstreams = Upstreams::new(&settings).context("cannot build the upstream clients")?;
+    let upstreams = Upstreams::new(&settings.allportal, &settings.opentext)
+        .context("cannot build the upstream clients")?;
     let store = store::open(&settings.store).await.with_context(|| {
         format!(
             "cannot open store {}",
-            crate::config::redact_url(&settings.store.url)
+            crate::redact::url(&settings.store.url)
         )
     })?;
     if settings.store.migrate_on_start {
@@ -69,9 +70,12 @@ pub async fn build_state(settings: Settings) -> anyhow::Result<AppState> {
             .await
             .context("cannot apply store migrations")?;
     }
-    let configured = Arc::new(flows::build(&settings, &upstreams, store.clone()));
+    let configured = Arc::new(flows::build(&settings.flows, &upstreams, store.clone()));
     Ok(AppState {
-        settings: Arc::new(settings),
+        server: Arc::new(settings.server),
+        admin: Arc::new(settings.admin),
+        worker_settings: Arc::new(settings.worker),
+        router: Arc::new(crate::worker::Router::new(configured.as_worker_flows())),
         store,
         verifiers: Arc::new(verifiers),
         metrics,
@@ -87,7 +91,7 @@ pub async fn build_state(settings: Settings) -> anyhow::Result<AppState> {
 /// types). A mapping error stops start-up; an unreachable 4ALLPORTAL only warns, since the
 /// bridge must still take webhooks while it is down.
 pub async fn check_mapping(state: &AppState) -> anyhow::Result<()> {
-    match flows::schema::check_upstream(&state.settings.flows, &state.upstreams.allportal).await {
+    match flows::schema::check_upstream(state.flows.config(), &state.upstreams.allportal).await {
         Ok(()) => Ok(()),
         Err(error @ flows::schema::SchemaCheckError::Mapping(_)) => Err(error.into()),
         Err(error) => {
@@ -101,10 +105,10 @@ fn start_worker(state: &AppState, shutdown: &CancellationToken) -> WorkerHandle 
     Worker::builder(
         state.store.clone(),
         state.flows.as_worker_flows(),
-        state.settings.worker.clone(),
+        (*state.worker_settings).clone(),
     )
     .workflow_feed(flows::workflow_feed(&state.upstreams))
-    .change_feed(flows::change_feed(&state.settings, &state.upstreams))
+    .change_feed(flows::change_feed(state.flows.config(), &state.upstreams))
     .spawn(shutdown.clone())
 }
 
@@ -115,7 +119,7 @@ pub async fn run(
     listener: TcpListener,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
-    let server = &state.settings.server;
+    let server = &state.server;
     let timeout = Duration::from_secs(server.shutdown_timeout_secs);
     let drain = Duration::from_secs(server.drain_secs);
     let limits = http::Limits::from_config(server);

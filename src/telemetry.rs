@@ -1,13 +1,14 @@
 //! Logs (tracing; text or JSON) and the Prometheus metrics recorder.
 
+pub mod config;
 pub mod metrics;
+
+pub use config::{DEFAULTS, LogConfig, LogFormat};
 
 use metrics_exporter_prometheus::PrometheusHandle;
 use tracing_subscriber::EnvFilter;
 use tracing_subscriber::layer::SubscriberExt as _;
 use tracing_subscriber::util::SubscriberInitExt as _;
-
-use crate::config::{LogConfig, LogFormat};
 
 /// Installs the global log subscriber. `RUST_LOG` wins over `[log].filter` when set.
 /// Calling it again (tests) is harmless.

@@ -19,7 +19,7 @@ use super::transport::{
     CircuitState, Clock, Deadline, StreamBody, SystemClock, Transport, TransportPolicy,
     check_status, decode_json,
 };
-use crate::config::AllportalConfig;
+use crate::clients::config::AllportalConfig;
 
 /// Name of this upstream in metrics and errors.
 pub const UPSTREAM: &str = "allportal";

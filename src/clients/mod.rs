@@ -2,17 +2,17 @@
 //! per upstream. They know nothing of flows: they return typed values and [`UpstreamError`]s.
 
 pub mod allportal;
+pub mod config;
 pub mod crash;
 pub mod error;
 pub mod file;
 pub mod opentext;
 pub mod transport;
 
+pub use config::{AllportalConfig, OpentextConfig, TransportConfig};
 pub use error::{TransportErrorKind, UpstreamError};
 pub use file::{Download, FileUpload};
 pub use transport::{CircuitState, Clock, StreamBody, SystemClock, Transport, TransportPolicy};
-
-use crate::config::Settings;
 
 /// Both upstream clients, built once from the configuration and shared (cheap clones) by the
 /// flows and the status endpoint. Building them contacts nobody.
@@ -29,10 +29,13 @@ impl std::fmt::Debug for Upstreams {
 }
 
 impl Upstreams {
-    pub fn new(settings: &Settings) -> Result<Self, UpstreamError> {
+    pub fn new(
+        allportal: &AllportalConfig,
+        opentext: &OpentextConfig,
+    ) -> Result<Self, UpstreamError> {
         Ok(Self {
-            opentext: opentext::OpentextClient::new(&settings.opentext)?,
-            allportal: allportal::AllportalClient::new(&settings.allportal)?,
+            opentext: opentext::OpentextClient::new(opentext)?,
+            allportal: allportal::AllportalClient::new(allportal)?,
         })
     }
 

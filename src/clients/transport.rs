@@ -37,7 +37,7 @@ use super::error::{
     ErrorAnswer, RedirectOutsideOrigin, TransportErrorKind, UpstreamError, error_message,
     is_transient_status,
 };
-use crate::config::{TlsFiles, TransportConfig};
+use crate::clients::config::{TlsFiles, TransportConfig};
 
 /// Errors a byte stream may yield.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;

@@ -14,7 +14,7 @@ mod verify;
 use std::process::ExitCode;
 use std::time::Instant;
 
-use crate::config::LogConfig;
+use crate::telemetry::LogConfig;
 use scenario::Scenario;
 use snapshot::{AllportalView, OpentextView};
 use stack::Stack;

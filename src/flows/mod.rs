@@ -34,7 +34,6 @@ pub mod snapshot;
 use std::sync::Arc;
 
 use crate::clients::Upstreams;
-use crate::config::Settings;
 use crate::store::{Store, StoredEvent};
 use crate::worker::{ChangeFeed, Flow, WorkflowStatusFeed};
 
@@ -48,21 +47,23 @@ pub use run::{FlowEnv, Operation, Plan, System};
 #[derive(Debug, Clone, Default)]
 pub struct Flows {
     flows: Vec<Arc<MappedFlow>>,
+    config: FlowsConfig,
 }
 
 /// Builds every enabled flow of `[flows]`.
-pub fn build(settings: &Settings, clients: &Upstreams, store: Arc<dyn Store>) -> Flows {
+pub fn build(config: &FlowsConfig, clients: &Upstreams, store: Arc<dyn Store>) -> Flows {
     let env = FlowEnv {
         opentext: clients.opentext.clone(),
         allportal: clients.allportal.clone(),
         store,
     };
-    let enabled = settings.flows.enabled();
+    let enabled = config.enabled();
     let peers: Vec<(String, String)> = enabled
         .iter()
         .map(|(name, m)| (name.to_string(), m.workspace.bo_type.clone()))
         .collect();
     Flows {
+        config: config.clone(),
         flows: enabled
             .into_iter()
             .map(|(name, mapping)| {
@@ -84,9 +85,8 @@ pub fn workflow_feed(clients: &Upstreams) -> Arc<dyn WorkflowStatusFeed> {
 
 /// The 4ALLPORTAL reconciliation feed (`Worker::builder(..).change_feed(..)`), over the modules
 /// whose events trigger a flow.
-pub fn change_feed(settings: &Settings, clients: &Upstreams) -> Arc<dyn ChangeFeed> {
-    let modules: std::collections::BTreeSet<String> = settings
-        .flows
+pub fn change_feed(config: &FlowsConfig, clients: &Upstreams) -> Arc<dyn ChangeFeed> {
+    let modules: std::collections::BTreeSet<String> = config
         .enabled()
         .into_iter()
         .map(|(_, mapping)| mapping.trigger.module.clone())
@@ -136,6 +136,16 @@ impl Flows {
             .iter()
             .map(|f| f.clone() as Arc<dyn Flow>)
             .collect()
+    }
+
+    /// The `[flows]` configuration they were built from.
+    pub fn config(&self) -> &FlowsConfig {
+        &self.config
+    }
+
+    /// Each flow's name and mapping.
+    pub fn mappings(&self) -> impl Iterator<Item = (&'static str, &FlowMapping)> {
+        self.flows.iter().map(|f| (f.name, &f.mapping))
     }
 
     pub fn names(&self) -> Vec<&'static str> {

@@ -31,7 +31,7 @@ impl FromRequestParts<AppState> for Admin {
             .get(header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
             .and_then(crate::ingest::verify::bearer_credentials);
-        let accepted = match (&state.settings.admin.token, presented) {
+        let accepted = match (&state.admin.token, presented) {
             (Some(token), Some(presented)) => {
                 bool::from(token.expose_secret().as_bytes().ct_eq(presented.as_bytes()))
             }
@@ -40,7 +40,7 @@ impl FromRequestParts<AppState> for Admin {
         if accepted {
             return Ok(Admin);
         }
-        let detail = if state.settings.admin.token.is_none() {
+        let detail = if state.admin.token.is_none() {
             "the admin API is disabled: no `admin.token` is configured"
         } else {
             "a valid `Authorization: Bearer <admin.token>` header is required"
@@ -417,10 +417,8 @@ pub async fn plan(
 /// `GET /api/v1/flows`: the configured flows and their mapping.
 pub async fn flows(_: Admin, State(state): State<AppState>) -> Response {
     let flows: Vec<_> = state
-        .settings
         .flows
-        .enabled()
-        .into_iter()
+        .mappings()
         .map(|(name, mapping)| json!({ "name": name, "mapping": mapping }))
         .collect();
     Json(json!({ "flows": flows })).into_response()

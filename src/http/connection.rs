@@ -36,7 +36,7 @@ pub struct Limits {
 }
 
 impl Limits {
-    pub fn from_config(cfg: &crate::config::ServerConfig) -> Limits {
+    pub fn from_config(cfg: &super::ServerConfig) -> Limits {
         Limits {
             header_read_timeout: Duration::from_secs(cfg.header_read_timeout_secs),
             idle_timeout: Duration::from_secs(cfg.idle_timeout_secs),

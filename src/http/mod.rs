@@ -20,19 +20,20 @@ use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::TraceLayer;
 
 use crate::clients::Upstreams;
-use crate::config::Settings;
 use crate::flows::Flows;
 use crate::ingest::Verifiers;
 use crate::store::Store;
-use crate::worker::WorkerProbe;
+use crate::worker::{WorkerConfig, WorkerProbe};
 
 mod admin;
+pub mod config;
 mod connection;
 mod health;
 pub mod listener;
 pub mod problem;
 mod webhooks;
 
+pub use config::{AdminConfig, ServerConfig};
 pub use connection::Limits;
 
 pub use problem::Problem;
@@ -42,7 +43,10 @@ pub const REQUEST_ID: &str = "x-request-id";
 /// Shared state of all handlers; cheap to clone.
 #[derive(Clone)]
 pub struct AppState {
-    pub settings: Arc<Settings>,
+    pub server: Arc<ServerConfig>,
+    pub admin: Arc<AdminConfig>,
+    /// The worker pool's settings (`serve` starts it from these).
+    pub worker_settings: Arc<WorkerConfig>,
     pub store: Arc<dyn Store>,
     pub verifiers: Arc<Verifiers>,
     pub metrics: PrometheusHandle,
@@ -50,6 +54,8 @@ pub struct AppState {
     pub upstreams: Upstreams,
     /// The configured business flows (`[flows.*]`).
     pub flows: Arc<Flows>,
+    /// Which flows want an event: ingest routes each event as it stores it.
+    pub router: Arc<crate::worker::Router>,
     /// The worker of this process, if it runs one (`serve --role all|worker`).
     pub worker: Option<WorkerProbe>,
     /// Cancelled when shutdown begins: from then on `/readyz` answers 503 while the listener
@@ -134,8 +140,8 @@ pub fn routes() -> Vec<Route> {
 /// The application router for the given route groups, with the request-id, tracing, problem,
 /// and timeout layers.
 pub fn router(state: AppState, groups: &[RouteGroup]) -> Router {
-    let timeout = Duration::from_secs(state.settings.server.request_timeout_secs);
-    let body_limit = state.settings.server.max_body_bytes;
+    let timeout = Duration::from_secs(state.server.request_timeout_secs);
+    let body_limit = state.server.max_body_bytes;
     let mut router = Router::new();
     for route in routes().into_iter().filter(|r| groups.contains(&r.group)) {
         router = router.route(route.path, route.handler);

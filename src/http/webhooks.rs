@@ -12,7 +12,6 @@ use axum::response::{IntoResponse, Response};
 use super::{AppState, Problem};
 use crate::ingest::{self, IngestError};
 use crate::store::{Source, StoreError};
-use crate::worker::Router;
 
 /// When a sender refused for a full store should try again.
 const STORE_FULL_RETRY_AFTER_SECS: u16 = 60;
@@ -112,7 +111,7 @@ async fn check_and_ingest(
     check_content_type(headers)?;
     let body = body.map_err(|rejection| {
         if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
-            let limit = state.settings.server.max_body_bytes;
+            let limit = state.server.max_body_bytes;
             let detail = format!("the body exceeds server.max_body_bytes ({limit} bytes)");
             let problem = Problem::new(StatusCode::PAYLOAD_TOO_LARGE, "body-too-large", detail);
             ("body_too_large", problem)
@@ -122,11 +121,10 @@ async fn check_and_ingest(
             ("unreadable_body", problem)
         }
     })?;
-    let router = Router::new(state.flows.as_worker_flows());
     ingest::ingest(
         state.store.as_ref(),
         &state.verifiers,
-        &router,
+        &state.router,
         source,
         headers,
         body,

@@ -4,12 +4,14 @@
 use bytes::Bytes;
 use http::HeaderMap;
 
-use crate::config::{ConfigError, SourcesConfig};
+use crate::config_error::ConfigError;
 use crate::store::{
     InsertOutcome, NewEvent, Source, Store, StoreError, StoredEvent, now_millis, state,
 };
 use crate::worker::Router;
+pub use config::{SourceConfig, SourcesConfig};
 
+pub mod config;
 pub mod payload;
 pub mod verify;
 
@@ -36,7 +38,7 @@ pub struct Verifiers {
 
 impl Verifiers {
     pub fn new(cfg: &SourcesConfig) -> Result<Self, ConfigError> {
-        let build = |name: &str, source: &crate::config::SourceConfig| {
+        let build = |name: &str, source: &SourceConfig| {
             Verifier::new(source)
                 .map_err(|problem| ConfigError(format!("`sources.{name}`: {problem}")))
         };

@@ -14,7 +14,7 @@ use secrecy::{ExposeSecret, SecretSlice};
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
-use crate::config::{SchemeKind, SignatureEncoding, SignedContent, SourceConfig, decode_whsec};
+use super::config::{SchemeKind, SignatureEncoding, SignedContent, SourceConfig, decode_whsec};
 
 const WEBHOOK_ID: &str = "webhook-id";
 const WEBHOOK_TIMESTAMP: &str = "webhook-timestamp";
@@ -534,7 +534,7 @@ pub(crate) mod testing {
     //! Helpers that sign like a sender would, for tests of this module and of `payload`.
 
     use super::*;
-    use crate::config::SourceConfig;
+    use crate::ingest::config::SourceConfig;
     use secrecy::SecretString;
 
     pub const WHSEC: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";

@@ -9,8 +9,8 @@ use std::path::PathBuf;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 
+use super::StoreConfig;
 use super::{StoreError, now_millis};
-use crate::config::StoreConfig;
 
 /// How long measures are trusted.
 const REFRESH_MS: i64 = 2_000;

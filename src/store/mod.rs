@@ -12,14 +12,14 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use serde::Serialize;
 
-use crate::config::StoreConfig;
-
+pub mod config;
 mod guard;
 pub mod model;
 pub mod postgres;
 pub mod sqlite;
 mod text;
 
+pub use config::StoreConfig;
 pub use model::*;
 
 /// Where an event came from; also the last segment of its webhook path.
@@ -427,7 +427,7 @@ pub async fn open(cfg: &StoreConfig) -> Result<Arc<dyn Store>, StoreError> {
     } else {
         Err(StoreError::Config(format!(
             "unsupported store URL `{}`",
-            crate::config::redact_url(&cfg.url)
+            crate::redact::url(&cfg.url)
         )))
     }
 }

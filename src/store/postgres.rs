@@ -17,9 +17,9 @@ use sqlx::{Postgres, Transaction};
 use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 
+use super::StoreConfig;
 use super::guard::DiskGuard;
 use super::{InsertOutcome, NewEvent, StoreError};
-use crate::config::StoreConfig;
 
 // The query code in `sql.rs` is compiled once per dialect; its `super` is this module.
 #[allow(clippy::duplicate_mod)]

@@ -20,9 +20,9 @@ use sqlx::{ConnectOptions as _, Connection as _, Sqlite, SqliteConnection, Trans
 use tokio::sync::{Notify, mpsc, oneshot};
 use tokio::task::JoinHandle;
 
+use super::StoreConfig;
 use super::guard::DiskGuard;
 use super::{InsertOutcome, NewEvent, StoreError};
-use crate::config::StoreConfig;
 
 // The query code in `sql.rs` is compiled once per dialect; its `super` is this module.
 #[allow(clippy::duplicate_mod)]

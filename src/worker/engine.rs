@@ -10,10 +10,10 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::AbortOnDropHandle;
 
+use super::WorkerConfig;
 use super::clock::{Clock, millis};
 use super::flow::{FlowOutcome, Router};
 use super::retry::{RetryPolicy, plan};
-use crate::config::WorkerConfig;
 use crate::store::{AttemptResult, ClaimRequest, ClaimedWork, JobTransition, Store, StoreError};
 
 /// Tries to record one outcome (100 ms, doubling: about 6 s in all).

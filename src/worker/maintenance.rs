@@ -7,9 +7,9 @@ use std::time::Duration;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+use super::WorkerConfig;
 use super::clock::{Clock, millis};
 use super::reconcile::{ChangeFeed, WorkflowStatusFeed, reconcile_allportal, reconcile_opentext};
-use crate::config::WorkerConfig;
 use crate::store::{Store, StoreError};
 
 const DAY: Duration = Duration::from_secs(24 * 3600);

@@ -6,6 +6,7 @@
 //! and share the outcome of one reconcile.
 
 pub mod clock;
+pub mod config;
 mod engine;
 pub mod flow;
 pub mod maintenance;
@@ -20,11 +21,11 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 pub use clock::{Clock, ManualClock, SystemClock};
+pub use config::WorkerConfig;
 pub use flow::{Classify, Flow, FlowOutcome, Router, status_is_retryable};
 pub use reconcile::{ChangeBatch, ChangeFeed, ObjectChange, WorkflowStatus, WorkflowStatusFeed};
 pub use retry::RetryPolicy;
 
-use crate::config::WorkerConfig;
 use crate::store::Store;
 
 /// Entry point: [`Worker::spawn`] or, with reconciliation feeds, [`Worker::builder`].

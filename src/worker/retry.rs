@@ -6,9 +6,9 @@
 
 use std::time::Duration;
 
+use super::WorkerConfig;
 use super::clock::millis;
 use super::flow::FlowOutcome;
-use crate::config::WorkerConfig;
 use crate::store::{AttemptResult, ClaimedJob, ClaimedWork, JobTransition, state};
 
 /// Jitter applied to every scheduled delay: ±20 %.

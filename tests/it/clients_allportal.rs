@@ -12,8 +12,8 @@ use xecm_bridge::clients::UpstreamError;
 use xecm_bridge::clients::allportal::{
     AllportalClient, DimensionedValue, Instruction, ListQuery, ObjectQuery, ObjectWrite,
 };
+use xecm_bridge::clients::config::{AllportalConfig, TransportConfig};
 use xecm_bridge::clients::file::FileUpload;
-use xecm_bridge::config::{AllportalConfig, TransportConfig};
 
 const KEY: &str = "75d6a19f-7e44-4ae5-b81f-7292bc9f774d";
 

@@ -12,12 +12,12 @@ use url::Url;
 use wiremock::matchers::{body_string_contains, header, method, path, path_regex, query_param};
 use wiremock::{Mock, MockServer, Request, ResponseTemplate};
 use xecm_bridge::clients::UpstreamError;
+use xecm_bridge::clients::config::{OpentextAuth, OpentextConfig, TransportConfig};
 use xecm_bridge::clients::file::FileUpload;
 use xecm_bridge::clients::opentext::{
     BusinessObject, DocumentCreate, OpentextClient, RelationType, VersionCreate, WorkspaceCreate,
     WorkspaceRoles,
 };
-use xecm_bridge::config::{OpentextAuth, OpentextConfig, TransportConfig};
 
 const PASSWORD: &str = "s#cret pw";
 const BASE: &str = "/otcs/cs";

@@ -13,9 +13,11 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use url::Url;
 use xecm_bridge::clients::allportal::AllportalClient;
+use xecm_bridge::clients::config::{
+    AllportalConfig, OpentextAuth, OpentextConfig, TransportConfig,
+};
 use xecm_bridge::clients::file::FileUpload;
 use xecm_bridge::clients::opentext::{DocumentCreate, OpentextClient};
-use xecm_bridge::config::{AllportalConfig, OpentextAuth, OpentextConfig, TransportConfig};
 
 const FILE_BYTES: u64 = 256 * 1024 * 1024;
 const CHUNK: usize = 1024 * 1024;

@@ -12,12 +12,13 @@ use futures::StreamExt;
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 use xecm_bridge::clients::Upstreams;
-use xecm_bridge::config::{Settings, WorkerConfig};
+use xecm_bridge::config::Settings;
 use xecm_bridge::flows::{self, Flows};
 use xecm_bridge::sim::SimHandle;
 use xecm_bridge::sim::allportal::{self as ap_sim, AllportalSimOptions, ids, sample_catalogue};
 use xecm_bridge::sim::opentext::{self as ot_sim, OpentextSimOptions};
 use xecm_bridge::store::{EventFilter, Page, Store, StoredEvent};
+use xecm_bridge::worker::WorkerConfig;
 use xecm_bridge::worker::{Worker, WorkerHandle};
 
 use common::{ALLPORTAL_SECRET, OPENTEXT_SECRET, TestApp, spawn_with, test_settings};
@@ -115,8 +116,8 @@ backoff_max_ms = 50
         .send()
         .await
         .expect("callback target");
-    let clients = Upstreams::new(&settings).expect("clients");
-    let flows = flows::build(&settings, &clients, app.store.clone());
+    let clients = Upstreams::new(&settings.allportal, &settings.opentext).expect("clients");
+    let flows = flows::build(&settings.flows, &clients, app.store.clone());
     let mut cfg = WorkerConfig {
         poll_interval_ms: 50,
         retry_schedule_secs: vec![1, 1, 1],

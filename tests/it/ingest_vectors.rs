@@ -10,7 +10,7 @@ use bytes::Bytes;
 use http::HeaderMap;
 use secrecy::SecretString;
 use serde::Deserialize;
-use xecm_bridge::config::{SchemeKind, SignatureEncoding, SignedContent, SourceConfig};
+use xecm_bridge::ingest::config::{SchemeKind, SignatureEncoding, SignedContent, SourceConfig};
 use xecm_bridge::ingest::verify::{Verifier, VerifyError};
 
 const COMMITTED: &str = include_str!("vectors/standardwebhooks.json");

@@ -17,9 +17,9 @@ use url::Url;
 use xecm_bridge::clients::allportal::{
     AllportalClient, DimensionedValue, Instruction, ListQuery, ObjectQuery, ObjectWrite,
 };
+use xecm_bridge::clients::config::{AllportalConfig, TransportConfig};
 use xecm_bridge::clients::file::FileUpload;
 use xecm_bridge::clients::{CircuitState, UpstreamError};
-use xecm_bridge::config::{AllportalConfig, TransportConfig};
 use xecm_bridge::sim::allportal::{self, AllportalSimOptions, ids, sample_catalogue};
 use xecm_bridge::sim::{FaultSettings, SimHandle};
 

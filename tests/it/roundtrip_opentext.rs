@@ -15,13 +15,13 @@ use secrecy::SecretString;
 use serde_json::{Map, Value, json};
 use sha2::{Digest, Sha256};
 use url::Url;
+use xecm_bridge::clients::config::{OpentextAuth, OpentextConfig, TransportConfig};
 use xecm_bridge::clients::file::FileUpload;
 use xecm_bridge::clients::opentext::{
     BusinessObject, DocumentCreate, NodeId, OpentextClient, RecordDetails, RelationType,
     VersionCreate, WorkflowState, WorkspaceCreate, WorkspaceRoles,
 };
 use xecm_bridge::clients::{CircuitState, UpstreamError};
-use xecm_bridge::config::{OpentextAuth, OpentextConfig, TransportConfig};
 use xecm_bridge::sim::opentext::{
     self, OpentextSimOptions, SAMPLE_ADMIN_PASSWORD, SAMPLE_ADMIN_USER, SAMPLE_OAUTH_CLIENT_ID,
     SAMPLE_OAUTH_CLIENT_SECRET, sample_ids,

@@ -19,8 +19,10 @@ use tokio_rustls::rustls::{RootCertStore, ServerConfig, crypto};
 use url::Url;
 use xecm_bridge::clients::UpstreamError;
 use xecm_bridge::clients::allportal::AllportalClient;
+use xecm_bridge::clients::config::{
+    AllportalConfig, OpentextAuth, OpentextConfig, TransportConfig,
+};
 use xecm_bridge::clients::opentext::OpentextClient;
-use xecm_bridge::config::{AllportalConfig, OpentextAuth, OpentextConfig, TransportConfig};
 use xecm_bridge::sim::allportal::{self, AllportalSimOptions, sample_catalogue};
 use xecm_bridge::sim::opentext::{self, OpentextSimOptions};
 use xecm_bridge::sim::{FaultSettings, SimHandle};

@@ -11,11 +11,12 @@ use std::time::Duration;
 use async_trait::async_trait;
 use common::{TestDb, TestFlow, event, insert, wait_for, wait_for_state};
 use tokio_util::sync::CancellationToken;
-use xecm_bridge::config::{Settings, WorkerConfig};
+use xecm_bridge::config::Settings;
 use xecm_bridge::store::{
     ClaimRequest, EventFilter, JobRecord, ReplayOutcome, Routing, Store, WorkflowRecord, outcome,
     state, workflow_state,
 };
+use xecm_bridge::worker::WorkerConfig;
 use xecm_bridge::worker::maintenance::prune;
 use xecm_bridge::worker::reconcile::{
     ALLPORTAL_CURSOR, WORKFLOW_DECISION_KIND, reconcile_allportal, reconcile_opentext,

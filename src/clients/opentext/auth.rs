@@ -20,9 +20,9 @@ use tokio::sync::{Mutex, RwLock};
 
 use super::map_error;
 use super::routes::{AUTH, OTDS_CREDENTIALS, OTDS_TOKEN, Route};
+use crate::clients::config::{OpentextAuth, OpentextConfig};
 use crate::clients::error::UpstreamError;
 use crate::clients::transport::{Deadline, Transport, decode_json};
-use crate::config::{OpentextAuth, OpentextConfig};
 
 pub const OTCS_TICKET: HeaderName = HeaderName::from_static("otcsticket");
 pub const OTDS_TICKET: HeaderName = HeaderName::from_static("otdsticket");

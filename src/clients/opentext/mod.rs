@@ -29,7 +29,7 @@ use super::transport::{
     CircuitState, Clock, Deadline, StreamBody, SystemClock, Transport, TransportPolicy,
     check_status, decode_json,
 };
-use crate::config::OpentextConfig;
+use crate::clients::config::OpentextConfig;
 
 pub use types::*;
 

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use sqlx::Connection;
-use xecm_bridge::config::StoreConfig;
+use xecm_bridge::store::StoreConfig;
 use xecm_bridge::store::{self, NewEvent, Source, Store, StoredEvent};
 use xecm_bridge::worker::{Flow, FlowOutcome};
 
