@@ -109,6 +109,7 @@ fn start_worker(state: &AppState, shutdown: &CancellationToken) -> WorkerHandle 
     )
     .workflow_feed(flows::workflow_feed(&state.upstreams))
     .change_feed(flows::change_feed(state.flows.config(), &state.upstreams))
+    .recoveries(state.upstreams.recoveries())
     .spawn(shutdown.clone())
 }
 

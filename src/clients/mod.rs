@@ -29,6 +29,14 @@ impl std::fmt::Debug for Upstreams {
 }
 
 impl Upstreams {
+    /// One receiver per upstream that changes when the upstream recovers from an outage.
+    pub fn recoveries(&self) -> Vec<tokio::sync::watch::Receiver<u64>> {
+        vec![
+            self.opentext.transport().recoveries(),
+            self.allportal.transport().recoveries(),
+        ]
+    }
+
     pub fn new(
         allportal: &AllportalConfig,
         opentext: &OpentextConfig,

@@ -177,6 +177,8 @@ struct CircuitBreaker {
     upstream: Arc<str>,
     policy: CircuitPolicy,
     inner: Mutex<BreakerInner>,
+    /// Counts successful probes: each is the upstream coming back after an outage.
+    recoveries: tokio::sync::watch::Sender<u64>,
 }
 
 /// Admission to send one request; reports abandonment if dropped without an outcome so a
@@ -214,6 +216,7 @@ impl CircuitBreaker {
                 phase: Phase::Closed,
                 outcomes: VecDeque::new(),
             }),
+            recoveries: tokio::sync::watch::Sender::new(0),
         };
         breaker.publish(CircuitState::Closed);
         breaker
@@ -276,6 +279,8 @@ impl CircuitBreaker {
                 inner.phase = Phase::Closed;
                 inner.outcomes.clear();
                 self.publish(CircuitState::Closed);
+                tracing::info!(upstream = %self.upstream, "circuit closed: the upstream answers again");
+                self.recoveries.send_modify(|count| *count += 1);
             }
             return;
         }
@@ -549,6 +554,12 @@ impl Transport {
 
     pub fn circuit_state(&self) -> CircuitState {
         self.breaker.state(self.clock.now())
+    }
+
+    /// Changes each time the circuit closes after a successful probe, i.e. when the upstream
+    /// answers again after an outage (the worker then resumes the work waiting for a retry).
+    pub fn recoveries(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.breaker.recoveries.subscribe()
     }
 
     /// `base` followed by `segments`, each percent-encoded as one path segment; the only way
@@ -916,6 +927,7 @@ mod tests {
     #[test]
     fn breaker_opens_on_failure_rate_then_probes() {
         let b = breaker();
+        let recoveries = b.recoveries.subscribe();
         let t0 = Instant::now();
         for failed in [false, true, false] {
             b.admit(t0).unwrap().record(t0, failed);
@@ -934,10 +946,12 @@ mod tests {
         assert!(b.admit(later).is_err(), "only one probe at a time");
         probe.record(later, true);
         assert_eq!(b.state(later), CircuitState::Open);
+        assert_eq!(*recoveries.borrow(), 0, "a failed probe is no recovery");
 
         let again = later + Duration::from_secs(5);
         b.admit(again).unwrap().record(again, false);
         assert_eq!(b.state(again), CircuitState::Closed);
+        assert_eq!(*recoveries.borrow(), 1, "the successful probe signals the recovery");
     }
 
     #[test]

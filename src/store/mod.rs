@@ -293,6 +293,10 @@ pub trait Store: Send + Sync + 'static {
 
     // ----- retention -----
 
+    /// An upstream answers again: every job waiting for a later attempt is due now, spread over
+    /// ten steps of `step_ms` so the resumed work does not arrive at once. Returns how many.
+    async fn resume_waiting(&self, now: i64, step_ms: i64) -> Result<u64, StoreError>;
+
     /// Deletes up to `batch` finished events (`done`, `ignored`) last updated before
     /// `older_than`, with their jobs, attempts and notes. Dead letters stay until replayed.
     async fn prune_finished(&self, older_than: i64, batch: i64) -> Result<u64, StoreError>;

@@ -416,6 +416,21 @@ impl Store for Backend {
         })
     }
 
+    async fn resume_waiting(&self, now: i64, step_ms: i64) -> Result<u64, StoreError> {
+        let (_write, mut tx) = self.begin_write().await?;
+        let resumed = sqlx::query(
+            "UPDATE jobs SET next_attempt_at = $1 + (id % 10) * $2
+             WHERE state = 'pending' AND next_attempt_at > $1 + 10 * $2",
+        )
+        .bind(now)
+        .bind(step_ms)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        tx.commit().await?;
+        Ok(resumed)
+    }
+
     async fn prune_finished(&self, older_than: i64, batch: i64) -> Result<u64, StoreError> {
         let (_write, mut tx) = self.begin_write().await?;
         let doomed: Vec<(String, i64)> = sqlx::query_as(&format!(
@@ -824,6 +839,7 @@ pub(super) async fn insert_requests(
     }
     for chunk in jobs.chunks(ROWS_PER_STATEMENT) {
         insert_jobs(tx, chunk).await?;
+        join_waiting_retries(tx, chunk).await?;
         new_work = true;
     }
     for body_id in bodies.values().filter(|id| !kept_bodies.contains(*id)) {
@@ -1076,16 +1092,35 @@ async fn route_one(tx: &mut Conn, routing: &Routing, now: i64) -> Result<bool, S
 /// New jobs of an event join a retry their (flow, object key) is already waiting for: they wait
 /// with it instead of pulling it forward.
 async fn join_waiting_retry(tx: &mut Conn, event_id: &str) -> Result<(), StoreError> {
-    sqlx::query(
-        "UPDATE jobs SET next_attempt_at = COALESCE((SELECT MAX(w.next_attempt_at) FROM jobs w
-                WHERE w.flow = jobs.flow AND w.object_key = jobs.object_key
-                  AND w.state = 'pending' AND w.last_error IS NOT NULL
-                  AND w.next_attempt_at > jobs.next_attempt_at), jobs.next_attempt_at)
-         WHERE event_id = $1 AND state = 'pending'",
-    )
+    sqlx::query(&format!(
+        "{JOIN_WAITING_RETRY} WHERE event_id = $1 AND state = 'pending'"
+    ))
     .bind(event_id)
     .execute(&mut *tx)
     .await?;
+    Ok(())
+}
+
+/// Moves a job to the latest retry its (flow, object key) waits for, if any is later.
+const JOIN_WAITING_RETRY: &str = "UPDATE jobs SET next_attempt_at = COALESCE(
+        (SELECT MAX(w.next_attempt_at) FROM jobs w
+         WHERE w.flow = jobs.flow AND w.object_key = jobs.object_key
+           AND w.state = 'pending' AND w.last_error IS NOT NULL
+           AND w.next_attempt_at > jobs.next_attempt_at), jobs.next_attempt_at)";
+
+/// [`join_waiting_retry`] for the jobs inserted at ingest, in one statement.
+async fn join_waiting_retries(
+    tx: &mut Conn,
+    jobs: &[(&NewEvent, &String, &String)],
+) -> Result<(), StoreError> {
+    let mut query = QueryBuilder::<Db>::new(JOIN_WAITING_RETRY);
+    query.push(" WHERE state = 'pending' AND event_id IN (");
+    let mut ids = query.separated(", ");
+    for (_, id, _) in jobs {
+        ids.push_bind(id.as_str());
+    }
+    query.push(")");
+    query.build().execute(&mut *tx).await?;
     Ok(())
 }
 

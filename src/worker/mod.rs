@@ -11,6 +11,7 @@ mod engine;
 pub mod flow;
 pub mod maintenance;
 pub mod reconcile;
+mod recovery;
 pub mod retry;
 
 use std::sync::Arc;
@@ -58,6 +59,7 @@ impl Worker {
             clock: Arc::new(SystemClock),
             change_feed: None,
             workflow_feed: None,
+            recoveries: Vec::new(),
             instance: uuid::Uuid::now_v7().to_string(),
         }
     }
@@ -71,6 +73,7 @@ pub struct WorkerBuilder {
     clock: Arc<dyn Clock>,
     change_feed: Option<Arc<dyn ChangeFeed>>,
     workflow_feed: Option<Arc<dyn WorkflowStatusFeed>>,
+    recoveries: Vec<tokio::sync::watch::Receiver<u64>>,
     instance: String,
 }
 
@@ -101,6 +104,13 @@ impl WorkerBuilder {
         self
     }
 
+    /// Signals that change when an upstream recovers from an outage (`Transport::recoveries`):
+    /// the work waiting for a retry then resumes at once.
+    pub fn recoveries(mut self, signals: Vec<tokio::sync::watch::Receiver<u64>>) -> Self {
+        self.recoveries = signals;
+        self
+    }
+
     /// Names this replica in lease owners (default: a fresh UUID).
     pub fn instance(mut self, name: impl Into<String>) -> Self {
         self.instance = name.into();
@@ -121,6 +131,12 @@ impl WorkerBuilder {
                 heartbeat.clone(),
             );
             tasks.push(tokio::spawn(engine.run(shutdown.clone(), grace)));
+            tasks.extend(recovery::spawn(
+                self.store.clone(),
+                self.clock.clone(),
+                self.recoveries,
+                shutdown.clone(),
+            ));
             tasks.extend(maintenance::spawn_loops(
                 self.store,
                 &self.cfg,

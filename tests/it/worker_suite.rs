@@ -31,6 +31,7 @@ backend_tests!(
     two_workers_share_a_burst_without_overlap,
     retries_follow_the_schedule_then_repeat_its_last_delay,
     new_events_join_a_waiting_retry_instead_of_pulling_it_forward,
+    an_upstream_recovery_resumes_work_waiting_for_a_retry,
     an_open_circuit_parks_work_without_spending_attempts,
     retry_after_wins_when_longer,
     max_age_makes_a_retryable_failure_dead,
@@ -226,9 +227,16 @@ async fn new_events_join_a_waiting_retry_instead_of_pulling_it_forward(db: &Test
     let waiting = wait_for_attempts(db.store.as_ref(), &first, 1).await;
     assert_eq!(waiting.state, state::PENDING);
 
-    // Traffic for the same object while its retry waits: ten more events.
+    // Traffic for the same object while its retry waits: ten more events, half of them routed
+    // at ingest (as webhooks are), half by the worker.
     let more: Vec<_> = (0..10)
-        .map(|i| event(&format!("j2-{i}"), "product/1", T0 + 1 + i))
+        .map(|i| {
+            let mut e = event(&format!("j2-{i}"), "product/1", T0 + 1 + i);
+            if i % 2 == 0 {
+                e.routing = Some(vec!["test".to_string()]);
+            }
+            e
+        })
         .collect();
     let later = insert(db.store.as_ref(), more).await;
     for id in &later {
@@ -257,6 +265,42 @@ async fn new_events_join_a_waiting_retry_instead_of_pulling_it_forward(db: &Test
     assert_eq!(calls.len(), 2);
     assert_eq!(calls[1].event_ids.len(), 11);
     assert_eq!(job(db.store.as_ref(), &first).await.attempts, 2);
+}
+
+async fn an_upstream_recovery_resumes_work_waiting_for_a_retry(db: &TestDb) {
+    let clock = Arc::new(ManualClock::new(T0));
+    let flow = Arc::new(TestFlow::new("test").then(retryable("upstream 503")));
+    let recoveries = tokio::sync::watch::Sender::new(0u64);
+    let shutdown = CancellationToken::new();
+    let cfg = WorkerConfig {
+        retry_schedule_secs: vec![1800],
+        ..cfg()
+    };
+    let handle = Worker::builder(db.store.clone(), vec![flow.clone()], cfg)
+        .clock(clock.clone())
+        .recoveries(vec![recoveries.subscribe()])
+        .spawn(shutdown.clone());
+    let id = insert(db.store.as_ref(), vec![event("r1", "product/1", T0)]).await[0].clone();
+    let waiting = wait_for_attempts(db.store.as_ref(), &id, 1).await;
+    assert!(
+        waiting.next_attempt_at >= T0 + 1_440_000,
+        "waits ~30 min: {waiting:?}"
+    );
+
+    // The upstream answers again: the job is due within the ten 500 ms steps, not in 30 min.
+    recoveries.send_modify(|n| *n += 1);
+    let resumed = wait_for("the retry moved forward", || async {
+        let job = job(db.store.as_ref(), &id).await;
+        (job.next_attempt_at < waiting.next_attempt_at).then_some(job)
+    })
+    .await;
+    assert!(resumed.next_attempt_at <= T0 + 5_000, "{resumed:?}");
+    assert_eq!(resumed.attempts, 1, "resuming spends no attempt");
+    clock.set(T0 + 5_000);
+    wait_for_state(db.store.as_ref(), &id, state::DONE).await;
+    shutdown.cancel();
+    handle.join().await;
+    assert_eq!(flow.calls().len(), 2);
 }
 
 async fn an_open_circuit_parks_work_without_spending_attempts(db: &TestDb) {
