@@ -951,7 +951,11 @@ mod tests {
         let again = later + Duration::from_secs(5);
         b.admit(again).unwrap().record(again, false);
         assert_eq!(b.state(again), CircuitState::Closed);
-        assert_eq!(*recoveries.borrow(), 1, "the successful probe signals the recovery");
+        assert_eq!(
+            *recoveries.borrow(),
+            1,
+            "the successful probe signals the recovery"
+        );
     }
 
     #[test]

@@ -137,18 +137,8 @@ async fn crash_at_every_step(story: &Story) {
 /// `crash_after`-th write. Returns whether it crashed, and the problems the check found.
 async fn run_story(story: &Story, crash_after: Option<usize>) -> (bool, Vec<String>) {
     let sims = Sims::start(0, 0).await;
-    let dir = tempfile::tempdir().unwrap();
-    let port = free_port();
-    let store = format!("sqlite://{}/bridge.db", dir.path().display());
-    let config = write_config_for(
-        dir.path(),
-        "bridge",
-        port,
-        &store,
-        &sims,
-        &[story.flow],
-        FAST_WORKER,
-    );
+    let setup = SqliteBridge::configure(&sims, &[story.flow], FAST_WORKER);
+    let (port, config) = (setup.port, &setup.config);
     let base = format!("http://127.0.0.1:{port}");
     connect_sims(&sims, &base).await;
     let crash = crash_after.map(|n| n.to_string());
@@ -156,7 +146,7 @@ async fn run_story(story: &Story, crash_after: Option<usize>) -> (bool, Vec<Stri
         .iter()
         .map(|n| (CRASH_AFTER_WRITES_ENV, n.as_str()))
         .collect();
-    let mut bridge = BridgeProcess::start_with_env(&config, port, &env).await;
+    let mut bridge = BridgeProcess::start_with_env(config, port, &env).await;
     let mut crashed = false;
     for (n, step) in story.steps.iter().enumerate() {
         // A stimulus the crashed process missed is delivered to the restarted one; webhooks are

@@ -36,12 +36,9 @@ fn outage_secs() -> u64 {
 async fn an_opentext_outage_under_steady_traffic_waits_instead_of_dying() {
     let outage = outage_secs();
     let sims = Sims::start(PRODUCTS, 0).await;
-    let dir = tempfile::tempdir().unwrap();
-    let port = free_port();
-    let store = format!("sqlite://{}/bridge.db", dir.path().display());
-    let config = write_config_for(dir.path(), "bridge", port, &store, &sims, &["launch"], "");
-    shipped_circuit_breaker(&config);
-    let bridge = BridgeProcess::start(&config, port).await;
+    let setup = SqliteBridge::configure(&sims, &["launch"], "");
+    shipped_circuit_breaker(&setup.config);
+    let bridge = setup.start().await;
 
     // Retry-After: 1 keeps the bridge knocking, so its circuit breaker opens and closes.
     sims.ot.set_faults(FaultSettings {
@@ -65,10 +62,10 @@ async fn an_opentext_outage_under_steady_traffic_waits_instead_of_dying() {
         drained.as_secs_f64()
     );
     drop(bridge);
-    assert_all_events_final(&config, sent).await;
+    assert_all_events_final(&setup.config, sent).await;
     assert_exactly_once(&sims);
 
-    let attempts = attempt_outcomes(dir.path()).await;
+    let attempts = attempt_outcomes(setup.dir.path()).await;
     eprintln!("attempt outcomes: {attempts:?}");
     assert!(
         attempts.get("parked").copied().unwrap_or(0) > 0,
@@ -76,7 +73,7 @@ async fn an_opentext_outage_under_steady_traffic_waits_instead_of_dying() {
     );
     // The schedule, not the traffic, spends attempts: with ~40 events per product, a job
     // whose retry was pulled forward by each of them would count dozens.
-    let most = most_counted_attempts(dir.path()).await;
+    let most = most_counted_attempts(setup.dir.path()).await;
     eprintln!("most attempts counted by one job: {most}");
     assert!(
         most <= 1 + outage as i64,
@@ -99,20 +96,9 @@ fn shipped_circuit_breaker(config: &std::path::Path) {
 async fn after_kill_9_a_restart_finishes_every_event_within_90_s_with_default_leases() {
     const BURST: usize = 30;
     let sims = Sims::start(BURST, 40).await;
-    let dir = tempfile::tempdir().unwrap();
-    let port = free_port();
-    let store = format!("sqlite://{}/bridge.db", dir.path().display());
     // The default leases (30 s, renewed every 10 s), not the tests' short ones.
-    let config = write_config_for(
-        dir.path(),
-        "bridge",
-        port,
-        &store,
-        &sims,
-        &["launch"],
-        "retry_schedule_secs = [1, 1, 2]",
-    );
-    let mut bridge = BridgeProcess::start(&config, port).await;
+    let setup = SqliteBridge::configure(&sims, &["launch"], "retry_schedule_secs = [1, 1, 2]");
+    let mut bridge = setup.start().await;
     send_burst(&[&bridge], &sims.products).await;
     wait_for_launched(&sims, &bridge, BURST / 4).await;
     bridge.kill();
@@ -127,7 +113,7 @@ async fn after_kill_9_a_restart_finishes_every_event_within_90_s_with_default_le
     );
     bridge.kill();
     assert!(restarted.elapsed() >= took);
-    assert_all_events_final(&config, BURST * 2).await;
+    assert_all_events_final(&setup.config, BURST * 2).await;
     assert_exactly_once(&sims);
 }
 
@@ -178,19 +164,8 @@ async fn on_postgres_the_surviving_replica_takes_over_within_60_s() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_echo_arriving_before_the_write_back_answer_causes_no_write() {
     let sims = Sims::start(0, 0).await;
-    let dir = tempfile::tempdir().unwrap();
-    let port = free_port();
-    let store = format!("sqlite://{}/bridge.db", dir.path().display());
-    let config = write_config_for(
-        dir.path(),
-        "bridge",
-        port,
-        &store,
-        &sims,
-        &["change", "compliance", "launch"],
-        FAST_WORKER,
-    );
-    let bridge = BridgeProcess::start(&config, port).await;
+    let setup = SqliteBridge::configure(&sims, &["change", "compliance", "launch"], FAST_WORKER);
+    let bridge = setup.start().await;
     let base = bridge.base.clone();
     // Every write sends its webhook, and before it is answered: the echo of the bridge's
     // write-back is stored (and may run) before the bridge has the write's response.

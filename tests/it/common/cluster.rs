@@ -203,6 +203,28 @@ shutdown_grace_secs = 1
     path
 }
 
+/// A bridge on its own SQLite store in a fresh directory: the configuration written, a free
+/// port chosen, nothing started.
+pub struct SqliteBridge {
+    pub dir: tempfile::TempDir,
+    pub port: u16,
+    pub config: PathBuf,
+}
+
+impl SqliteBridge {
+    pub fn configure(sims: &Sims, flows: &[&str], worker: &str) -> Self {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let port = free_port();
+        let store = format!("sqlite://{}/bridge.db", dir.path().display());
+        let config = write_config_for(dir.path(), "bridge", port, &store, sims, flows, worker);
+        Self { dir, port, config }
+    }
+
+    pub async fn start(&self) -> BridgeProcess {
+        BridgeProcess::start(&self.config, self.port).await
+    }
+}
+
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
