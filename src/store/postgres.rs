@@ -34,6 +34,9 @@ const SKIP_LOCKED: &str = " FOR UPDATE SKIP LOCKED";
 const FOR_UPDATE: &str = " FOR UPDATE";
 const EMPTY_BYTES: &str = "''::bytea";
 const USED_BYTES: &str = "SELECT pg_database_size(current_database())";
+/// Serializes replicas claiming work for the same business object (any flow) until the claim
+/// commits; the lease rows alone cannot, since each flow has its own.
+const LOCK_OBJECT: Option<&str> = Some("SELECT pg_advisory_xact_lock(hashtext($1))");
 
 pub static MIGRATOR: Migrator = sqlx::migrate!("./migrations/postgres");
 

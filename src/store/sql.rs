@@ -24,7 +24,9 @@ use sqlx::migrate::Migrator;
 use sqlx::{Database, QueryBuilder, Row};
 use tokio::sync::Notify;
 
-use super::{BACKEND, Backend, Db, EMPTY_BYTES, FOR_UPDATE, MIGRATOR, SKIP_LOCKED, USED_BYTES};
+use super::{
+    BACKEND, Backend, Db, EMPTY_BYTES, FOR_UPDATE, LOCK_OBJECT, MIGRATOR, SKIP_LOCKED, USED_BYTES,
+};
 use crate::store::text::{escape, unescape, unescape_opt};
 use crate::store::{
     AttemptRecord, AttemptResult, Backlog, ClaimRequest, ClaimedJob, ClaimedWork, DocumentRecord,
@@ -1207,6 +1209,10 @@ async fn claim_unit(
         let Some((flow, object_key)) = due_key(tx, request.now, &contended).await? else {
             return Ok(None);
         };
+        if other_flow_holds(tx, &flow, &object_key, request.now).await? {
+            contended.push((flow, object_key));
+            continue;
+        }
         // Another replica may insert the same key concurrently: the upsert waits for it and
         // then finds a live lease, so exactly one of them gets a row back.
         let leased = sqlx::query(
@@ -1231,8 +1237,30 @@ async fn claim_unit(
     Ok(None)
 }
 
-/// The (flow, object key) of the most overdue pending job whose key has no live lease, other
-/// than the `contended` keys.
+/// Whether another flow runs for the same business object now: one object's work never runs
+/// concurrently, also across flows (they write to the same workspaces and objects).
+async fn other_flow_holds(
+    tx: &mut Conn,
+    flow: &str,
+    object_key: &str,
+    now: i64,
+) -> Result<bool, StoreError> {
+    if let Some(lock) = LOCK_OBJECT {
+        sqlx::query(lock).bind(object_key).execute(&mut *tx).await?;
+    }
+    let held: Option<i64> = sqlx::query_scalar(
+        "SELECT 1 FROM leases WHERE object_key = $1 AND flow <> $2 AND expires_at > $3 LIMIT 1",
+    )
+    .bind(object_key)
+    .bind(flow)
+    .bind(now)
+    .fetch_optional(&mut *tx)
+    .await?;
+    Ok(held.is_some())
+}
+
+/// The (flow, object key) of the most overdue pending job whose object has no live lease (of
+/// any flow), other than the `contended` keys.
 async fn due_key(
     tx: &mut Conn,
     now: i64,
@@ -1244,8 +1272,8 @@ async fn due_key(
     query
         .push_bind(now)
         .push(
-            " AND NOT EXISTS (SELECT 1 FROM leases l WHERE l.flow = j.flow
-                               AND l.object_key = j.object_key AND l.expires_at > ",
+            " AND NOT EXISTS (SELECT 1 FROM leases l WHERE l.object_key = j.object_key
+                               AND l.expires_at > ",
         )
         .push_bind(now)
         .push(")");

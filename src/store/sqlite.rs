@@ -36,6 +36,8 @@ const BACKEND: &str = "sqlite";
 const SKIP_LOCKED: &str = "";
 const FOR_UPDATE: &str = "";
 const EMPTY_BYTES: &str = "X''";
+/// Claims already run under the write lock, one at a time.
+const LOCK_OBJECT: Option<&str> = None;
 /// Pages in use: freed pages are reused before the file grows.
 const USED_BYTES: &str = "SELECT (p.page_count - f.freelist_count) * s.page_size
     FROM pragma_page_count() p, pragma_freelist_count() f, pragma_page_size() s";

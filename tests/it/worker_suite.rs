@@ -29,6 +29,7 @@ use xecm_bridge::worker::{
 backend_tests!(
     coalescing_merges_pending_events_per_object,
     two_workers_share_a_burst_without_overlap,
+    two_flows_never_run_for_one_object_at_once,
     retries_follow_the_schedule_then_repeat_its_last_delay,
     new_events_join_a_waiting_retry_instead_of_pulling_it_forward,
     an_upstream_recovery_resumes_work_waiting_for_a_retry,
@@ -171,6 +172,39 @@ async fn two_workers_share_a_burst_without_overlap(db: &TestDb) {
         runs.values().all(|n| *n == 1),
         "every event's effect happened exactly once"
     );
+}
+
+async fn two_flows_never_run_for_one_object_at_once(db: &TestDb) {
+    // Two replicas, two flows wanting every event: the object is the unit of exclusion.
+    let second = db.open_another().await;
+    let launch = Arc::new(TestFlow::new("launch").delay(Duration::from_millis(5)));
+    let compliance = Arc::new(
+        TestFlow::new("compliance")
+            .delay(Duration::from_millis(5))
+            .same_objects_as(&launch),
+    );
+    let flows = || vec![launch.clone() as Arc<dyn Flow>, compliance.clone()];
+    let one = start(&db.store, flows(), cfg(), Arc::new(SystemClock));
+    let two = start(&second, flows(), cfg(), Arc::new(SystemClock));
+    let mut ids = Vec::new();
+    for wave in 0..5 {
+        let events = (0..10)
+            .map(|i| event(&format!("x{wave}-{i}"), &format!("product/{}", i % 3), T0))
+            .collect();
+        let store = if wave % 2 == 0 { &db.store } else { &second };
+        ids.extend(insert(store.as_ref(), events).await);
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    for id in &ids {
+        wait_for_state(db.store.as_ref(), id, state::DONE).await;
+    }
+    one.stop().await;
+    two.stop().await;
+    let overlaps =
+        launch.overlaps.load(Ordering::SeqCst) + compliance.overlaps.load(Ordering::SeqCst);
+    assert_eq!(overlaps, 0, "two flows ran for one object at once");
+    assert_eq!(launch.runs_per_event().len(), 50);
+    assert_eq!(compliance.runs_per_event().len(), 50);
 }
 
 async fn retries_follow_the_schedule_then_repeat_its_last_delay(db: &TestDb) {

@@ -267,7 +267,8 @@ pub struct TestFlow {
     default: Mutex<FlowOutcome>,
     delay: Duration,
     block: bool,
-    running: Mutex<HashSet<String>>,
+    /// The objects being reconciled now; shared between flows by [`TestFlow::same_objects_as`].
+    running: Arc<Mutex<HashSet<String>>>,
     pub overlaps: AtomicUsize,
     pub started: AtomicUsize,
     calls: Mutex<Vec<Call>>,
@@ -284,7 +285,7 @@ impl TestFlow {
             }),
             delay: Duration::ZERO,
             block: false,
-            running: Mutex::new(HashSet::new()),
+            running: Arc::new(Mutex::new(HashSet::new())),
             overlaps: AtomicUsize::new(0),
             started: AtomicUsize::new(0),
             calls: Mutex::new(Vec::new()),
@@ -300,6 +301,12 @@ impl TestFlow {
     /// Each run takes this long (to widen the window for overlaps).
     pub fn delay(mut self, delay: Duration) -> Self {
         self.delay = delay;
+        self
+    }
+
+    /// Counts an overlap also when `other` reconciles the same object at the same time.
+    pub fn same_objects_as(mut self, other: &TestFlow) -> Self {
+        self.running = other.running.clone();
         self
     }
 
