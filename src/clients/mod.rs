@@ -6,6 +6,7 @@ pub mod config;
 pub mod crash;
 pub mod error;
 pub mod file;
+pub mod health;
 pub mod opentext;
 pub mod transport;
 

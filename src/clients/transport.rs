@@ -37,6 +37,7 @@ use super::error::{
     ErrorAnswer, RedirectOutsideOrigin, TransportErrorKind, UpstreamError, error_message,
     is_transient_status,
 };
+use super::health::Health;
 use crate::clients::config::{TlsFiles, TransportConfig};
 
 /// Errors a byte stream may yield.
@@ -177,8 +178,6 @@ struct CircuitBreaker {
     upstream: Arc<str>,
     policy: CircuitPolicy,
     inner: Mutex<BreakerInner>,
-    /// Counts successful probes: each is the upstream coming back after an outage.
-    recoveries: tokio::sync::watch::Sender<u64>,
 }
 
 /// Admission to send one request; reports abandonment if dropped without an outcome so a
@@ -216,7 +215,6 @@ impl CircuitBreaker {
                 phase: Phase::Closed,
                 outcomes: VecDeque::new(),
             }),
-            recoveries: tokio::sync::watch::Sender::new(0),
         };
         breaker.publish(CircuitState::Closed);
         breaker
@@ -279,8 +277,6 @@ impl CircuitBreaker {
                 inner.phase = Phase::Closed;
                 inner.outcomes.clear();
                 self.publish(CircuitState::Closed);
-                tracing::info!(upstream = %self.upstream, "circuit closed: the upstream answers again");
-                self.recoveries.send_modify(|count| *count += 1);
             }
             return;
         }
@@ -469,6 +465,9 @@ pub struct Transport {
     client: reqwest::Client,
     policy: TransportPolicy,
     breaker: CircuitBreaker,
+    health: Arc<Health>,
+    /// What the prober asks while the upstream is down (see [`Health`]).
+    probe_url: Url,
     clock: Arc<dyn Clock>,
 }
 
@@ -523,6 +522,8 @@ impl Transport {
         let name: Arc<str> = Arc::from(name);
         Ok(Self {
             breaker: CircuitBreaker::new(name.clone(), policy.circuit.clone()),
+            health: Health::new(name.clone()),
+            probe_url: base.clone(),
             name,
             base,
             client,
@@ -556,10 +557,24 @@ impl Transport {
         self.breaker.state(self.clock.now())
     }
 
-    /// Changes each time the circuit closes after a successful probe, i.e. when the upstream
-    /// answers again after an outage (the worker then resumes the work waiting for a retry).
+    /// Changes each time the upstream answers again after it was down (see [`Health`]); the
+    /// worker then resumes the work waiting for a retry.
     pub fn recoveries(&self) -> tokio::sync::watch::Receiver<u64> {
-        self.breaker.recoveries.subscribe()
+        self.health.recoveries()
+    }
+
+    /// What to ask while the upstream is down, below the base URL (default: the base URL).
+    pub fn with_probe(mut self, segments: &[&str]) -> Self {
+        self.probe_url = self.url(segments);
+        self
+    }
+
+    fn note_transient_failure(&self) {
+        let (client, url) = (self.client.clone(), self.probe_url.clone());
+        let (every, clock) = (self.policy.circuit.open_for, self.clock.clone());
+        self.health.failed(|health| {
+            tokio::spawn(health.probe(client, url, every, clock));
+        });
     }
 
     /// `base` followed by `segments`, each percent-encoded as one path segment; the only way
@@ -680,14 +695,19 @@ impl Transport {
             let error = match outcome {
                 Ok(response) if !is_transient_status(response.status().as_u16()) => {
                     permit.record(now, false);
+                    self.health.answered();
                     return Ok(response);
                 }
                 Ok(response) => {
                     permit.record(now, true);
+                    self.note_transient_failure();
                     answer_of(response).await.into_error()
                 }
                 Err(error) => {
                     permit.record(now, error.is_retryable());
+                    if error.is_retryable() {
+                        self.note_transient_failure();
+                    }
                     error
                 }
             };
@@ -927,7 +947,6 @@ mod tests {
     #[test]
     fn breaker_opens_on_failure_rate_then_probes() {
         let b = breaker();
-        let recoveries = b.recoveries.subscribe();
         let t0 = Instant::now();
         for failed in [false, true, false] {
             b.admit(t0).unwrap().record(t0, failed);
@@ -946,16 +965,10 @@ mod tests {
         assert!(b.admit(later).is_err(), "only one probe at a time");
         probe.record(later, true);
         assert_eq!(b.state(later), CircuitState::Open);
-        assert_eq!(*recoveries.borrow(), 0, "a failed probe is no recovery");
 
         let again = later + Duration::from_secs(5);
         b.admit(again).unwrap().record(again, false);
         assert_eq!(b.state(again), CircuitState::Closed);
-        assert_eq!(
-            *recoveries.borrow(),
-            1,
-            "the successful probe signals the recovery"
-        );
     }
 
     #[test]

@@ -115,13 +115,16 @@ impl OpentextClient {
         } else {
             None
         };
+        // `GET /api` answers without a ticket (the REST API's version list): the probe while
+        // Content Server is down.
         let transport = Transport::with_tls(
             UPSTREAM,
             config.base_url.clone(),
             policy,
             clock,
             config.tls(),
-        )?;
+        )?
+        .with_probe(&["api"]);
         Ok(Self {
             inner: Arc::new(Inner {
                 transport,
