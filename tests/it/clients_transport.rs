@@ -440,3 +440,39 @@ fn records_request_metrics_and_circuit_state() {
     assert!(line(r#"xecm_upstream_circuit_state{upstream="metrics-test"}"#).ends_with(" 0"));
     line("xecm_upstream_request_duration_seconds");
 }
+
+/// Three transient failures in a row make the upstream down; the prober then asks the probe
+/// path (here failing twice more) until it answers, and that answer is the recovery signal.
+#[tokio::test]
+async fn a_down_upstream_is_probed_until_it_answers_and_the_recovery_is_signalled() {
+    let server = MockServer::start().await;
+    Mock::given(path("/work"))
+        .respond_with(ResponseTemplate::new(503))
+        .mount(&server)
+        .await;
+    Mock::given(path("/probe"))
+        .respond_with(ResponseTemplate::new(503))
+        .up_to_n_times(2)
+        .with_priority(1)
+        .mount(&server)
+        .await;
+    Mock::given(path("/probe"))
+        .respond_with(ResponseTemplate::new(404))
+        .mount(&server)
+        .await;
+    let t = transport(&server, policy(2), ManualClock::new()).with_probe(&["probe"]);
+    let mut recoveries = t.recoveries();
+    assert!(get(&t, "work").await.is_err());
+    tokio::time::timeout(Duration::from_secs(10), recoveries.changed())
+        .await
+        .expect("the recovery was signalled")
+        .unwrap();
+    let probes = server
+        .received_requests()
+        .await
+        .unwrap()
+        .iter()
+        .filter(|r| r.url.path() == "/probe")
+        .count();
+    assert_eq!(probes, 3, "two failed probes, then the answer (a 404 is an answer)");
+}
