@@ -83,8 +83,8 @@ const CHANGES_PAGE: u64 = 200;
 /// Pages read per module and round; the rest waits for the next round (the cursor says where).
 const CHANGES_MAX_PAGES: u64 = 25;
 
-/// [`ChangeFeed`] over the 4ALLPORTAL client: objects of the modules that trigger flows,
-/// modified after the cursor (a `mod_time`), oldest first.
+/// [`ChangeFeed`] over the 4ALLPORTAL client: objects of the modules that trigger flows and
+/// of the modules the dependency index names, modified after the cursor (a `mod_time`), oldest first.
 #[derive(Debug, Clone)]
 pub struct AllportalChangeFeed {
     allportal: AllportalClient,
@@ -127,7 +127,11 @@ impl AllportalChangeFeed {
 impl ChangeFeed for AllportalChangeFeed {
     /// Without a cursor (the first round ever) nothing is backfilled: the cursor starts now,
     /// and `POST /api/v1/resync` brings older objects in on purpose.
-    async fn changed_since(&self, cursor: Option<&str>) -> Result<ChangeBatch, String> {
+    async fn changed_since(
+        &self,
+        cursor: Option<&str>,
+        also: &[String],
+    ) -> Result<ChangeBatch, String> {
         let Some(cursor) = cursor else {
             let now = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
             return Ok(ChangeBatch {
@@ -139,7 +143,9 @@ impl ChangeFeed for AllportalChangeFeed {
             .map_err(|e| format!("stored cursor `{cursor}` is not a time: {e}"))?
             .with_timezone(&chrono::Utc);
         let mut changes = Vec::new();
-        for module in &self.modules {
+        let mut modules: Vec<&String> = self.modules.iter().collect();
+        modules.extend(also.iter().filter(|m| !self.modules.contains(m)));
+        for module in modules {
             let found = self
                 .module_changes(module, since)
                 .await
