@@ -29,6 +29,8 @@ pub struct Settings {
     pub allportal: AllportalConfig,
     pub opentext: OpentextConfig,
     pub worker: WorkerConfig,
+    /// The periodic drift audit (`[audit]`).
+    pub audit: crate::worker::audit::AuditConfig,
     /// The business flows' mappings (`[flows.<name>]`); a flow without a section is off.
     #[serde(default)]
     pub flows: crate::flows::FlowsConfig,
@@ -528,6 +530,11 @@ reconcile_allportal_interval_secs = 300
 reconcile_opentext_interval_secs = 300
 metrics_interval_secs = 15
 shutdown_grace_secs = 25
+
+[audit]
+enabled = true
+interval_secs = 3600
+objects_per_round = 50
 "#;
 
 /// `server.listen` alone, from the defaults, `file` (when it exists) and the environment, without

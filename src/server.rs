@@ -105,6 +105,7 @@ fn start_worker(state: &AppState, shutdown: &CancellationToken) -> WorkerHandle 
     )
     .workflow_feed(flows::workflow_feed(&state.upstreams))
     .change_feed(flows::change_feed(&state.settings, &state.upstreams))
+    .audit(state.settings.audit.clone())
     .spawn(shutdown.clone())
 }
 

@@ -90,9 +90,12 @@ impl Flow for MappedFlow {
         match self.run(object_key, events, true).await {
             Ok(plan) => match plan.skipped {
                 Some(reason) => FlowOutcome::Skipped { reason },
-                None => FlowOutcome::Success {
-                    summary: plan.summary(),
-                },
+                None => {
+                    self.count_repairs(object_key, events, &plan);
+                    FlowOutcome::Success {
+                        summary: plan.summary(),
+                    }
+                }
             },
             Err(error) => error.into_outcome(),
         }
@@ -100,6 +103,26 @@ impl Flow for MappedFlow {
 }
 
 impl MappedFlow {
+    /// A resync (by hand or by the audit; not one for a changed dependency) that wrote
+    /// something repaired drift: counted per flow and logged per object.
+    fn count_repairs(&self, object_key: &str, events: &[StoredEvent], plan: &Plan) {
+        let verifying = !events.is_empty()
+            && events
+                .iter()
+                .all(|e| e.kind == RESYNC_KIND && e.payload.get("dependency").is_none());
+        if !verifying || plan.operations.is_empty() {
+            return;
+        }
+        metrics::counter!("xecm_drift_repairs_total", "flow" => self.name.to_string())
+            .increment(plan.operations.len() as u64);
+        let repairs: Vec<&str> = plan
+            .operations
+            .iter()
+            .map(|o| o.description.as_str())
+            .collect();
+        tracing::info!(flow = self.name, object_key, ?repairs, "drift repaired");
+    }
+
     fn wants_callback(&self, event: &StoredEvent) -> bool {
         let kinds: &[&str] = match self.name {
             "change" | "compliance" => &[DECISION_KIND],

@@ -128,6 +128,7 @@ pub fn routes() -> Vec<Route> {
         route(Method::POST, "/api/v1/resync", Admin, post(admin::resync)),
         route(Method::POST, "/api/v1/plan", Admin, post(admin::plan)),
         route(Method::GET, "/api/v1/flows", Admin, get(admin::flows)),
+        route(Method::GET, "/api/v1/audit", Admin, get(admin::audit)),
     ]
 }
 

@@ -8,6 +8,7 @@
 pub mod clock;
 mod engine;
 pub mod flow;
+pub mod audit;
 pub mod maintenance;
 pub mod reconcile;
 pub mod retry;
@@ -57,6 +58,7 @@ impl Worker {
             clock: Arc::new(SystemClock),
             change_feed: None,
             workflow_feed: None,
+            audit: None,
             instance: uuid::Uuid::now_v7().to_string(),
         }
     }
@@ -70,6 +72,7 @@ pub struct WorkerBuilder {
     clock: Arc<dyn Clock>,
     change_feed: Option<Arc<dyn ChangeFeed>>,
     workflow_feed: Option<Arc<dyn WorkflowStatusFeed>>,
+    audit: Option<audit::AuditConfig>,
     instance: String,
 }
 
@@ -100,6 +103,12 @@ impl WorkerBuilder {
         self
     }
 
+    /// The periodic drift audit (`[audit]`); without it, no audit runs.
+    pub fn audit(mut self, cfg: audit::AuditConfig) -> Self {
+        self.audit = Some(cfg);
+        self
+    }
+
     /// Names this replica in lease owners (default: a fresh UUID).
     pub fn instance(mut self, name: impl Into<String>) -> Self {
         self.instance = name.into();
@@ -126,6 +135,7 @@ impl WorkerBuilder {
                 self.clock,
                 self.change_feed,
                 self.workflow_feed,
+                self.audit,
                 shutdown,
             ));
         }

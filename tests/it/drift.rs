@@ -14,6 +14,7 @@ use xecm_bridge::sim::SimHandle;
 use xecm_bridge::sim::allportal::{self as ap_sim, ids};
 use xecm_bridge::sim::opentext as ot_sim;
 use xecm_bridge::store::{RESYNC_KIND, StoredEvent, dependent_resyncs, now_millis};
+use xecm_bridge::worker::audit::{audit_round, last_round};
 use xecm_bridge::worker::reconcile::reconcile_allportal;
 
 use crate::common::TestDb;
@@ -380,6 +381,7 @@ async fn a_new_datasheet_reaches_every_workspace_holding_it_by_polling() {
 crate::backend_tests!(
     dependencies_are_replaced_per_run_and_fan_out_to_resyncs,
     links_are_walked_in_key_order,
+    the_audit_walks_the_links_round_robin,
 );
 
 async fn dependencies_are_replaced_per_run_and_fan_out_to_resyncs(db: &TestDb) {
@@ -445,9 +447,13 @@ async fn dependencies_are_replaced_per_run_and_fan_out_to_resyncs(db: &TestDb) {
     );
 }
 
-async fn links_are_walked_in_key_order(db: &TestDb) {
+async fn put_links(db: &TestDb) {
     let store = &db.store;
-    for (flow, key) in [("launch", "product/2"), ("family", "product_family/1"), ("launch", "product/1")] {
+    for (flow, key) in [
+        ("launch", "product/2"),
+        ("family", "product_family/1"),
+        ("launch", "product/1"),
+    ] {
         store
             .put_link(&xecm_bridge::store::LinkRecord {
                 flow: flow.into(),
@@ -459,6 +465,11 @@ async fn links_are_walked_in_key_order(db: &TestDb) {
             .await
             .unwrap();
     }
+}
+
+async fn links_are_walked_in_key_order(db: &TestDb) {
+    put_links(db).await;
+    let store = &db.store;
     let first = store.links_after(None, 2).await.unwrap();
     assert_eq!(
         first,
@@ -477,4 +488,80 @@ async fn links_are_walked_in_key_order(db: &TestDb) {
             .unwrap()
             .is_empty()
     );
+}
+
+async fn the_audit_walks_the_links_round_robin(db: &TestDb) {
+    put_links(db).await;
+    let store = db.store.as_ref();
+    assert_eq!(last_round(store).await.unwrap(), None);
+    let first = audit_round(store, 2, 1_000).await.unwrap();
+    assert_eq!(
+        first.objects,
+        ["family:product_family/1", "launch:product/1"]
+    );
+    assert!(!first.wrapped);
+    let second = audit_round(store, 2, 2_000).await.unwrap();
+    assert_eq!(second.objects, ["launch:product/2"]);
+    assert!(second.wrapped, "the end of the links: the next round starts over");
+    assert_eq!(last_round(store).await.unwrap(), Some(second));
+    let third = audit_round(store, 2, 3_000).await.unwrap();
+    assert_eq!(third.objects, first.objects);
+    // Each audited object got a resync naming its flow.
+    let events = store.unrouted_events(10).await.unwrap();
+    assert_eq!(events.len(), 5);
+    assert!(events.iter().all(|e| e.kind == RESYNC_KIND));
+    assert_eq!(events[2].payload["flow"], "launch");
+    assert_eq!(events[2].object_key.as_deref(), Some("product/2"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_audit_restores_a_document_deleted_in_opentext() {
+    let bridge = start(&["launch"]).await;
+    bridge
+        .webhook("product", ids::PRODUCT_PUMP_A100, "moduleobject_modify")
+        .await;
+    let nodes = Nodes::of(&bridge.ot);
+    let ws = nodes.workspace("product", ids::PRODUCT_PUMP_A100);
+    let folder = nodes.child(ws, "Technical Specifications");
+    let datasheet = id_of(nodes.child(folder, "pump-a100-datasheet.pdf"));
+    ot_delete(&bridge.ot, &format!("/api/v2/nodes/{datasheet}")).await;
+
+    let round = audit_round(bridge.store().as_ref(), 50, now_millis())
+        .await
+        .expect("audit round");
+    assert_eq!(round.objects, [format!("launch:{}", product_key())]);
+    bridge.settle().await;
+    let nodes = Nodes::of(&bridge.ot);
+    let ws = nodes.workspace("product", ids::PRODUCT_PUMP_A100);
+    let folder = nodes.child(ws, "Technical Specifications");
+    let restored = nodes.child(folder, "pump-a100-datasheet.pdf");
+    assert_ne!(id_of(restored), datasheet, "uploaded again");
+    assert_eq!(
+        restored["versions"][0]["sha256"],
+        json!(xecm_bridge::flows::hash::sha256_hex(&ap_sim::sample_pdf(
+            "Pump A100 datasheet"
+        )))
+    );
+    let (state, _) = bridge.last_outcome("launch").await;
+    assert_eq!(state, "done");
+
+    // The admin API shows the round.
+    let app = bridge.app.as_ref().expect("running");
+    let answer: Value = bridge
+        .http
+        .get(app.url("/api/v1/audit"))
+        .bearer_auth(crate::common::ADMIN_TOKEN)
+        .send()
+        .await
+        .expect("GET /api/v1/audit")
+        .json()
+        .await
+        .expect("JSON");
+    assert_eq!(answer["config"]["interval_secs"], 3600, "{answer}");
+    assert_eq!(
+        answer["last_round"]["objects"],
+        json!([format!("launch:{}", product_key())]),
+        "{answer}"
+    );
+    bridge.stop().await;
 }
