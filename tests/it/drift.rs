@@ -251,6 +251,24 @@ async fn an_unchanged_workspace_is_verified_with_a_bounded_number_of_reads() {
     bridge.stop().await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn account_and_partner_workspaces_are_verified_with_a_bounded_number_of_reads() {
+    let bridge = workspaces_holding_the_datasheet().await;
+    let account = format!("opportunity/{}", ids::OPPORTUNITY_ACME_2025);
+    let reads = verification_reads(&bridge, "account", &account).await;
+    println!("account: {} reads: {reads:#?}", reads.len());
+    // The opportunity's workspace (found, no categories mapped), its listing and one listing
+    // per folder: Products, Configurations, Images, Brochures.
+    assert_eq!(reads.len(), 6, "{reads:#?}");
+    let partner = format!("partner/{}", ids::PARTNER_DISTRIBUTOR);
+    let reads = verification_reads(&bridge, "partner", &partner).await;
+    println!("partner: {} reads: {reads:#?}", reads.len());
+    // One workspace per partner product (two): each looked up and listed, with one listing
+    // per folder holding content (three for the pump, one for the other product).
+    assert_eq!(reads.len(), 8, "{reads:#?}");
+    bridge.stop().await;
+}
+
 /// Replaces the original of the A100 datasheet in 4ALLPORTAL (no event on the product).
 async fn new_datasheet(bridge: &Bridge, content: &[u8]) {
     bridge
