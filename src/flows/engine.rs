@@ -202,8 +202,7 @@ impl MappedFlow {
         // rather than reacting to its change: it is never the echo of a write-back, and
         // `changed` conditions, which ask whether the object itself changed, do not apply.
         let verifying = events.iter().any(|e| e.kind == RESYNC_KIND);
-        if !verifying && let Some(reason) = echo::check(&self.env, module, &object, events).await?
-        {
+        if !verifying && let Some(reason) = echo::check(&self.env, module, &object, events).await? {
             return Ok(Some(reason));
         }
         let link = self.link(object_key).await?;
@@ -264,7 +263,11 @@ impl MappedFlow {
     }
 
     /// The related items (account, partner), filtered by their conditions.
-    async fn items(&self, run: &mut Run<'_>, object: &ModuleObject) -> FlowResult<Vec<ModuleObject>> {
+    async fn items(
+        &self,
+        run: &mut Run<'_>,
+        object: &ModuleObject,
+    ) -> FlowResult<Vec<ModuleObject>> {
         let Some(items) = &self.mapping.items else {
             return Ok(Vec::new());
         };

@@ -5,10 +5,10 @@
 //! claimed together under one lease (so a key never runs twice at once, even across replicas)
 //! and share the outcome of one reconcile.
 
+pub mod audit;
 pub mod clock;
 mod engine;
 pub mod flow;
-pub mod audit;
 pub mod maintenance;
 pub mod reconcile;
 pub mod retry;

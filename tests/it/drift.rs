@@ -196,12 +196,18 @@ async fn drift_in_opentext_is_planned_then_repaired_by_a_resync() {
     let snapshot: Value = serde_json::from_slice(&bridge.download(id_of(restored)).await).unwrap();
     assert_eq!(snapshot["id"], ids::PRODUCT_PUMP_A100);
     let html = nodes.child(master, "4711 master data.html");
-    assert_eq!(versions(html), 3, "the bridge's content is the newest again");
+    assert_eq!(
+        versions(html),
+        3,
+        "the bridge's content is the newest again"
+    );
     let text = String::from_utf8(bridge.download(id_of(html)).await).unwrap();
     assert!(text.starts_with("<!DOCTYPE html>"), "{text}");
     let related = serde_json::to_string(&ws["workspace"]).unwrap()
-        + &serde_json::to_string(&nodes.workspace("product_family", ids::FAMILY_PUMPS)["workspace"])
-            .unwrap();
+        + &serde_json::to_string(
+            &nodes.workspace("product_family", ids::FAMILY_PUMPS)["workspace"],
+        )
+        .unwrap();
     assert!(related.contains(&family.to_string()), "{related}");
 
     // Repaired: the next plan is empty again.
@@ -520,7 +526,10 @@ async fn the_audit_walks_the_links_round_robin(db: &TestDb) {
     assert!(!first.wrapped);
     let second = audit_round(store, 2, 2_000).await.unwrap();
     assert_eq!(second.objects, ["launch:product/2"]);
-    assert!(second.wrapped, "the end of the links: the next round starts over");
+    assert!(
+        second.wrapped,
+        "the end of the links: the next round starts over"
+    );
     assert_eq!(last_round(store).await.unwrap(), Some(second));
     let third = audit_round(store, 2, 3_000).await.unwrap();
     assert_eq!(third.objects, first.objects);

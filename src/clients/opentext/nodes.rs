@@ -9,8 +9,8 @@ use super::routes::{
     NODE_CREATE, VERSIONS_LIST,
 };
 use super::types::{
-    CategoryValues, ListedNode, NameCollision, NodeId, NodePage, NodeProperties, Version, created_id,
-    list_items, node_list, paging, results, single_properties, subtype,
+    CategoryValues, ListedNode, NameCollision, NodeId, NodePage, NodeProperties, Version,
+    created_id, list_items, node_list, paging, results, single_properties, subtype,
 };
 use super::{OpentextClient, map_error};
 use crate::clients::error::UpstreamError;
