@@ -6,7 +6,8 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::store::{Store, StoreError};
+use super::flow::Router;
+use crate::store::{RESYNC_KIND, Source, Store, StoreError, StoredEvent, state};
 
 /// Where the last round stopped: `[flow, object_key]` as JSON.
 pub const AUDIT_CURSOR: &str = "audit.cursor";
@@ -21,9 +22,9 @@ pub struct AuditConfig {
     pub enabled: bool,
     /// Seconds between rounds.
     pub interval_secs: u64,
-    /// Objects (stored links) resynced per round: the rate, so that the audit's OpenText reads
-    /// stay a small share of the load. Every object is audited once per
-    /// `links / objects_per_round` rounds.
+    /// Stored links examined per round, each resynced when it is a business object of its
+    /// flow: the rate, so that the audit's OpenText reads stay a small share of the load.
+    /// Every object is audited once per `links / objects_per_round` rounds.
     pub objects_per_round: u64,
 }
 
@@ -42,7 +43,8 @@ impl Default for AuditConfig {
 pub struct AuditRound {
     /// Unix milliseconds.
     pub at: i64,
-    /// The objects resynced, `flow:object_key`.
+    /// The objects resynced, `flow:object_key` (links under a workspace's own key are
+    /// passed over: the run of their object verifies them).
     pub objects: Vec<String>,
     /// Resync events newly enqueued.
     pub enqueued: usize,
@@ -50,11 +52,40 @@ pub struct AuditRound {
     pub wrapped: bool,
 }
 
-/// One round: up to `per_round` links after the cursor, a resync for each, then the cursor
-/// and the round's figures are stored.
+/// Whether the flow of a link runs for the link's key: links are also kept under the keys of
+/// the workspaces a run keeps (`bo_type/bo_id`, e.g. `product_compliance/…`), which are no
+/// 4ALLPORTAL objects and are verified by the run of their object.
+pub fn audits(router: &Router, flow: &str, object_key: &str) -> bool {
+    let (Some(flow), Some((module, id))) = (router.get(flow), object_key.split_once('/')) else {
+        return false;
+    };
+    let resync = StoredEvent {
+        id: String::new(),
+        source: Source::Allportal.as_str().to_string(),
+        source_event_id: String::new(),
+        kind: RESYNC_KIND.to_string(),
+        module: Some(module.to_string()),
+        object_id: Some(id.to_string()),
+        object_key: Some(object_key.to_string()),
+        payload: serde_json::json!({}),
+        raw_body: Vec::new(),
+        headers: serde_json::Value::Null,
+        received_at: 0,
+        state: state::PENDING.to_string(),
+        attempts: 0,
+        next_attempt_at: 0,
+        last_error: None,
+        updated_at: 0,
+    };
+    flow.wants(&resync)
+}
+
+/// One round: up to `per_round` links after the cursor, a resync for each that `audited`
+/// accepts (see [`audits`]), then the cursor and the round's figures are stored.
 pub async fn audit_round(
     store: &dyn Store,
     per_round: u64,
+    audited: &(dyn Fn(&str, &str) -> bool + Send + Sync),
     now: i64,
 ) -> Result<AuditRound, StoreError> {
     let cursor: Option<(String, String)> = store
@@ -69,7 +100,7 @@ pub async fn audit_round(
         wrapped: (links.len() as i64) < limit,
         ..AuditRound::default()
     };
-    for (flow, key) in &links {
+    for (flow, key) in links.iter().filter(|(f, k)| audited(f, k)) {
         store.resync(Some(flow), key, now).await?;
         round.enqueued += 1;
         round.objects.push(format!("{flow}:{key}"));

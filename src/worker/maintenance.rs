@@ -8,8 +8,9 @@ use std::time::Duration;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use super::audit::{AuditConfig, audit_round};
+use super::audit::{AuditConfig, audit_round, audits};
 use super::clock::{Clock, millis};
+use super::flow::Router;
 use super::reconcile::{ChangeFeed, WorkflowStatusFeed, reconcile_allportal, reconcile_opentext};
 use crate::config::WorkerConfig;
 use crate::store::{Store, StoreError};
@@ -22,7 +23,7 @@ pub(super) fn spawn_loops(
     clock: Arc<dyn Clock>,
     change_feed: Option<Arc<dyn ChangeFeed>>,
     workflow_feed: Option<Arc<dyn WorkflowStatusFeed>>,
-    audit: Option<AuditConfig>,
+    audit: Option<(AuditConfig, Router)>,
     shutdown: CancellationToken,
 ) -> Vec<JoinHandle<()>> {
     let mut tasks = Vec::new();
@@ -69,14 +70,16 @@ pub(super) fn spawn_loops(
             }
         }));
     }
-    if let Some(audit) = audit.filter(|a| a.enabled && a.interval_secs > 0) {
+    if let Some((audit, router)) = audit.filter(|(a, _)| a.enabled && a.interval_secs > 0) {
         let (store, clock) = (store.clone(), clock.clone());
         let interval = secs(audit.interval_secs);
         tasks.push(every(interval, shutdown.clone(), move || {
-            let (store, clock) = (store.clone(), clock.clone());
+            let (store, clock, router) = (store.clone(), clock.clone(), router.clone());
             async move {
                 let now = clock.now_millis();
-                if let Err(error) = audit_round(store.as_ref(), audit.objects_per_round, now).await
+                let audited = |flow: &str, key: &str| audits(&router, flow, key);
+                if let Err(error) =
+                    audit_round(store.as_ref(), audit.objects_per_round, &audited, now).await
                 {
                     tracing::warn!(%error, "drift audit round failed");
                 }

@@ -120,9 +120,11 @@ impl WorkerBuilder {
         let grace = Duration::from_secs(self.cfg.shutdown_grace_secs);
         let mut tasks = Vec::new();
         if self.cfg.enabled {
+            let router = Router::new(self.flows);
+            let audit = self.audit.map(|cfg| (cfg, router.clone()));
             let engine = engine::Engine::new(
                 self.store.clone(),
-                Router::new(self.flows),
+                router,
                 self.cfg.clone(),
                 self.clock.clone(),
                 self.instance,
@@ -135,7 +137,7 @@ impl WorkerBuilder {
                 self.clock,
                 self.change_feed,
                 self.workflow_feed,
-                self.audit,
+                audit,
                 shutdown,
             ));
         }

@@ -14,7 +14,7 @@ use xecm_bridge::sim::SimHandle;
 use xecm_bridge::sim::allportal::{self as ap_sim, ids};
 use xecm_bridge::sim::opentext as ot_sim;
 use xecm_bridge::store::{RESYNC_KIND, StoredEvent, dependent_resyncs, now_millis};
-use xecm_bridge::worker::audit::{audit_round, last_round};
+use xecm_bridge::worker::audit::{audit_round, audits, last_round};
 use xecm_bridge::worker::reconcile::reconcile_allportal;
 
 use crate::common::TestDb;
@@ -514,24 +514,28 @@ async fn links_are_walked_in_key_order(db: &TestDb) {
     );
 }
 
+fn every_link(_: &str, _: &str) -> bool {
+    true
+}
+
 async fn the_audit_walks_the_links_round_robin(db: &TestDb) {
     put_links(db).await;
     let store = db.store.as_ref();
     assert_eq!(last_round(store).await.unwrap(), None);
-    let first = audit_round(store, 2, 1_000).await.unwrap();
+    let first = audit_round(store, 2, &every_link, 1_000).await.unwrap();
     assert_eq!(
         first.objects,
         ["family:product_family/1", "launch:product/1"]
     );
     assert!(!first.wrapped);
-    let second = audit_round(store, 2, 2_000).await.unwrap();
+    let second = audit_round(store, 2, &every_link, 2_000).await.unwrap();
     assert_eq!(second.objects, ["launch:product/2"]);
     assert!(
         second.wrapped,
         "the end of the links: the next round starts over"
     );
     assert_eq!(last_round(store).await.unwrap(), Some(second));
-    let third = audit_round(store, 2, 3_000).await.unwrap();
+    let third = audit_round(store, 2, &every_link, 3_000).await.unwrap();
     assert_eq!(third.objects, first.objects);
     // Each audited object got a resync naming its flow.
     let events = store.unrouted_events(10).await.unwrap();
@@ -543,7 +547,7 @@ async fn the_audit_walks_the_links_round_robin(db: &TestDb) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn the_audit_restores_a_document_deleted_in_opentext() {
-    let bridge = start(&["launch"]).await;
+    let bridge = start(&["launch", "compliance"]).await;
     bridge
         .webhook("product", ids::PRODUCT_PUMP_A100, "moduleobject_modify")
         .await;
@@ -553,10 +557,27 @@ async fn the_audit_restores_a_document_deleted_in_opentext() {
     let datasheet = id_of(nodes.child(folder, "pump-a100-datasheet.pdf"));
     ot_delete(&bridge.ot, &format!("/api/v2/nodes/{datasheet}")).await;
 
-    let round = audit_round(bridge.store().as_ref(), 50, now_millis())
+    // The compliance flow keeps a link for the product and one for its workspace's own key
+    // (`product_compliance/…`); only the product is resynced.
+    let links = bridge.store().links_after(None, 50).await.unwrap();
+    assert!(
+        links
+            .iter()
+            .any(|(_, k)| k.starts_with("product_compliance/")),
+        "{links:?}"
+    );
+    let router = xecm_bridge::worker::Router::new(bridge.flows.as_worker_flows());
+    let audited = |flow: &str, key: &str| audits(&router, flow, key);
+    let round = audit_round(bridge.store().as_ref(), 50, &audited, now_millis())
         .await
         .expect("audit round");
-    assert_eq!(round.objects, [format!("launch:{}", product_key())]);
+    assert_eq!(
+        round.objects,
+        [
+            format!("compliance:{}", product_key()),
+            format!("launch:{}", product_key())
+        ]
+    );
     bridge.settle().await;
     let nodes = Nodes::of(&bridge.ot);
     let ws = nodes.workspace("product", ids::PRODUCT_PUMP_A100);
@@ -571,6 +592,7 @@ async fn the_audit_restores_a_document_deleted_in_opentext() {
     );
     let (state, _) = bridge.last_outcome("launch").await;
     assert_eq!(state, "done");
+    assert!(bridge.events(Some("dead")).await.is_empty());
 
     // The admin API shows the round.
     let app = bridge.app.as_ref().expect("running");
@@ -586,8 +608,8 @@ async fn the_audit_restores_a_document_deleted_in_opentext() {
         .expect("JSON");
     assert_eq!(answer["config"]["interval_secs"], 3600, "{answer}");
     assert_eq!(
-        answer["last_round"]["objects"],
-        json!([format!("launch:{}", product_key())]),
+        answer["last_round"]["objects"][1],
+        json!(format!("launch:{}", product_key())),
         "{answer}"
     );
     bridge.stop().await;
