@@ -231,7 +231,7 @@ async fn verification_reads(bridge: &Bridge, flow: &str, key: &str) -> Vec<Strin
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn an_unchanged_workspace_is_verified_with_a_bounded_number_of_reads() {
-    let bridge = start(&["family", "launch"]).await;
+    let bridge = start(&["family", "launch", "compliance"]).await;
     bridge
         .webhook("product_family", ids::FAMILY_PUMPS, "moduleobject_modify")
         .await;
@@ -254,6 +254,14 @@ async fn an_unchanged_workspace_is_verified_with_a_bounded_number_of_reads() {
     let reads = verification_reads(&bridge, "family", &family).await;
     println!("family: {} reads: {reads:#?}", reads.len());
     assert_eq!(reads.len(), 3, "{reads:#?}");
+
+    let reads = verification_reads(&bridge, "compliance", &product_key()).await;
+    println!("compliance: {} reads: {reads:#?}", reads.len());
+    // Workspace search and categories, its listing and one per folder holding documents
+    // (Claims, Images, Brochures), and the categories of each of its 4 documents.
+    assert_eq!(reads.len(), 10, "{reads:#?}");
+    let categories = reads.iter().filter(|r| r.ends_with("/categories")).count();
+    assert_eq!(categories, 5, "{reads:#?}");
     bridge.stop().await;
 }
 
