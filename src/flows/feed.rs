@@ -143,14 +143,22 @@ impl ChangeFeed for AllportalChangeFeed {
             .map_err(|e| format!("stored cursor `{cursor}` is not a time: {e}"))?
             .with_timezone(&chrono::Utc);
         let mut changes = Vec::new();
-        let mut modules: Vec<&String> = self.modules.iter().collect();
-        modules.extend(also.iter().filter(|m| !self.modules.contains(m)));
-        for module in modules {
+        for module in &self.modules {
             let found = self
                 .module_changes(module, since)
                 .await
                 .map_err(|e| format!("4ALLPORTAL module `{module}`: {e}"))?;
             changes.extend(found);
+        }
+        // The index also names workspace types of relations (`bo_type/bo_id`), which need not
+        // be 4ALLPORTAL modules: a module that cannot be polled is passed over, not fatal.
+        for module in also.iter().filter(|m| !self.modules.contains(m)) {
+            match self.module_changes(module, since).await {
+                Ok(found) => changes.extend(found),
+                Err(error) => {
+                    tracing::warn!(module, %error, "dependency module not polled");
+                }
+            }
         }
         // The newest modification seen; RFC 3339 times in one zone sort as text.
         let next_cursor = changes.iter().map(|c| c.mod_time.clone()).max();
