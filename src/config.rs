@@ -27,6 +27,7 @@ use crate::ingest::SourcesConfig;
 use crate::store::StoreConfig;
 use crate::telemetry::LogConfig;
 use crate::worker::WorkerConfig;
+use crate::worker::audit::AuditConfig;
 
 /// Environment variable prefix; `__` separates nested keys.
 pub const ENV_PREFIX: &str = "XECM_BRIDGE__";
@@ -42,6 +43,8 @@ pub struct Settings {
     pub allportal: AllportalConfig,
     pub opentext: OpentextConfig,
     pub worker: WorkerConfig,
+    /// The periodic drift audit (`[audit]`).
+    pub audit: AuditConfig,
     /// The business flows' mappings (`[flows.<name>]`); a flow without a section is off.
     #[serde(default)]
     pub flows: FlowsConfig,
@@ -57,6 +60,7 @@ fn defaults() -> String {
         crate::ingest::config::DEFAULTS,
         crate::clients::config::DEFAULTS,
         crate::worker::config::DEFAULTS,
+        crate::worker::audit::DEFAULTS,
     ]
     .concat()
 }
@@ -129,6 +133,7 @@ impl Settings {
         self.allportal.validate()?;
         self.opentext.validate()?;
         self.worker.validate()?;
+        self.audit.validate()?;
         self.flows
             .validate()
             .map_err(|e| ConfigError::key(&e.key, e.problem))?;

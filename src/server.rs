@@ -75,6 +75,7 @@ pub async fn build_state(settings: Settings) -> anyhow::Result<AppState> {
         server: Arc::new(settings.server),
         admin: Arc::new(settings.admin),
         worker_settings: Arc::new(settings.worker),
+        audit_settings: Arc::new(settings.audit),
         router: Arc::new(crate::worker::Router::new(configured.as_worker_flows())),
         store,
         verifiers: Arc::new(verifiers),
@@ -110,6 +111,7 @@ fn start_worker(state: &AppState, shutdown: &CancellationToken) -> WorkerHandle 
     .workflow_feed(flows::workflow_feed(&state.upstreams))
     .change_feed(flows::change_feed(state.flows.config(), &state.upstreams))
     .recoveries(state.upstreams.recoveries())
+    .audit((*state.audit_settings).clone())
     .spawn(shutdown.clone())
 }
 

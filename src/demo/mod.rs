@@ -48,6 +48,8 @@ pub async fn run(keep_running: bool) -> anyhow::Result<ExitCode> {
         &AllportalView::of(&stack.allportal),
         &scenario.facts,
     );
+    let (datasheets, datasheet_failures) =
+        verify::datasheet(&OpentextView::of(&stack.opentext), &scenario.facts);
     let work = stats::collect(stack.store.as_ref()).await?;
     let echoes = stats::echoes(stack.store.as_ref(), &scenario.facts.steps).await?;
     println!();
@@ -57,17 +59,22 @@ pub async fn run(keep_running: bool) -> anyhow::Result<ExitCode> {
         "echoes of the bridge's own write-backs: {} recognised, {} write(s) caused",
         echoes.recognised, echoes.caused_writes
     );
+    println!(
+        "datasheet revision (an event on the file only, none on the product): new version in \
+         {datasheets} workspaces holding it"
+    );
     println!();
     let failures: Vec<String> = results
         .iter()
         .flat_map(|r| r.failures.iter().map(move |f| format!("{}: {f}", r.flow)))
+        .chain(datasheet_failures.iter().map(|f| format!("datasheet: {f}")))
         .collect();
     for failure in &failures {
         println!("check failed: {failure}");
     }
     let passed = story.is_ok() && failures.is_empty() && echoes.caused_writes == 0;
     let verdict = if passed {
-        "all seven flows reached their expected end state"
+        "all seven flows reached their expected end state, the datasheet revision every workspace holding it"
     } else {
         "the demo FAILED"
     };

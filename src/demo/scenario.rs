@@ -16,7 +16,7 @@ use crate::sim::allportal::{ids, sample_pdf};
 /// The whole scenario must settle within this time; a bridge that stops making progress fails
 /// the demo instead of hanging it.
 const DEADLINE: Duration = Duration::from_secs(60);
-const STEPS: usize = 7;
+const STEPS: usize = 8;
 
 /// Workflow maps of the example mapping (`[flows.change.workflow]`, `[flows.compliance.workflow]`).
 pub const CHANGE_MAP: i64 = 6686;
@@ -27,6 +27,10 @@ pub const COMPLIANCE_MAP: i64 = 6687;
 pub struct Facts {
     /// SHA-256 of the second edition of the pumps manual uploaded to 4ALLPORTAL.
     pub manual_edition_sha256: String,
+    /// SHA-256 of the revised A100 datasheet, and how many workspaces held the datasheet
+    /// before the revision.
+    pub datasheet_sha256: String,
+    pub datasheet_holders: usize,
     /// The document a partner uploaded in OpenText and that was then approved.
     pub partner_node: i64,
     pub partner_document_sha256: String,
@@ -54,12 +58,14 @@ impl<'a> Scenario<'a> {
     }
 
     /// Runs every step in an order where each flow finds what it relates to (the family
-    /// workspace before the launch workspace that names it as parent).
+    /// workspace before the launch workspace that names it as parent), then the datasheet
+    /// revision that reaches the workspaces holding it.
     pub async fn run(&mut self) -> anyhow::Result<()> {
         self.family().await?;
         self.launch().await?;
         self.compliance().await?;
         self.account().await?;
+        self.datasheet().await?;
         self.change().await?;
         self.partner().await?;
         self.archival().await?;
@@ -230,6 +236,38 @@ impl<'a> Scenario<'a> {
         Ok(())
     }
 
+    /// A revised datasheet in 4ALLPORTAL, with an event on the file only: the dependency index
+    /// takes it to every workspace that holds the datasheet by then (launch, compliance,
+    /// account) as a new version; the partner workspaces made later start with it. (It runs
+    /// before the partner step: the partner import links a file to the product, a change of
+    /// product data after which the compliance flow's next run would start a new review.)
+    async fn datasheet(&mut self) -> anyhow::Result<()> {
+        self.begin(
+            "datasheet",
+            "datasheet of Pump A100 revised, no product event",
+        );
+        self.facts.datasheet_holders = self
+            .opentext()
+            .documents_named(DATASHEET)
+            .filter(|d| versions(d) == 1)
+            .count();
+        let revision = sample_pdf("Pump A100 datasheet, revision B");
+        self.facts.datasheet_sha256 = crate::flows::hash::sha256_hex(&revision);
+        self.replace_media(ids::FILE_A100_DATASHEET, DATASHEET, revision)
+            .await?;
+        self.webhook("file", ids::FILE_A100_DATASHEET).await?;
+        let view = self.opentext();
+        let current = view
+            .documents_named(DATASHEET)
+            .filter(|d| latest_sha256(d) == Some(self.facts.datasheet_sha256.as_str()))
+            .count();
+        Self::done(&format!(
+            "new version in {current} of {} workspaces",
+            self.facts.datasheet_holders
+        ));
+        Ok(())
+    }
+
     // --- triggers ------------------------------------------------------------------------
 
     /// Has the 4ALLPORTAL simulator send its signed change webhook for one object.
@@ -286,7 +324,7 @@ impl<'a> Scenario<'a> {
             .allportal
             .upload_media("file", id, None, upload)
             .await
-            .context("cannot upload the new manual edition")
+            .with_context(|| format!("cannot upload a new original of {name}"))
     }
 
     async fn control(&self, root: &str, path: &str, body: Value) -> anyhow::Result<Value> {
@@ -369,6 +407,14 @@ impl<'a> Scenario<'a> {
 fn ws_node<'v>(view: &'v OpentextView, bo_type: &str, bo_id: &str) -> anyhow::Result<&'v Value> {
     view.workspace(bo_type, bo_id)
         .ok_or_else(|| anyhow!("no {bo_type} workspace for {bo_id}"))
+}
+
+/// The file name of the A100 datasheet in every workspace that holds it.
+pub const DATASHEET: &str = "pump-a100-datasheet.pdf";
+
+/// SHA-256 of a document's newest version.
+pub fn latest_sha256(node: &Value) -> Option<&str> {
+    node["versions"].as_array()?.last()?["sha256"].as_str()
 }
 
 fn text(value: &Value) -> &str {

@@ -46,6 +46,13 @@ impl OpentextView {
         self.nodes.iter().filter(move |n| n["parent_id"] == id)
     }
 
+    /// Every document named `name`, wherever it lies.
+    pub fn documents_named<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a Value> {
+        self.nodes
+            .iter()
+            .filter(move |n| is_document(n) && n["name"] == name)
+    }
+
     pub fn child(&self, parent: &Value, name: &str) -> Option<&Value> {
         self.children(parent).find(|n| n["name"] == name)
     }

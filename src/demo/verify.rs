@@ -2,7 +2,7 @@
 
 use serde_json::{Value, json};
 
-use super::scenario::{CHANGE_MAP, COMPLIANCE_MAP, Facts};
+use super::scenario::{CHANGE_MAP, COMPLIANCE_MAP, DATASHEET, Facts, latest_sha256};
 use super::snapshot::{AllportalView, OpentextView, versions};
 use crate::sim::allportal::ids;
 
@@ -343,4 +343,38 @@ fn text(value: &Value) -> String {
 
 fn short(id: &str) -> &str {
     id.get(..8).unwrap_or(id)
+}
+
+/// The revised datasheet: each workspace that held it before the revision has it as a new
+/// (second) version, and every copy made since starts with it. Returns how many got a new
+/// version, and what is wrong.
+pub fn datasheet(ot: &OpentextView, facts: &Facts) -> (usize, Vec<String>) {
+    let docs: Vec<&Value> = ot.documents_named(DATASHEET).collect();
+    let revised = |d: &&&Value| latest_sha256(d) == Some(facts.datasheet_sha256.as_str());
+    let new_versions = docs
+        .iter()
+        .filter(revised)
+        .filter(|d| versions(d) == 2)
+        .count();
+    let current = docs.iter().filter(revised).count();
+    let mut failures = Vec::new();
+    if facts.datasheet_holders < 3 {
+        failures.push(format!(
+            "the datasheet was in {} workspaces before its revision, expected 3",
+            facts.datasheet_holders
+        ));
+    }
+    if new_versions != facts.datasheet_holders {
+        failures.push(format!(
+            "{new_versions} of the {} copies there before got the revision as a new version",
+            facts.datasheet_holders
+        ));
+    }
+    if current != docs.len() {
+        failures.push(format!(
+            "the revision is the newest version of {current} of {} copies",
+            docs.len()
+        ));
+    }
+    (new_versions, failures)
 }

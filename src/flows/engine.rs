@@ -9,12 +9,11 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use serde_json::{Map, Value, json};
 
-use super::condition::{first_unmet, remembered};
+use super::condition::{Condition, first_unmet, remembered};
 use super::echo;
 use super::ensure::{Content, DocumentSpec, WorkspaceSpec};
 use super::error::{FlowError, FlowResult};
 use super::fields::{FieldRef, Scope};
-use super::hash::json_hash;
 use super::mapping::{
     AssetRule, DocumentFormat, DocumentRule, FlowMapping, PartnerMode, RelationKind,
     category_source,
@@ -91,9 +90,12 @@ impl Flow for MappedFlow {
         match self.run(object_key, events, true).await {
             Ok(plan) => match plan.skipped {
                 Some(reason) => FlowOutcome::Skipped { reason },
-                None => FlowOutcome::Success {
-                    summary: plan.summary(),
-                },
+                None => {
+                    self.count_repairs(object_key, events, &plan);
+                    FlowOutcome::Success {
+                        summary: plan.summary(),
+                    }
+                }
             },
             Err(error) => error.into_outcome(),
         }
@@ -101,6 +103,26 @@ impl Flow for MappedFlow {
 }
 
 impl MappedFlow {
+    /// A resync (by hand or by the audit; not one for a changed dependency) that wrote
+    /// something repaired drift: counted per flow and logged per object.
+    fn count_repairs(&self, object_key: &str, events: &[StoredEvent], plan: &Plan) {
+        let verifying = !events.is_empty()
+            && events
+                .iter()
+                .all(|e| e.kind == RESYNC_KIND && e.payload.get("dependency").is_none());
+        if !verifying || plan.operations.is_empty() {
+            return;
+        }
+        metrics::counter!("xecm_drift_repairs_total", "flow" => self.name.to_string())
+            .increment(plan.operations.len() as u64);
+        let repairs: Vec<&str> = plan
+            .operations
+            .iter()
+            .map(|o| o.description.as_str())
+            .collect();
+        tracing::info!(flow = self.name, object_key, ?repairs, "drift repaired");
+    }
+
     fn wants_callback(&self, event: &StoredEvent) -> bool {
         let kinds: &[&str] = match self.name {
             "change" | "compliance" => &[DECISION_KIND],
@@ -176,19 +198,31 @@ impl MappedFlow {
             }
             Err(e) => return Err(e.into()),
         };
-        if let Some(reason) = echo::check(&self.env, module, &object, events).await? {
+        // A resync (by hand, by the audit, or for a changed dependency) verifies the object
+        // rather than reacting to its change: it is never the echo of a write-back, and
+        // `changed` conditions, which ask whether the object itself changed, do not apply.
+        let verifying = events.iter().any(|e| e.kind == RESYNC_KIND);
+        if !verifying && let Some(reason) = echo::check(&self.env, module, &object, events).await? {
             return Ok(Some(reason));
         }
         let link = self.link(object_key).await?;
         let previous = seen(&link);
         let scope = Scope::of(&object);
-        if let Some(unmet) = first_unmet(&self.mapping.trigger.conditions, &scope, &previous) {
+        let conditions: Vec<Condition> = self
+            .mapping
+            .trigger
+            .conditions
+            .iter()
+            .filter(|c| !(verifying && c.changed.is_some()))
+            .cloned()
+            .collect();
+        if let Some(unmet) = first_unmet(&conditions, &scope, &previous) {
             return Ok(Some(format!("condition not met: {unmet}")));
         }
         if self.name == "change" {
             return change::forward(self, run, &object, link).await;
         }
-        let items = self.items(&object).await?;
+        let items = self.items(run, &object).await?;
         let computed = self.computed(&object);
         let mut scope = Scope::of(&object);
         for (k, v) in &computed {
@@ -213,6 +247,12 @@ impl MappedFlow {
         );
         self.save_link(run, object_key, link.workspace_id, state)
             .await?;
+        if run.applying() {
+            self.env
+                .store
+                .set_dependencies(self.name, object_key, &run.dependencies())
+                .await?;
+        }
         Ok(None)
     }
 
@@ -223,12 +263,18 @@ impl MappedFlow {
     }
 
     /// The related items (account, partner), filtered by their conditions.
-    async fn items(&self, object: &ModuleObject) -> FlowResult<Vec<ModuleObject>> {
+    async fn items(
+        &self,
+        run: &mut Run<'_>,
+        object: &ModuleObject,
+    ) -> FlowResult<Vec<ModuleObject>> {
         let Some(items) = &self.mapping.items else {
             return Ok(Vec::new());
         };
         let mut out = Vec::new();
         for id in object.related_ids(&items.relation) {
+            // Also an item that does not qualify now: its change may make it qualify.
+            run.uses(format!("{}/{id}", items.module));
             let item = match self
                 .env
                 .allportal
@@ -330,12 +376,12 @@ impl MappedFlow {
         }
         let mut state = link.state.as_object().cloned().unwrap_or_default();
         let (ws, created) = run.ensure_workspace(&target.spec).await?;
-        let categories_hash = json_hash(&json!(target.spec.categories));
-        if !created && state.get("categories").and_then(Value::as_str) != Some(&categories_hash) {
+        // Verified on every run (one read): someone may have edited the values in OpenText.
+        if !created {
             run.ensure_categories(ws, "the workspace", &target.spec.categories)
                 .await?;
         }
-        state.insert("categories".into(), json!(categories_hash));
+        state.remove("categories");
         self.ensure_relations(run, scope, ws, &mut state).await?;
         let placed = self.ensure_content(run, ws, scope, &target.items).await?;
         match self.name {
@@ -352,6 +398,9 @@ impl MappedFlow {
         Ok(None)
     }
 
+    /// Relates the workspaces the mapping names. The workspace's related workspaces are read
+    /// once per run; the ids of related workspaces found before (state `related`, by business
+    /// object) save their look-up while they are still related.
     async fn ensure_relations(
         &self,
         run: &mut Run<'_>,
@@ -359,11 +408,12 @@ impl MappedFlow {
         ws: NodeId,
         state: &mut Map<String, Value>,
     ) -> FlowResult<()> {
-        let mut related_ids: Vec<Value> = state
+        let known: Map<String, Value> = state
             .get("related")
-            .and_then(Value::as_array)
+            .and_then(Value::as_object)
             .cloned()
             .unwrap_or_default();
+        let mut related_ids = Map::new();
         for rel in &self.mapping.workspace.relations {
             let field = FieldRef::parse(&rel.field).map_err(FlowError::Mapping)?;
             let Some(object) = scope.object else { continue };
@@ -375,27 +425,33 @@ impl MappedFlow {
                 bo_type: rel.bo_type.clone(),
                 bo_id: related_bo_id,
             };
+            let key = bo_key(&bo);
+            // A change of the related object (e.g. its workspace appearing) runs this again.
+            run.uses(key.clone());
+            let cached = known.get(&key).and_then(Value::as_i64);
+            let current = run.related_to(ws).await?;
+            if let Some(id) = cached.filter(|id| current.contains(id)) {
+                related_ids.insert(key, json!(id));
+                continue;
+            }
             let Some(related) = self.env.opentext.find_workspace(&bo).await? else {
                 if rel.required {
                     return Err(FlowError::NotYet(format!(
-                        "the related workspace {} does not exist yet",
-                        bo_key(&bo)
+                        "the related workspace {key} does not exist yet"
                     )));
                 }
-                tracing::info!(flow = self.name, related = %bo_key(&bo), "related workspace missing; relation skipped");
+                tracing::info!(flow = self.name, related = %key, "related workspace missing; relation skipped");
                 continue;
             };
-            if related_ids.contains(&json!(related.id)) {
-                continue;
-            }
             let kind = match rel.relation {
                 RelationKind::Child => RelationType::Child,
                 RelationKind::Parent => RelationType::Parent,
             };
-            run.ensure_relation(ws, related.id, kind).await?;
-            related_ids.push(json!(related.id));
+            let why = (cached == Some(related.id)).then_some("removed in OpenText");
+            run.ensure_relation(ws, related.id, kind, why).await?;
+            related_ids.insert(key, json!(related.id));
         }
-        state.insert("related".into(), Value::Array(related_ids));
+        state.insert("related".into(), Value::Object(related_ids));
         Ok(())
     }
 
@@ -499,6 +555,7 @@ impl MappedFlow {
         };
         let relation = FieldRef::parse(&rule.relation).map_err(FlowError::Mapping)?;
         for asset_id in subject.related_ids(&relation.field) {
+            run.uses(format!("{}/{asset_id}", rule.module));
             let asset = match self
                 .env
                 .allportal

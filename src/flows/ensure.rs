@@ -14,8 +14,8 @@ use super::intent::{action, new_token};
 use super::run::{Run, System, is_planned};
 use crate::clients::file::FileUpload;
 use crate::clients::opentext::{
-    BusinessObject, DocumentCreate, NodeId, OpentextClient, RelationType, VersionCreate,
-    WorkspaceCreate, WorkspaceRoles,
+    BusinessObject, DocumentCreate, ListedNode, NodeId, NodeProperties, OpentextClient,
+    RelationType, VersionCreate, WorkspaceCreate, WorkspaceRoles,
 };
 use crate::clients::{TransportErrorKind, UpstreamError};
 use crate::store::{DocumentRecord, WorkflowRecord, now_millis, workflow_state};
@@ -94,6 +94,21 @@ pub fn nest_categories(
             .insert(key.clone(), value.clone());
     }
     nested
+}
+
+/// What a listing showed of a recorded document.
+enum Observed {
+    /// Present, the newest version (numbered `version`) is the bridge's.
+    Ours { version: i64 },
+    /// Present, but someone added version `version` since.
+    Changed { version: i64 },
+    /// Not in its folder any more.
+    Missing,
+}
+
+/// The mark a version's description carries of the bridge's content: `sha256:<16 hex>`.
+fn version_tag(hash: &str) -> String {
+    format!("sha256:{}", &hash[..hash.len().min(16)])
 }
 
 /// Category values compare by their text: OpenText may answer `5` for `"5"`.
@@ -214,11 +229,50 @@ impl Run<'_> {
         Ok(id)
     }
 
+    /// The children of `parent`, listed once per run (nothing below a planned node).
+    async fn listed(&mut self, parent: NodeId) -> FlowResult<&mut Vec<ListedNode>> {
+        if !self.listings.contains_key(&parent) {
+            let children = if is_planned(parent) {
+                Vec::new()
+            } else {
+                self.env.opentext.listing(parent).await?
+            };
+            self.listings.insert(parent, children);
+        }
+        Ok(self.listings.entry(parent).or_default())
+    }
+
+    /// The child of `parent` named exactly `name`, from the run's listing.
+    async fn child_named(&mut self, parent: NodeId, name: &str) -> FlowResult<Option<ListedNode>> {
+        let listed = self.listed(parent).await?;
+        Ok(listed.iter().find(|c| c.properties.name == name).cloned())
+    }
+
+    /// Adds a node this run created to its parent's listing.
+    fn remember_child(&mut self, parent: NodeId, id: NodeId, name: &str) {
+        if let Some(listed) = self.listings.get_mut(&parent) {
+            listed.retain(|c| c.properties.name != name);
+            listed.push(ListedNode {
+                properties: NodeProperties {
+                    id,
+                    parent_id: Some(parent),
+                    name: name.to_string(),
+                    node_type: None,
+                    type_name: None,
+                    mime_type: None,
+                    create_date: None,
+                    modify_date: None,
+                    wnf_wksp_type_id: None,
+                    wnf_wksp_template_id: None,
+                },
+                latest: None,
+            });
+        }
+    }
+
     async fn find_or_create_folder(&mut self, parent: NodeId, name: &str) -> FlowResult<NodeId> {
-        if !is_planned(parent)
-            && let Some(found) = self.env.opentext.find_child(parent, name).await?
-        {
-            return Ok(found.id);
+        if let Some(found) = self.child_named(parent, name).await? {
+            return Ok(found.properties.id);
         }
         if !self.write(
             System::Opentext,
@@ -229,7 +283,10 @@ impl Run<'_> {
         }
         let ot = &self.env.opentext;
         match ot.create_folder(parent, name).await {
-            Ok(id) => Ok(id),
+            Ok(id) => {
+                self.remember_child(parent, id, name);
+                Ok(id)
+            }
             Err(UpstreamError::Conflict { message }) => match ot.find_child(parent, name).await? {
                 Some(found) => Ok(found.id),
                 None => Err(FlowError::mapping(format!("folder `{name}`: {message}"))),
@@ -238,8 +295,13 @@ impl Run<'_> {
         }
     }
 
-    /// Keeps one document current: uploads it when absent, adds a version when its content
-    /// hash differs from the last upload, and does nothing (not even a call) when equal.
+    /// Keeps one document current against what OpenText holds: the parent's listing (one per
+    /// folder and run) shows whether the recorded node is still there and whether its newest
+    /// version is still the bridge's. A deleted document is uploaded again, a version someone
+    /// else added is covered by a new version with the bridge's content, changed content gets a
+    /// version, and the category values are read and reset when they differ. With nothing
+    /// changed that costs no call beyond the listing and, when the mapping sets document
+    /// categories, one categories read.
     pub async fn ensure_document(
         &mut self,
         parent: NodeId,
@@ -251,37 +313,42 @@ impl Run<'_> {
             .await?;
         let meta_hash = json_hash(&json!(spec.categories));
         let hash = self.content_hash(&spec.content, stored.as_ref()).await?;
-        let (node, version) = match &stored {
-            Some(s) if s.content_hash == hash => {
-                if s.meta_hash.as_deref() != Some(meta_hash.as_str()) {
-                    let what = format!("`{}`", spec.name);
-                    self.ensure_categories(s.node_id, &what, &spec.categories)
-                        .await?;
-                }
+        let observed = match &stored {
+            Some(s) => self.observe(parent, s).await?,
+            None => Observed::Missing,
+        };
+        let what = format!("`{}`", spec.name);
+        let (node, version) = match (&stored, observed) {
+            (Some(s), Observed::Ours { version }) if s.content_hash == hash => {
+                self.ensure_categories(s.node_id, &what, &spec.categories)
+                    .await?;
                 let unchanged = s.meta_hash.as_deref() == Some(meta_hash.as_str())
-                    && s.source_version.as_deref() == spec.content.source_version();
+                    && s.source_version.as_deref() == spec.content.source_version()
+                    && s.version == version;
                 if unchanged {
                     return Ok(s.node_id);
                 }
-                (s.node_id, s.version)
+                (s.node_id, version)
             }
-            Some(s) => match self
-                .add_version(s.node_id, spec, &hash, "content changed")
-                .await
-            {
-                Ok(()) => {
-                    let what = format!("`{}`", spec.name);
-                    self.ensure_categories(s.node_id, &what, &spec.categories)
-                        .await?;
-                    (s.node_id, s.version + 1)
-                }
-                // The node was removed in OpenText: find it by name or upload it again.
-                Err(FlowError::Upstream(UpstreamError::NotFound { .. })) => {
-                    self.adopt_or_upload(parent, spec, &hash).await?
-                }
-                Err(other) => return Err(other),
-            },
-            None => self.adopt_or_upload(parent, spec, &hash).await?,
+            (Some(s), Observed::Ours { version }) => {
+                self.add_version(s.node_id, spec, &hash, "content changed")
+                    .await?;
+                self.ensure_categories(s.node_id, &what, &spec.categories)
+                    .await?;
+                (s.node_id, version + 1)
+            }
+            (Some(s), Observed::Changed { version }) => {
+                self.add_version(s.node_id, spec, &hash, "changed in OpenText")
+                    .await?;
+                self.ensure_categories(s.node_id, &what, &spec.categories)
+                    .await?;
+                (s.node_id, version + 1)
+            }
+            (Some(_), Observed::Missing) => {
+                self.adopt_or_upload(parent, spec, &hash, Some("deleted in OpenText"))
+                    .await?
+            }
+            (None, _) => self.adopt_or_upload(parent, spec, &hash, None).await?,
         };
         if self.applying() && !is_planned(node) {
             store
@@ -301,24 +368,52 @@ impl Run<'_> {
         Ok(node)
     }
 
-    /// No record of the document: a node of that name may exist (uploaded by a run that
-    /// crashed before recording it); compare its content, else upload.
+    /// What OpenText holds of a recorded document, from its parent's listing. The newest
+    /// version is the bridge's when its number is the one recorded or its description carries
+    /// the recorded content's `sha256:` tag (see [`Run::add_version`]); a listing without
+    /// version data is taken at its word.
+    async fn observe(&mut self, parent: NodeId, stored: &DocumentRecord) -> FlowResult<Observed> {
+        let listed = self.listed(parent).await?;
+        let Some(node) = listed.iter().find(|c| c.properties.id == stored.node_id) else {
+            return Ok(Observed::Missing);
+        };
+        let Some(latest) = &node.latest else {
+            return Ok(Observed::Ours {
+                version: stored.version,
+            });
+        };
+        let number = latest.version_number.unwrap_or(stored.version);
+        let tag = version_tag(&stored.content_hash);
+        let tagged = latest
+            .description
+            .as_deref()
+            .is_some_and(|d| d.contains(&tag));
+        Ok(if number == stored.version || tagged {
+            Observed::Ours { version: number }
+        } else {
+            Observed::Changed { version: number }
+        })
+    }
+
+    /// No usable record of the document: a node of that name may exist (uploaded by a run
+    /// that crashed before recording it, or put back by someone); compare its content, else
+    /// upload. `why` says why a recorded document is uploaded again.
     async fn adopt_or_upload(
         &mut self,
         parent: NodeId,
         spec: &DocumentSpec,
         hash: &str,
+        why: Option<&str>,
     ) -> FlowResult<(NodeId, i64)> {
         let ot = self.env.opentext.clone();
-        let existing = if is_planned(parent) {
-            None
-        } else {
-            ot.find_child(parent, &spec.name).await?
-        };
+        let existing = self.child_named(parent, &spec.name).await?;
         let node = match existing {
-            Some(node) => node.id,
+            Some(node) => node.properties.id,
             None => {
-                let description = format!("upload document `{}`", spec.name);
+                let description = match why {
+                    Some(why) => format!("re-upload `{}` ({why})", spec.name),
+                    None => format!("upload document `{}`", spec.name),
+                };
                 if !self.write(System::Opentext, "upload_document", description) {
                     return Ok((self.placeholder(), 1));
                 }
@@ -330,7 +425,10 @@ impl Run<'_> {
                 };
                 let file = self.open(&spec.content, &spec.name).await?;
                 match ot.upload_document(&create, file).await {
-                    Ok(id) => return Ok((id, 1)),
+                    Ok(id) => {
+                        self.remember_child(parent, id, &spec.name);
+                        return Ok((id, 1));
+                    }
                     Err(UpstreamError::Conflict { message }) => {
                         match ot.find_child(parent, &spec.name).await? {
                             Some(found) => found.id,
@@ -376,7 +474,7 @@ impl Run<'_> {
         if !self.write(System::Opentext, "add_version", description) {
             return Ok(());
         }
-        let tag = format!("sha256:{}", &hash[..hash.len().min(16)]);
+        let tag = version_tag(hash);
         let token = format!("{tag} {}", new_token());
         let intent = self
             .intend(action::ADD_VERSION, &format!("{node}:{tag}"), &token)
@@ -486,17 +584,16 @@ impl Run<'_> {
         workspace: NodeId,
         related: NodeId,
         relation: RelationType,
+        why: Option<&str>,
     ) -> FlowResult<()> {
-        let ot = self.env.opentext.clone();
-        if !is_planned(workspace) {
-            let page = ot.related_workspaces(workspace, None, 1, 500).await?;
-            if page.nodes.iter().any(|n| n.id == related) {
-                return Ok(());
-            }
+        if self.related_to(workspace).await?.contains(&related) {
+            return Ok(());
         }
+        let ot = self.env.opentext.clone();
         let description = format!(
-            "relate workspace {related} as {} of this workspace",
-            relation.as_str()
+            "relate workspace {related} as {} of this workspace{}",
+            relation.as_str(),
+            why.map(|w| format!(" ({w})")).unwrap_or_default()
         );
         if self.write(System::Opentext, "relate_workspace", description) {
             match ot.add_related_workspace(workspace, related, relation).await {
@@ -504,7 +601,27 @@ impl Run<'_> {
                 Err(other) => return Err(other.into()),
             }
         }
+        self.related.entry(workspace).or_default().push(related);
         Ok(())
+    }
+
+    /// The workspaces related to `workspace`, read once per run.
+    pub async fn related_to(&mut self, workspace: NodeId) -> FlowResult<Vec<NodeId>> {
+        if let Some(ids) = self.related.get(&workspace) {
+            return Ok(ids.clone());
+        }
+        let ids = if is_planned(workspace) {
+            Vec::new()
+        } else {
+            let page = self
+                .env
+                .opentext
+                .related_workspaces(workspace, None, 1, 500)
+                .await?;
+            page.nodes.iter().map(|n| n.id).collect()
+        };
+        self.related.insert(workspace, ids.clone());
+        Ok(ids)
     }
 
     /// Starts a workflow on `documents` and records it for polling; returns its process id

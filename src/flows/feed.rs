@@ -83,8 +83,8 @@ const CHANGES_PAGE: u64 = 200;
 /// Pages read per module and round; the rest waits for the next round (the cursor says where).
 const CHANGES_MAX_PAGES: u64 = 25;
 
-/// [`ChangeFeed`] over the 4ALLPORTAL client: objects of the modules that trigger flows,
-/// modified after the cursor (a `mod_time`), oldest first.
+/// [`ChangeFeed`] over the 4ALLPORTAL client: objects of the modules that trigger flows and
+/// of the modules the dependency index names, modified after the cursor (a `mod_time`), oldest first.
 #[derive(Debug, Clone)]
 pub struct AllportalChangeFeed {
     allportal: AllportalClient,
@@ -127,7 +127,11 @@ impl AllportalChangeFeed {
 impl ChangeFeed for AllportalChangeFeed {
     /// Without a cursor (the first round ever) nothing is backfilled: the cursor starts now,
     /// and `POST /api/v1/resync` brings older objects in on purpose.
-    async fn changed_since(&self, cursor: Option<&str>) -> Result<ChangeBatch, String> {
+    async fn changed_since(
+        &self,
+        cursor: Option<&str>,
+        also: &[String],
+    ) -> Result<ChangeBatch, String> {
         let Some(cursor) = cursor else {
             let now = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
             return Ok(ChangeBatch {
@@ -145,6 +149,16 @@ impl ChangeFeed for AllportalChangeFeed {
                 .await
                 .map_err(|e| format!("4ALLPORTAL module `{module}`: {e}"))?;
             changes.extend(found);
+        }
+        // The index also names workspace types of relations (`bo_type/bo_id`), which need not
+        // be 4ALLPORTAL modules: a module that cannot be polled is passed over, not fatal.
+        for module in also.iter().filter(|m| !self.modules.contains(m)) {
+            match self.module_changes(module, since).await {
+                Ok(found) => changes.extend(found),
+                Err(error) => {
+                    tracing::warn!(module, %error, "dependency module not polled");
+                }
+            }
         }
         // The newest modification seen; RFC 3339 times in one zone sort as text.
         let next_cursor = changes.iter().map(|c| c.mod_time.clone()).max();

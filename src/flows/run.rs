@@ -6,13 +6,13 @@
 //! writes return (workspace → folder → document). In plan mode a write returns a negative
 //! placeholder id, and reads below a placeholder know there is nothing yet.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 
 use serde::Serialize;
 
 use crate::clients::allportal::AllportalClient;
-use crate::clients::opentext::{NodeId, OpentextClient};
+use crate::clients::opentext::{ListedNode, NodeId, OpentextClient};
 use crate::store::Store;
 
 /// Everything a flow talks to.
@@ -81,6 +81,14 @@ pub struct Run<'a> {
     next_placeholder: NodeId,
     /// Folders found or created in this run, by (parent, name).
     pub(crate) folders: HashMap<(NodeId, String), NodeId>,
+    /// Each folder's children as OpenText listed them in this run (one listing per folder
+    /// and run), with what this run added.
+    pub(crate) listings: HashMap<NodeId, Vec<ListedNode>>,
+    /// Each workspace's related workspaces as OpenText listed them in this run.
+    pub(crate) related: HashMap<NodeId, Vec<NodeId>>,
+    /// The 4ALLPORTAL objects (`module/id`) this run read besides its own object: its
+    /// dependencies, stored after an applied run (see [`crate::store::Store::set_dependencies`]).
+    pub(crate) used: BTreeSet<String>,
 }
 
 impl std::fmt::Debug for Run<'_> {
@@ -104,6 +112,9 @@ impl<'a> Run<'a> {
             operations: Vec::new(),
             next_placeholder: -1,
             folders: HashMap::new(),
+            listings: HashMap::new(),
+            related: HashMap::new(),
+            used: BTreeSet::new(),
         }
     }
 
@@ -128,6 +139,18 @@ impl<'a> Run<'a> {
         let id = self.next_placeholder;
         self.next_placeholder -= 1;
         id
+    }
+
+    /// Notes that this run read the 4ALLPORTAL object `key` (`module/id`) for its content.
+    pub fn uses(&mut self, key: String) {
+        if key != self.object_key {
+            self.used.insert(key);
+        }
+    }
+
+    /// The 4ALLPORTAL objects this run depends on.
+    pub fn dependencies(&self) -> Vec<String> {
+        self.used.iter().cloned().collect()
     }
 
     pub fn operations(&self) -> &[Operation] {

@@ -423,3 +423,12 @@ pub async fn flows(_: Admin, State(state): State<AppState>) -> Response {
         .collect();
     Json(json!({ "flows": flows })).into_response()
 }
+
+/// `GET /api/v1/audit`: the drift audit's configuration and its last round (`null` before
+/// the first). Repairs the resyncs made are counted by `xecm_drift_repairs_total`.
+pub async fn audit(_: Admin, State(state): State<AppState>) -> Result<Response, Problem> {
+    let last = crate::worker::audit::last_round(state.store.as_ref())
+        .await
+        .map_err(store_problem)?;
+    Ok(Json(json!({ "config": *state.audit_settings, "last_round": last })).into_response())
+}

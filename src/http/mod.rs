@@ -47,6 +47,8 @@ pub struct AppState {
     pub admin: Arc<AdminConfig>,
     /// The worker pool's settings (`serve` starts it from these).
     pub worker_settings: Arc<WorkerConfig>,
+    /// The drift audit's settings (`[audit]`).
+    pub audit_settings: Arc<crate::worker::audit::AuditConfig>,
     pub store: Arc<dyn Store>,
     pub verifiers: Arc<Verifiers>,
     pub metrics: PrometheusHandle,
@@ -134,6 +136,7 @@ pub fn routes() -> Vec<Route> {
         route(Method::POST, "/api/v1/resync", Admin, post(admin::resync)),
         route(Method::POST, "/api/v1/plan", Admin, post(admin::plan)),
         route(Method::GET, "/api/v1/flows", Admin, get(admin::flows)),
+        route(Method::GET, "/api/v1/audit", Admin, get(admin::audit)),
     ]
 }
 

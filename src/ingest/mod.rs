@@ -6,7 +6,8 @@ use http::HeaderMap;
 
 use crate::config_error::ConfigError;
 use crate::store::{
-    InsertOutcome, NewEvent, Source, Store, StoreError, StoredEvent, now_millis, state,
+    InsertOutcome, NewEvent, Source, Store, StoreError, StoredEvent, dependent_resyncs, now_millis,
+    state,
 };
 use crate::worker::Router;
 pub use config::{SourceConfig, SourcesConfig};
@@ -106,18 +107,28 @@ pub async fn ingest(
         Source::Opentext => payload::parse_opentext(&verified)?,
     };
     let kept = kept_headers(headers, verifiers, source);
-    let events: Vec<NewEvent> = parsed
-        .into_iter()
-        .map(|event| {
-            let flows = router.flows_for(&routing_view(source, &event, now));
-            let mut new = new_event(source, &verified, event, kept.clone(), now);
-            new.routing = Some(flows);
-            new
-        })
-        .collect();
+    let mut events = Vec::new();
+    // When runs depend on the event's object (an asset, an item), their resyncs are stored
+    // with it, in the same transaction; an event no flow wants is then still `ignored` itself.
+    let mut resyncs = Vec::new();
+    for event in parsed {
+        let view = routing_view(source, &event, now);
+        let flows = router.flows_for(&view);
+        let dependents = dependent_resyncs(store, &view).await?;
+        if !dependents.is_empty() {
+            tracing::info!(%source, object_key = ?view.object_key, dependents = dependents.len(),
+                           "resyncing the runs that use the event's object");
+        }
+        resyncs.extend(dependents);
+        let mut new = new_event(source, &verified, event, kept.clone(), now);
+        new.routing = Some(flows);
+        events.push(new);
+    }
     let keys: Vec<_> = events.iter().map(|e| e.object_key.clone()).collect();
+    events.extend(resyncs);
     let mut receipt = Receipt::default();
     // One line per event, so that `event_id` and `object_key` are single searchable values.
+    // The resyncs follow the request's own events and are not part of the receipt.
     for (outcome, object_key) in store.insert_events(events).await?.into_iter().zip(keys) {
         let object_key = object_key.as_deref().unwrap_or_default();
         match outcome {

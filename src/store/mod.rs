@@ -392,6 +392,67 @@ pub trait Store: Send + Sync + 'static {
 
     /// Creates or replaces an intent; durable when it returns.
     async fn put_intent(&self, intent: &IntentRecord) -> Result<(), StoreError>;
+
+    // ----- dependency index -----
+
+    /// Replaces the 4ALLPORTAL objects (`module/id`) the run of `flow` for `object_key`
+    /// used besides the object itself.
+    async fn set_dependencies(
+        &self,
+        flow: &str,
+        object_key: &str,
+        dependencies: &[String],
+    ) -> Result<(), StoreError>;
+
+    /// The (flow, object key) runs that used `dependency` (`module/id`), in order.
+    async fn dependents(&self, dependency: &str) -> Result<Vec<(String, String)>, StoreError>;
+
+    /// The modules of all indexed dependencies (the change feed polls them too).
+    async fn dependency_modules(&self) -> Result<Vec<String>, StoreError>;
+
+    // ----- drift audit -----
+
+    /// Up to `limit` links (flow, object key) after `after` in (flow, object key) order.
+    async fn links_after(
+        &self,
+        after: Option<(&str, &str)>,
+        limit: i64,
+    ) -> Result<Vec<(String, String)>, StoreError>;
+}
+
+/// Resync events for the runs that depend on the object a 4ALLPORTAL change event is about
+/// (besides the flows that want the event itself): one per dependent (flow, object key),
+/// naming the flow and the cause. Their ids derive from the cause's, so a repeated delivery
+/// or a second routing adds nothing. Resyncs themselves fan out to nothing, so a chain of
+/// dependencies cannot loop.
+pub async fn dependent_resyncs(
+    store: &dyn Store,
+    event: &StoredEvent,
+) -> Result<Vec<NewEvent>, StoreError> {
+    let Some(key) = event.object_key.as_deref() else {
+        return Ok(Vec::new());
+    };
+    if event.kind == RESYNC_KIND || event.source != Source::Allportal.as_str() {
+        return Ok(Vec::new());
+    }
+    let mut out = Vec::new();
+    for (flow, object_key) in store.dependents(key).await? {
+        let mut resync = resync_event(Some(&flow), &object_key, event.received_at)?;
+        let (raw_body, span) = NewEvent::synthetic_body(&serde_json::json!({
+            "flow": flow,
+            "dependency": key,
+            "cause": {"source": event.source, "source_event_id": event.source_event_id,
+                      "kind": event.kind},
+        }));
+        resync.raw_body = raw_body;
+        resync.span = span;
+        resync.source_event_id = format!(
+            "dependency:{}:{}:{flow}:{object_key}",
+            event.source, event.source_event_id
+        );
+        out.push(resync);
+    }
+    Ok(out)
 }
 
 /// The synthetic event behind [`Store::resync`].

@@ -594,6 +594,80 @@ impl Store for Backend {
         .transpose()
     }
 
+    async fn set_dependencies(
+        &self,
+        flow: &str,
+        object_key: &str,
+        dependencies: &[String],
+    ) -> Result<(), StoreError> {
+        let (_write, mut tx) = self.begin_write().await?;
+        sqlx::query("DELETE FROM dependencies WHERE flow = $1 AND object_key = $2")
+            .bind(flow)
+            .bind(escape(object_key))
+            .execute(&mut *tx)
+            .await?;
+        let unique: BTreeSet<&String> = dependencies.iter().collect();
+        for dependency in unique {
+            let module = dependency.split_once('/').map_or("", |(m, _)| m);
+            sqlx::query(
+                "INSERT INTO dependencies (dependency, module, flow, object_key)
+                 VALUES ($1, $2, $3, $4)",
+            )
+            .bind(escape(dependency))
+            .bind(escape(module))
+            .bind(flow)
+            .bind(escape(object_key))
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn dependents(&self, dependency: &str) -> Result<Vec<(String, String)>, StoreError> {
+        let rows: Vec<(String, String)> = sqlx::query_as(
+            "SELECT flow, object_key FROM dependencies WHERE dependency = $1
+             ORDER BY flow, object_key",
+        )
+        .bind(escape(dependency))
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows
+            .into_iter()
+            .map(|(flow, key)| (flow, unescape(key)))
+            .collect())
+    }
+
+    async fn dependency_modules(&self) -> Result<Vec<String>, StoreError> {
+        let rows: Vec<String> =
+            sqlx::query_scalar("SELECT DISTINCT module FROM dependencies ORDER BY module")
+                .fetch_all(&self.pool)
+                .await?;
+        Ok(rows.into_iter().map(unescape).collect())
+    }
+
+    async fn links_after(
+        &self,
+        after: Option<(&str, &str)>,
+        limit: i64,
+    ) -> Result<Vec<(String, String)>, StoreError> {
+        let (flow, key) = after.unwrap_or(("", ""));
+        let rows: Vec<(String, String)> = sqlx::query_as(
+            "SELECT flow, object_key FROM links
+             WHERE flow > $1 OR (flow = $1 AND object_key > $2)
+             ORDER BY flow, object_key LIMIT $3",
+        )
+        .bind(flow)
+        .bind(escape(key))
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows
+            .into_iter()
+            .map(|(flow, key)| (flow, unescape(key)))
+            .collect())
+    }
+
     async fn put_link(&self, link: &LinkRecord) -> Result<(), StoreError> {
         sqlx::query(
             "INSERT INTO links (flow, object_key, workspace_id, state, updated_at)

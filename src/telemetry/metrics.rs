@@ -34,6 +34,11 @@ const FAMILIES: &[(&str, Kind, &str)] = &[
         "Always 1; the labels name the running version.",
     ),
     (
+        "xecm_drift_repairs_total",
+        Kind::Counter,
+        "Operations made by resync runs (by hand or by the drift audit) that repaired drift in OpenText, by flow.",
+    ),
+    (
         "xecm_webhooks_received_total",
         Kind::Counter,
         "Webhook requests verified and stored, one per request whatever the number of events in it.",
@@ -236,6 +241,7 @@ pub fn register_at_start(known: KnownLabels<'_>) {
             .increment(0);
         }
         let _ = metrics::histogram!("xecm_flow_duration_seconds", "flow" => flow.to_string());
+        metrics::counter!("xecm_drift_repairs_total", "flow" => flow.to_string()).increment(0);
     }
     // Only a worker measures the backlog; an API-only replica would report a false zero
     // (and skew an autoscaler averaging it).

@@ -14,7 +14,9 @@ use super::WorkerConfig;
 use super::clock::{Clock, millis};
 use super::flow::{FlowOutcome, Router};
 use super::retry::{RetryPolicy, plan};
-use crate::store::{AttemptResult, ClaimRequest, ClaimedWork, JobTransition, Store, StoreError};
+use crate::store::{
+    AttemptResult, ClaimRequest, ClaimedWork, JobTransition, Store, StoreError, dependent_resyncs,
+};
 
 /// Tries to record one outcome (100 ms, doubling: about 6 s in all).
 const RECORD_TRIES: u32 = 6;
@@ -93,10 +95,24 @@ impl Engine {
         loop {
             let events = self.store.unrouted_events(batch).await?;
             let routings: Vec<_> = events.iter().map(|e| self.router.route(e)).collect();
-            for r in routings.iter().filter(|r| r.flows.is_empty()) {
-                tracing::info!(event_id = %r.event_id, "no flow wants the event; ignored");
-                metrics::counter!("xecm_events_ignored_total").increment(1);
+            // An event may be about an object other runs depend on (an asset, an item): their
+            // resyncs are stored before the event is routed, so a crash in between only
+            // repeats them (their ids derive from the event's).
+            let mut resyncs = Vec::new();
+            for (event, r) in events.iter().zip(&routings) {
+                let dependents = dependent_resyncs(self.store.as_ref(), event).await?;
+                if !dependents.is_empty() {
+                    tracing::info!(event_id = %r.event_id, object_key = ?event.object_key,
+                                   dependents = dependents.len(),
+                                   "resyncing the runs that use the event's object");
+                }
+                resyncs.extend(dependents);
+                if r.flows.is_empty() {
+                    tracing::info!(event_id = %r.event_id, "no flow wants the event; ignored");
+                    metrics::counter!("xecm_events_ignored_total").increment(1);
+                }
             }
+            self.store.insert_events(resyncs).await?;
             self.store
                 .route_events(&routings, self.clock.now_millis())
                 .await?;

@@ -1,4 +1,5 @@
-//! Background loops beside the claim loop: reconciliation, retention and backlog gauges.
+//! Background loops beside the claim loop: reconciliation, the drift audit, retention and
+//! backlog gauges.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -8,7 +9,9 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use super::WorkerConfig;
+use super::audit::{AuditConfig, audit_round, audits};
 use super::clock::{Clock, millis};
+use super::flow::Router;
 use super::reconcile::{ChangeFeed, WorkflowStatusFeed, reconcile_allportal, reconcile_opentext};
 use crate::store::{Store, StoreError};
 
@@ -20,6 +23,7 @@ pub(super) fn spawn_loops(
     clock: Arc<dyn Clock>,
     change_feed: Option<Arc<dyn ChangeFeed>>,
     workflow_feed: Option<Arc<dyn WorkflowStatusFeed>>,
+    audit: Option<(AuditConfig, Router)>,
     shutdown: CancellationToken,
 ) -> Vec<JoinHandle<()>> {
     let mut tasks = Vec::new();
@@ -62,6 +66,22 @@ pub(super) fn spawn_loops(
                     reconcile_allportal(store.as_ref(), feed.as_ref(), clock.now_millis()).await
                 {
                     tracing::warn!(%error, "4ALLPORTAL reconciliation failed");
+                }
+            }
+        }));
+    }
+    if let Some((audit, router)) = audit.filter(|(a, _)| a.enabled && a.interval_secs > 0) {
+        let (store, clock) = (store.clone(), clock.clone());
+        let interval = secs(audit.interval_secs);
+        tasks.push(every(interval, shutdown.clone(), move || {
+            let (store, clock, router) = (store.clone(), clock.clone(), router.clone());
+            async move {
+                let now = clock.now_millis();
+                let audited = |flow: &str, key: &str| audits(&router, flow, key);
+                if let Err(error) =
+                    audit_round(store.as_ref(), audit.objects_per_round, &audited, now).await
+                {
+                    tracing::warn!(%error, "drift audit round failed");
                 }
             }
         }));

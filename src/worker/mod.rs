@@ -5,6 +5,7 @@
 //! claimed together under one lease (so a key never runs twice at once, even across replicas)
 //! and share the outcome of one reconcile.
 
+pub mod audit;
 pub mod clock;
 pub mod config;
 mod engine;
@@ -60,6 +61,7 @@ impl Worker {
             change_feed: None,
             workflow_feed: None,
             recoveries: Vec::new(),
+            audit: None,
             instance: uuid::Uuid::now_v7().to_string(),
         }
     }
@@ -74,6 +76,7 @@ pub struct WorkerBuilder {
     change_feed: Option<Arc<dyn ChangeFeed>>,
     workflow_feed: Option<Arc<dyn WorkflowStatusFeed>>,
     recoveries: Vec<tokio::sync::watch::Receiver<u64>>,
+    audit: Option<audit::AuditConfig>,
     instance: String,
 }
 
@@ -111,6 +114,12 @@ impl WorkerBuilder {
         self
     }
 
+    /// The periodic drift audit (`[audit]`); without it, no audit runs.
+    pub fn audit(mut self, cfg: audit::AuditConfig) -> Self {
+        self.audit = Some(cfg);
+        self
+    }
+
     /// Names this replica in lease owners (default: a fresh UUID).
     pub fn instance(mut self, name: impl Into<String>) -> Self {
         self.instance = name.into();
@@ -122,9 +131,11 @@ impl WorkerBuilder {
         let grace = Duration::from_secs(self.cfg.shutdown_grace_secs);
         let mut tasks = Vec::new();
         if self.cfg.enabled {
+            let router = Router::new(self.flows);
+            let audit = self.audit.map(|cfg| (cfg, router.clone()));
             let engine = engine::Engine::new(
                 self.store.clone(),
-                Router::new(self.flows),
+                router,
                 self.cfg.clone(),
                 self.clock.clone(),
                 self.instance,
@@ -143,6 +154,7 @@ impl WorkerBuilder {
                 self.clock,
                 self.change_feed,
                 self.workflow_feed,
+                audit,
                 shutdown,
             ));
         }

@@ -34,8 +34,13 @@ pub struct ChangeBatch {
 /// 4ALLPORTAL's "objects modified since" query.
 #[async_trait]
 pub trait ChangeFeed: Send + Sync {
-    /// Objects modified after `cursor` (everything relevant when `None`).
-    async fn changed_since(&self, cursor: Option<&str>) -> Result<ChangeBatch, String>;
+    /// Objects modified after `cursor` (everything relevant when `None`), in the feed's own
+    /// modules and in `also` (the modules of objects that runs depend on).
+    async fn changed_since(
+        &self,
+        cursor: Option<&str>,
+        also: &[String],
+    ) -> Result<ChangeBatch, String>;
 }
 
 /// The state of one OpenText workflow.
@@ -73,8 +78,10 @@ pub async fn reconcile_allportal(
     now: i64,
 ) -> Result<usize, ReconcileError> {
     let cursor = store.get_cursor(ALLPORTAL_CURSOR).await?;
+    // A changed asset or item reaches the runs that use it (the worker resyncs them).
+    let also = store.dependency_modules().await?;
     let batch = feed
-        .changed_since(cursor.as_deref())
+        .changed_since(cursor.as_deref(), &also)
         .await
         .map_err(ReconcileError::Upstream)?;
     let events = batch.changes.iter().map(|c| change_event(c, now)).collect();

@@ -71,6 +71,10 @@ fn demo_runs_every_flow_and_exits_zero() {
         "{stdout}"
     );
     assert!(
+        stdout.contains("new version in 3 workspaces holding it"),
+        "the datasheet revision reaches launch, compliance and account: {stdout}"
+    );
+    assert!(
         !stdout.contains('\u{1b}'),
         "colour codes in output that is not a terminal"
     );

@@ -27,7 +27,7 @@ const API_KEY: &str = "sim-allportal-api-key";
 const DEADLINE: Duration = Duration::from_secs(30);
 
 /// The `[flows]` sections of the example configuration, limited to `names`.
-fn example_flows(names: &[&str]) -> String {
+pub(crate) fn example_flows(names: &[&str]) -> String {
     let path = concat!(env!("CARGO_MANIFEST_DIR"), "/config/example.toml");
     let text = std::fs::read_to_string(path).expect("example config");
     let doc: toml::Table = text.parse().expect("example config is TOML");
@@ -41,22 +41,22 @@ fn example_flows(names: &[&str]) -> String {
     toml::to_string(&root).expect("renders")
 }
 
-struct Bridge {
-    app: Option<TestApp>,
-    ap: SimHandle,
-    ot: SimHandle,
-    flows: Flows,
-    clients: Upstreams,
-    worker: Option<WorkerHandle>,
-    shutdown: CancellationToken,
-    http: reqwest::Client,
+pub(crate) struct Bridge {
+    pub(crate) app: Option<TestApp>,
+    pub(crate) ap: SimHandle,
+    pub(crate) ot: SimHandle,
+    pub(crate) flows: Flows,
+    pub(crate) clients: Upstreams,
+    pub(crate) worker: Option<WorkerHandle>,
+    pub(crate) shutdown: CancellationToken,
+    pub(crate) http: reqwest::Client,
 }
 
-async fn start(names: &[&str]) -> Bridge {
+pub(crate) async fn start(names: &[&str]) -> Bridge {
     start_with(names, |_| {}).await
 }
 
-async fn start_with(names: &[&str], tune: impl FnOnce(&mut WorkerConfig)) -> Bridge {
+pub(crate) async fn start_with(names: &[&str], tune: impl FnOnce(&mut WorkerConfig)) -> Bridge {
     let ap = ap_sim::spawn(
         "127.0.0.1:0".parse().unwrap(),
         AllportalSimOptions {
@@ -143,11 +143,11 @@ backoff_max_ms = 50
 }
 
 impl Bridge {
-    fn store(&self) -> Arc<dyn Store> {
+    pub(crate) fn store(&self) -> Arc<dyn Store> {
         self.app.as_ref().expect("running").store.clone()
     }
 
-    async fn stop(mut self) {
+    pub(crate) async fn stop(mut self) {
         self.shutdown.cancel();
         if let Some(worker) = self.worker.take() {
             worker.join().await;
@@ -158,7 +158,7 @@ impl Bridge {
     }
 
     /// Has the 4ALLPORTAL simulator send a signed change webhook for one object.
-    async fn webhook(&self, module: &str, id: &str, event: &str) {
+    pub(crate) async fn webhook(&self, module: &str, id: &str, event: &str) {
         let delivery: Value = self
             .http
             .post(format!("{}/webhooks/send", self.ap.control_url()))
@@ -175,7 +175,7 @@ impl Bridge {
 
     /// Changes an object as a 4ALLPORTAL user would (audit entry by that user) and sends the
     /// webhook.
-    async fn edit(&self, module: &str, id: &str, fields: Value) {
+    pub(crate) async fn edit(&self, module: &str, id: &str, fields: Value) {
         let answer: Value = self
             .http
             .post(format!(
@@ -194,7 +194,7 @@ impl Bridge {
     }
 
     /// Waits until every event is finished, then fails on any dead letter.
-    async fn settle(&self) {
+    pub(crate) async fn settle(&self) {
         let store = self.store();
         let deadline = tokio::time::Instant::now() + DEADLINE;
         loop {
@@ -219,7 +219,7 @@ impl Bridge {
         );
     }
 
-    async fn events(&self, state: Option<&str>) -> Vec<StoredEvent> {
+    pub(crate) async fn events(&self, state: Option<&str>) -> Vec<StoredEvent> {
         let filter = EventFilter {
             state: state.map(str::to_string),
             ..EventFilter::default()
@@ -238,7 +238,7 @@ impl Bridge {
     }
 
     /// The outcome summaries/reasons of `flow`'s attempts for the newest event.
-    async fn last_outcome(&self, flow: &str) -> (String, Option<String>) {
+    pub(crate) async fn last_outcome(&self, flow: &str) -> (String, Option<String>) {
         let store = self.store();
         for event in self.events(None).await {
             let detail = store.event_detail(&event.id).await.unwrap().unwrap();
@@ -249,20 +249,20 @@ impl Bridge {
         panic!("no job of flow {flow}");
     }
 
-    fn ot_writes(&self) -> Vec<String> {
+    pub(crate) fn ot_writes(&self) -> Vec<String> {
         writes(&self.ot)
     }
 
-    fn ap_writes(&self) -> Vec<String> {
+    pub(crate) fn ap_writes(&self) -> Vec<String> {
         writes(&self.ap)
     }
 
-    fn clear_logs(&self) {
+    pub(crate) fn clear_logs(&self) {
         self.ot.clear_requests();
         self.ap.clear_requests();
     }
 
-    async fn download(&self, node: i64) -> Vec<u8> {
+    pub(crate) async fn download(&self, node: i64) -> Vec<u8> {
         let download = self
             .clients
             .opentext
@@ -278,7 +278,7 @@ impl Bridge {
 }
 
 /// Requests that change state; logging in (`POST …/auth`) changes nothing.
-fn writes(sim: &SimHandle) -> Vec<String> {
+pub(crate) fn writes(sim: &SimHandle) -> Vec<String> {
     sim.requests()
         .into_iter()
         .filter(|r| r.is_write() && !r.path.ends_with("/api/v1/auth"))
@@ -287,14 +287,14 @@ fn writes(sim: &SimHandle) -> Vec<String> {
 }
 
 /// The OpenText simulator's nodes.
-struct Nodes(Vec<Value>);
+pub(crate) struct Nodes(pub(crate) Vec<Value>);
 
 impl Nodes {
-    fn of(ot: &SimHandle) -> Self {
+    pub(crate) fn of(ot: &SimHandle) -> Self {
         Nodes(ot.state()["nodes"].as_array().cloned().unwrap_or_default())
     }
 
-    fn workspaces(&self, bo_type: &str) -> Vec<&Value> {
+    pub(crate) fn workspaces(&self, bo_type: &str) -> Vec<&Value> {
         self.0
             .iter()
             .filter(|n| {
@@ -307,7 +307,7 @@ impl Nodes {
             .collect()
     }
 
-    fn workspace(&self, bo_type: &str, bo_id: &str) -> &Value {
+    pub(crate) fn workspace(&self, bo_type: &str, bo_id: &str) -> &Value {
         let found: Vec<&Value> = self
             .workspaces(bo_type)
             .into_iter()
@@ -323,21 +323,21 @@ impl Nodes {
         found[0]
     }
 
-    fn children(&self, parent: &Value) -> Vec<&Value> {
+    pub(crate) fn children(&self, parent: &Value) -> Vec<&Value> {
         self.0
             .iter()
             .filter(|n| n["parent_id"] == parent["id"])
             .collect()
     }
 
-    fn child(&self, parent: &Value, name: &str) -> &Value {
+    pub(crate) fn child(&self, parent: &Value, name: &str) -> &Value {
         self.children(parent)
             .into_iter()
             .find(|n| n["name"] == name)
             .unwrap_or_else(|| panic!("no `{name}` under {}", parent["name"]))
     }
 
-    fn child_names(&self, parent: &Value) -> Vec<String> {
+    pub(crate) fn child_names(&self, parent: &Value) -> Vec<String> {
         let mut names: Vec<String> = self
             .children(parent)
             .iter()
@@ -348,11 +348,11 @@ impl Nodes {
     }
 }
 
-fn versions(node: &Value) -> usize {
+pub(crate) fn versions(node: &Value) -> usize {
     node["versions"].as_array().map(Vec::len).unwrap_or(0)
 }
 
-fn sha256(bytes: &[u8]) -> String {
+pub(crate) fn sha256(bytes: &[u8]) -> String {
     xecm_bridge::flows::hash::sha256_hex(bytes)
 }
 
@@ -505,7 +505,7 @@ async fn launch_skips_products_that_are_not_launch_ready_and_plans_without_writi
 // ------------------------------------------------------------------------------------------
 
 /// Replaces the original of a 4ALLPORTAL file object (a new version of a document).
-async fn replace_media(bridge: &Bridge, id: &str, content: &[u8]) {
+pub(crate) async fn replace_media(bridge: &Bridge, id: &str, content: &[u8]) {
     let bytes = bytes::Bytes::copy_from_slice(content);
     let upload = xecm_bridge::clients::FileUpload::new(
         futures::stream::once(async move { Ok::<_, std::io::Error>(bytes) }),

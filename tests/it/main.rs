@@ -14,6 +14,7 @@ mod connections;
 mod crash_points;
 mod demo;
 mod drain;
+mod drift;
 mod durability;
 mod flows_config;
 mod flows_e2e;

@@ -727,7 +727,11 @@ struct Changes(Vec<ObjectChange>);
 
 #[async_trait]
 impl ChangeFeed for Changes {
-    async fn changed_since(&self, cursor: Option<&str>) -> Result<ChangeBatch, String> {
+    async fn changed_since(
+        &self,
+        cursor: Option<&str>,
+        _also: &[String],
+    ) -> Result<ChangeBatch, String> {
         let changes: Vec<ObjectChange> = self
             .0
             .iter()

@@ -9,8 +9,8 @@ use super::routes::{
     NODE_CREATE, VERSIONS_LIST,
 };
 use super::types::{
-    CategoryValues, NameCollision, NodeId, NodePage, NodeProperties, Version, created_id,
-    list_items, node_list, paging, results, single_properties, subtype,
+    CategoryValues, ListedNode, NameCollision, NodeId, NodePage, NodeProperties, Version,
+    created_id, list_items, node_list, paging, results, single_properties, subtype,
 };
 use super::{OpentextClient, map_error};
 use crate::clients::error::UpstreamError;
@@ -19,6 +19,8 @@ use crate::clients::transport::{Deadline, check_status};
 
 /// Page size when searching children by name; the server caps pages around 500.
 const CHILDREN_PAGE: u64 = 100;
+/// Page size of a whole-folder listing (the server's largest page).
+const LISTING_PAGE: u64 = 500;
 
 impl OpentextClient {
     /// Reads a node's properties.
@@ -64,6 +66,40 @@ impl OpentextClient {
             nodes: node_list(&answer)?,
             paging: paging(&answer),
         })
+    }
+
+    /// Every child of `parent` with, for documents, its newest version (number and
+    /// description), paging through the whole folder: one listing answers every
+    /// find-by-name in the folder and shows whether a document changed under the bridge.
+    pub async fn listing(&self, parent: NodeId) -> Result<Vec<ListedNode>, UpstreamError> {
+        let id = parent.to_string();
+        let mut listed = Vec::new();
+        let mut page = 1u64;
+        loop {
+            let query = [
+                ("page", page.to_string()),
+                ("limit", LISTING_PAGE.to_string()),
+                ("fields", "properties".to_string()),
+                (
+                    "fields",
+                    "versions{version_number,description}.element(0)".to_string(),
+                ),
+            ];
+            let answer = self
+                .call_json(NODE_CHILDREN, &[&id], |r| r.query(&query))
+                .await?;
+            for item in list_items(&answer) {
+                listed.push(ListedNode::from_item(item)?);
+            }
+            let found = NodePage {
+                nodes: Vec::new(),
+                paging: paging(&answer),
+            };
+            if !found.has_next() {
+                return Ok(listed);
+            }
+            page += 1;
+        }
     }
 
     /// The child of `parent` named exactly `name`, paging through all matches (`where_name`

@@ -44,6 +44,32 @@ pub struct NodeProperties {
     pub wnf_wksp_template_id: Option<i64>,
 }
 
+/// A child as a folder listing shows it: its properties and, for a document, its newest
+/// version (`data.versions`, one object with `.element(0)`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ListedNode {
+    pub properties: NodeProperties,
+    pub latest: Option<Version>,
+}
+
+impl ListedNode {
+    pub(crate) fn from_item(item: &Value) -> Result<Self, UpstreamError> {
+        let props = item
+            .pointer("/data/properties")
+            .or_else(|| item.get("properties"))
+            .unwrap_or(item);
+        let latest = match item.pointer("/data/versions") {
+            Some(Value::Array(list)) => list.first().cloned(),
+            Some(v @ Value::Object(_)) => Some(v.clone()),
+            _ => None,
+        };
+        Ok(Self {
+            properties: serde_json::from_value(props.clone()).map_err(UpstreamError::decode)?,
+            latest: latest.and_then(|v| serde_json::from_value(v).ok()),
+        })
+    }
+}
+
 /// Paging block (`collection.paging` for nodes, top-level `paging` for workspaces).
 #[derive(Debug, Clone, Default, PartialEq, Deserialize)]
 pub struct Paging {

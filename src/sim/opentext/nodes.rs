@@ -319,13 +319,43 @@ async fn children(State(sim): State<Sim>, Path(id): Path<i64>, params: Params) -
         .iter()
         .skip((page - 1) * limit)
         .take(limit)
-        .map(|n| node_item(&store, n))
+        .map(|n| {
+            let mut item = node_item(&store, n);
+            if let Some(versions) = listed_versions(n, &params) {
+                item["data"]["versions"] = versions;
+            }
+            item
+        })
         .collect();
     ok(json!({
         "links": links("GET", &format!("/api/v2/nodes/{id}/nodes")),
         "collection": {"paging": paging(page, limit, total), "sorting": {"sort": ["asc_name"]}},
         "results": results,
     }))
+}
+
+/// The `versions` section a listing item carries when `fields` asks for it: newest first, or
+/// with `.element(0)` only the newest version as one object (content-server-rest-api-2.0.2,
+/// `fields`: "a specific item can be retrieved instead (e.g. versions{mime_type}.element(0))").
+fn listed_versions(node: &super::model::Node, params: &Params) -> Option<Value> {
+    let asked: Vec<String> = match params.get("fields")? {
+        Value::Array(items) => items
+            .iter()
+            .filter_map(|v| v.as_str().map(str::to_string))
+            .collect(),
+        Value::String(s) => vec![s.clone()],
+        _ => Vec::new(),
+    };
+    let wanted = asked.iter().find(|f| f.starts_with("versions"))?;
+    if node.versions.is_empty() {
+        return None;
+    }
+    let newest_first = node.versions.iter().rev().map(|v| v.to_json(node.id));
+    Some(if wanted.ends_with(".element(0)") {
+        newest_first.take(1).next().unwrap_or(Value::Null)
+    } else {
+        Value::Array(newest_first.collect())
+    })
 }
 
 /// `GET /api/v1/nodes/{id}/businessworkspace`: the workspace a node lies in.

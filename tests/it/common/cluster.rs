@@ -190,6 +190,9 @@ reconcile_opentext_interval_secs = 0
 metrics_interval_secs = 1
 shutdown_grace_secs = 1
 {worker}
+# Counted tests: no synthetic resyncs from the drift audit.
+[audit]
+enabled = false
 {flows}
 "#,
         ap = sims.ap.base_url(),
