@@ -10,6 +10,7 @@ use crate::store::{
 };
 use crate::worker::Router;
 
+pub mod callback;
 pub mod payload;
 pub mod verify;
 
@@ -85,8 +86,9 @@ pub struct Receipt {
 }
 
 /// Verifies, parses, routes and stores one webhook request: each event is stored with the jobs
-/// of the flows that want it (`router`), or as `ignored`, in one transaction, so the worker
-/// only sees work. Returns only after the new events are durable.
+/// of the flows that want it (`router`; an OpenText callback: [`callback::route`]), or as
+/// `ignored` (4ALLPORTAL) or a dead letter (OpenText), in one transaction, so the worker only
+/// sees work. Returns only after the new events are durable.
 pub async fn ingest(
     store: &dyn Store,
     verifiers: &Verifiers,
@@ -104,23 +106,43 @@ pub async fn ingest(
         Source::Opentext => payload::parse_opentext(&verified)?,
     };
     let kept = kept_headers(headers, verifiers, source);
-    let events: Vec<NewEvent> = parsed
-        .into_iter()
-        .map(|event| {
-            let flows = router.flows_for(&routing_view(source, &event, now));
-            let mut new = new_event(source, &verified, event, kept.clone(), now);
-            new.routing = Some(flows);
-            new
-        })
+    let mut events = Vec::with_capacity(parsed.len());
+    for event in parsed {
+        let view = routing_view(source, &event, now);
+        let destination = match source {
+            Source::Allportal => callback::Destination::Flows(router.flows_for(&view)),
+            Source::Opentext => callback::route(store, router, &event, &view).await?,
+        };
+        let mut new = new_event(source, &verified, event, kept.clone(), now);
+        match destination {
+            // A 4ALLPORTAL event no flow wants is `ignored` (most of them are not business
+            // events for the bridge); an OpenText callback always is.
+            callback::Destination::Flows(flows) => new.routing = Some(flows),
+            callback::Destination::DeadLetter(reason) => {
+                new.routing = Some(Vec::new());
+                new.dead_letter = Some(reason);
+            }
+        }
+        events.push(new);
+    }
+    let described: Vec<_> = events
+        .iter()
+        .map(|e| (e.object_key.clone(), e.dead_letter.clone()))
         .collect();
-    let keys: Vec<_> = events.iter().map(|e| e.object_key.clone()).collect();
     let mut receipt = Receipt::default();
     // One line per event, so that `event_id` and `object_key` are single searchable values.
-    for (outcome, object_key) in store.insert_events(events).await?.into_iter().zip(keys) {
+    let outcomes = store.insert_events(events).await?;
+    for (outcome, (object_key, dead_letter)) in outcomes.into_iter().zip(described) {
         let object_key = object_key.as_deref().unwrap_or_default();
         match outcome {
             InsertOutcome::Accepted(id) => {
-                tracing::info!(%source, event_id = %id, object_key, "event stored");
+                match dead_letter {
+                    Some(reason) => tracing::warn!(
+                        %source, event_id = %id, object_key, %reason,
+                        "event stored as a dead letter: no flow can handle it"
+                    ),
+                    None => tracing::info!(%source, event_id = %id, object_key, "event stored"),
+                }
                 receipt.accepted.push(id);
             }
             InsertOutcome::Duplicate(id) => {
@@ -173,6 +195,7 @@ fn new_event(
         headers,
         received_at: now,
         routing: None,
+        dead_letter: None,
     }
 }
 

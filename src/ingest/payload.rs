@@ -28,6 +28,9 @@ pub struct ParsedEvent {
     pub object_id: Option<String>,
     /// `"{module}/{object_id}"` (4ALLPORTAL) or `"{bo_type}/{bo_id}"` (OpenText).
     pub object_key: Option<String>,
+    /// The workflow an OpenText callback decides: ingest routes it to the flow that started
+    /// that workflow, whatever business object it names.
+    pub process_id: Option<String>,
     /// This event's JSON as received (one element of a batch).
     pub payload: Value,
     /// Where [`ParsedEvent::payload`]'s bytes are in the request body.
@@ -239,6 +242,7 @@ fn allportal_event(
         object_key: Some(format!("{module}/{object_id}")),
         module: Some(module),
         object_id: Some(object_id),
+        process_id: None,
         payload: event,
         span,
     })
@@ -400,6 +404,7 @@ struct Callback {
     event_id: Option<String>,
     kind: &'static str,
     business_object: BusinessObject,
+    process_id: Option<String>,
 }
 
 /// Parses an OpenText callback: one object or a JSON array of them.
@@ -440,13 +445,14 @@ impl Callback {
         let _workspace_id: Option<u64> = top.optional("workspace_id")?;
         let event_id = top.optional_id("event_id")?;
         let _occurred_at = top.optional_time("occurred_at")?;
-        let callback = Callback {
+        let mut callback = Callback {
             event_id,
             kind,
             business_object: BusinessObject::read(&top.nested("business_object")?)?,
+            process_id: None,
         };
         match top.optional_nested("workflow")? {
-            Some(fields) => check_workflow(&fields)?,
+            Some(fields) => callback.process_id = Some(check_workflow(&fields)?.to_string()),
             None if kind == KIND_WORKFLOW_DECISION => return Err(missing(index, "workflow")),
             None => {}
         }
@@ -476,6 +482,7 @@ impl Callback {
             module: Some(bo.bo_type.clone()),
             object_id: Some(bo.bo_id.clone()),
             object_key: Some(format!("{}/{}", bo.bo_type, bo.bo_id)),
+            process_id: self.process_id,
             payload,
             span,
         }
@@ -494,14 +501,14 @@ impl BusinessObject {
     }
 }
 
-/// Checks the `workflow` object of a callback, field by field.
-fn check_workflow(f: &Fields<'_>) -> Result<(), PayloadError> {
+/// Checks the `workflow` object of a callback, field by field; returns the process id.
+fn check_workflow(f: &Fields<'_>) -> Result<u64, PayloadError> {
     let _comment: Option<String> = f.optional("comment")?;
     let _approver: Option<String> = f.optional("approver")?;
-    let _process_id: u64 = f.required("process_id")?;
+    let process_id: u64 = f.required("process_id")?;
     let _decision: Decision = f.required("decision")?;
     let _decided_at = f.optional_time("decided_at")?;
-    Ok(())
+    Ok(process_id)
 }
 
 /// Checks the `document` object of a callback, field by field.

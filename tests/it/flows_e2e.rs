@@ -40,22 +40,32 @@ fn example_flows(names: &[&str]) -> String {
     toml::to_string(&root).expect("renders")
 }
 
-struct Bridge {
+/// The bridge in-process with its worker and both simulators (also used by `callbacks`).
+pub(crate) struct Bridge {
     app: Option<TestApp>,
-    ap: SimHandle,
-    ot: SimHandle,
+    pub(crate) ap: SimHandle,
+    pub(crate) ot: SimHandle,
     flows: Flows,
-    clients: Upstreams,
+    pub(crate) clients: Upstreams,
     worker: Option<WorkerHandle>,
     shutdown: CancellationToken,
-    http: reqwest::Client,
+    pub(crate) http: reqwest::Client,
 }
 
-async fn start(names: &[&str]) -> Bridge {
+pub(crate) async fn start(names: &[&str]) -> Bridge {
     start_with(names, |_| {}).await
 }
 
 async fn start_with(names: &[&str], tune: impl FnOnce(&mut WorkerConfig)) -> Bridge {
+    start_configured(names, "", tune).await
+}
+
+/// [`start`] with more configuration (`extra`, TOML) and a tuned worker.
+pub(crate) async fn start_configured(
+    names: &[&str],
+    extra: &str,
+    tune: impl FnOnce(&mut WorkerConfig),
+) -> Bridge {
     let ap = ap_sim::spawn(
         "127.0.0.1:0".parse().unwrap(),
         AllportalSimOptions {
@@ -95,6 +105,7 @@ max_retries = 1
 backoff_base_ms = 10
 backoff_max_ms = 50
 {flows}
+{extra}
 "#,
         ap = ap.base_url(),
         ot = ot.base_url(),
@@ -142,11 +153,16 @@ backoff_max_ms = 50
 }
 
 impl Bridge {
-    fn store(&self) -> Arc<dyn Store> {
+    pub(crate) fn store(&self) -> Arc<dyn Store> {
         self.app.as_ref().expect("running").store.clone()
     }
 
-    async fn stop(mut self) {
+    /// The bridge's URL of `path`.
+    pub(crate) fn url(&self, path: &str) -> String {
+        self.app.as_ref().expect("running").url(path)
+    }
+
+    pub(crate) async fn stop(mut self) {
         self.shutdown.cancel();
         if let Some(worker) = self.worker.take() {
             worker.join().await;
@@ -157,7 +173,7 @@ impl Bridge {
     }
 
     /// Has the 4ALLPORTAL simulator send a signed change webhook for one object.
-    async fn webhook(&self, module: &str, id: &str, event: &str) {
+    pub(crate) async fn webhook(&self, module: &str, id: &str, event: &str) {
         let delivery: Value = self
             .http
             .post(format!("{}/webhooks/send", self.ap.control_url()))
@@ -174,7 +190,7 @@ impl Bridge {
 
     /// Changes an object as a 4ALLPORTAL user would (audit entry by that user) and sends the
     /// webhook.
-    async fn edit(&self, module: &str, id: &str, fields: Value) {
+    pub(crate) async fn edit(&self, module: &str, id: &str, fields: Value) {
         let answer: Value = self
             .http
             .post(format!(
@@ -193,7 +209,7 @@ impl Bridge {
     }
 
     /// Waits until every event is finished, then fails on any dead letter.
-    async fn settle(&self) {
+    pub(crate) async fn settle(&self) {
         let store = self.store();
         let deadline = tokio::time::Instant::now() + DEADLINE;
         loop {
@@ -218,7 +234,7 @@ impl Bridge {
         );
     }
 
-    async fn events(&self, state: Option<&str>) -> Vec<StoredEvent> {
+    pub(crate) async fn events(&self, state: Option<&str>) -> Vec<StoredEvent> {
         let filter = EventFilter {
             state: state.map(str::to_string),
             ..EventFilter::default()
@@ -237,7 +253,7 @@ impl Bridge {
     }
 
     /// The outcome summaries/reasons of `flow`'s attempts for the newest event.
-    async fn last_outcome(&self, flow: &str) -> (String, Option<String>) {
+    pub(crate) async fn last_outcome(&self, flow: &str) -> (String, Option<String>) {
         let store = self.store();
         for event in self.events(None).await {
             let detail = store.event_detail(&event.id).await.unwrap().unwrap();
@@ -741,19 +757,19 @@ async fn archival_archives_classifies_finalizes_holds_and_locks() {
 // change (+ write-back return path, echo suppression, poller)
 // ------------------------------------------------------------------------------------------
 
-fn processes(ot: &SimHandle) -> Vec<Value> {
+pub(crate) fn processes(ot: &SimHandle) -> Vec<Value> {
     ot.state()["processes"]
         .as_array()
         .cloned()
         .unwrap_or_default()
 }
 
-fn field(ap: &SimHandle, module: &str, id: &str, name: &str) -> Value {
+pub(crate) fn field(ap: &SimHandle, module: &str, id: &str, name: &str) -> Value {
     ap.state()["objects"][module][id][name][0]["value"].clone()
 }
 
 /// Completes a workflow in the OpenText simulator, which sends the signed callback.
-async fn complete(bridge: &Bridge, pid: &Value, decision: &str, comment: &str) -> Value {
+pub(crate) async fn complete(bridge: &Bridge, pid: &Value, decision: &str, comment: &str) -> Value {
     let answer: Value = bridge
         .http
         .post(format!(

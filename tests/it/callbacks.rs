@@ -1,0 +1,168 @@
+//! OpenText callbacks end to end: matched to the flow that started the workflow by process id,
+//! whatever business object they name; a callback no flow can handle is a dead letter with its
+//! reason (202 to the sender), visible in the admin API and replayable.
+
+use crate::common;
+use crate::flows_e2e::{Bridge, field, processes, start};
+
+use serde_json::{Value, json};
+use xecm_bridge::sim::allportal::ids;
+
+use common::{ADMIN_TOKEN, OPENTEXT_SECRET, signed};
+
+/// Posts one signed callback as OpenText's side would; returns the HTTP status and receipt.
+async fn post_callback(bridge: &Bridge, delivery: &str, body: &Value) -> (u16, Value) {
+    let bytes = body.to_string().into_bytes();
+    let response = signed(
+        &bridge.http,
+        &bridge.url("/webhooks/opentext"),
+        OPENTEXT_SECRET,
+        delivery,
+        &bytes,
+    )
+    .send()
+    .await
+    .expect("callback");
+    let status = response.status().as_u16();
+    (status, response.json().await.expect("receipt"))
+}
+
+/// Starts one change review of the A100 pump; returns its process id.
+async fn start_change_review(bridge: &Bridge) -> Value {
+    bridge
+        .edit(
+            "product",
+            ids::PRODUCT_PUMP_A100,
+            json!({"packaging": [{"value": "blister", "dimensions": null}]}),
+        )
+        .await;
+    let started = processes(&bridge.ot);
+    assert_eq!(started.len(), 1, "{started:?}");
+    started[0]["id"].clone()
+}
+
+/// The admin API's dead letters.
+async fn dead_letters(bridge: &Bridge) -> Vec<Value> {
+    let page: Value = bridge
+        .http
+        .get(bridge.url("/api/v1/events?state=dead"))
+        .bearer_auth(ADMIN_TOKEN)
+        .send()
+        .await
+        .expect("event list")
+        .json()
+        .await
+        .expect("JSON");
+    page["events"].as_array().cloned().unwrap_or_default()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_decision_naming_the_product_reaches_the_flow_that_started_the_workflow() {
+    let bridge = start(&["change"]).await;
+    let pid = start_change_review(&bridge).await;
+    // The change workspace's business object type is `product_change`; this callback names
+    // the product itself, as a workflow step that knows only the product would.
+    let (status, receipt) = post_callback(
+        &bridge,
+        "cb-by-pid",
+        &json!({
+            "type": "workflow.decision",
+            "business_object": {"ext_system_id": "4ALLPORTAL", "bo_type": "product",
+                                "bo_id": ids::PRODUCT_PUMP_A100},
+            "workflow": {"process_id": pid, "decision": "approved", "comment": "fine",
+                         "approver": "jdoe"}
+        }),
+    )
+    .await;
+    assert_eq!(status, 202, "{receipt}");
+    bridge.settle().await;
+    let a100 = ids::PRODUCT_PUMP_A100;
+    assert_eq!(
+        field(&bridge.ap, "product", a100, "approval_status"),
+        "approved"
+    );
+    assert_eq!(
+        field(&bridge.ap, "product", a100, "approval_comment"),
+        "fine"
+    );
+    assert_eq!(field(&bridge.ap, "product", a100, "approved_by"), "jdoe");
+    let (state, _) = bridge.last_outcome("change").await;
+    assert_eq!(state, "done");
+    bridge.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_callback_no_flow_takes_is_a_dead_letter_with_its_reason() {
+    let bridge = start(&["change", "partner"]).await;
+    // The partner-document example of docs/opentext-callback.md before it named the partner
+    // workspace: it names the product, which no partner workspace is registered under.
+    let (status, receipt) = post_callback(
+        &bridge,
+        "cb-unmatched",
+        &json!({
+            "event_id": "otcs-node-777-v2-approved",
+            "type": "partner_document.approved",
+            "business_object": {"ext_system_id": "4ALLPORTAL", "bo_type": "product", "bo_id": "4711"},
+            "workspace_id": 12345,
+            "document": {"node_id": 777, "version": 2, "name": "Datasheet FR.pdf"}
+        }),
+    )
+    .await;
+    assert_eq!(status, 202, "the sender must not retry: {receipt}");
+    // A decision of a workflow the bridge never started.
+    let (status, _) = post_callback(
+        &bridge,
+        "cb-unknown-pid",
+        &json!({
+            "type": "workflow.decision",
+            "business_object": {"ext_system_id": "4ALLPORTAL", "bo_type": "product_change",
+                                "bo_id": "4711-1"},
+            "workflow": {"process_id": 424242, "decision": "approved"}
+        }),
+    )
+    .await;
+    assert_eq!(status, 202);
+
+    let dead = dead_letters(&bridge).await;
+    let reasons: Vec<&str> = dead
+        .iter()
+        .filter_map(|e| e["last_error"].as_str())
+        .collect();
+    assert_eq!(dead.len(), 2, "{dead:?}");
+    assert!(
+        reasons.iter().any(|r| r.contains(
+            "no enabled flow takes a `partner_document_approved` callback for business object type `product`"
+        )),
+        "{reasons:?}"
+    );
+    assert!(
+        reasons
+            .iter()
+            .any(|r| r.contains("workflow 424242 was not started by the bridge")),
+        "{reasons:?}"
+    );
+    let status: Value = bridge
+        .http
+        .get(bridge.url("/api/v1/status"))
+        .bearer_auth(ADMIN_TOKEN)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(status["backlog"]["dead_letters"], 2, "{status}");
+
+    // Replayable: the dead letter goes back to routing (and, with the configuration still
+    // unchanged, no flow takes it).
+    let id = receipt["accepted"][0].as_str().unwrap();
+    let replay = bridge
+        .http
+        .post(bridge.url(&format!("/api/v1/events/{id}/replay")))
+        .bearer_auth(ADMIN_TOKEN)
+        .send()
+        .await
+        .unwrap();
+    assert!(replay.status().is_success(), "{}", replay.status());
+    bridge.stop().await;
+}
