@@ -336,6 +336,11 @@ pub(crate) async fn on_decision(
     };
     let plain = |v: &str| vec![DimensionedValue::plain(Value::String(v.to_string()))];
     let mut write = ObjectWrite::new(Some(id)).set(&wb.decision_field, plain(value));
+    // A callback may name the approver by OpenText user id, as the task actions do.
+    let approver = match &decision.approver {
+        Some(user) => run.env.opentext.login_of(user).await,
+        None => String::new(),
+    };
     let decided_at = decision
         .decided_at
         .clone()
@@ -345,10 +350,7 @@ pub(crate) async fn on_decision(
             &wb.comment_field,
             decision.comment.clone().unwrap_or_default(),
         ),
-        (
-            &wb.approver_field,
-            decision.approver.clone().unwrap_or_default(),
-        ),
+        (&wb.approver_field, approver),
         (&wb.date_field, decided_at),
     ] {
         if let Some(field) = field {

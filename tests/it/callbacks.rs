@@ -166,3 +166,55 @@ async fn a_callback_no_flow_takes_is_a_dead_letter_with_its_reason() {
     assert!(replay.status().is_success(), "{}", replay.status());
     bridge.stop().await;
 }
+
+/// A decision callback for `pid` naming the approver as `approver`.
+fn decision_by(pid: &Value, approver: &str) -> Value {
+    json!({
+        "type": "workflow.decision",
+        "business_object": {"ext_system_id": "4ALLPORTAL", "bo_type": "product",
+                            "bo_id": ids::PRODUCT_PUMP_A100},
+        "workflow": {"process_id": pid, "decision": "approved", "approver": approver}
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_approver_sent_as_user_id_is_written_as_the_login() {
+    let bridge = start(&["change"]).await;
+    let ot = &bridge.clients.opentext;
+    assert_eq!(ot.member_login(1001).await.expect("member"), "jdoe");
+    assert!(ot.member_login(999).await.is_err(), "unknown member");
+
+    let pid = start_change_review(&bridge).await;
+    let (status, _) = post_callback(&bridge, "cb-user-id", &decision_by(&pid, "1001")).await;
+    assert_eq!(status, 202);
+    bridge.settle().await;
+    let a100 = ids::PRODUCT_PUMP_A100;
+    assert_eq!(field(&bridge.ap, "product", a100, "approved_by"), "jdoe");
+
+    // An id OpenText does not know: the decision is still written, with the id.
+    bridge
+        .edit(
+            "product",
+            a100,
+            json!({"compliance_class": [{"value": "UKCA", "dimensions": null}]}),
+        )
+        .await;
+    let second = processes(&bridge.ot)
+        .into_iter()
+        .find(|p| p["id"] != pid)
+        .expect("second workflow");
+    let (status, _) = post_callback(
+        &bridge,
+        "cb-unknown-user",
+        &decision_by(&second["id"], "999"),
+    )
+    .await;
+    assert_eq!(status, 202);
+    bridge.settle().await;
+    assert_eq!(
+        field(&bridge.ap, "product", a100, "approval_status"),
+        "approved"
+    );
+    assert_eq!(field(&bridge.ap, "product", a100, "approved_by"), "999");
+    bridge.stop().await;
+}

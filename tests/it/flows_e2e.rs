@@ -939,7 +939,7 @@ async fn change_decisions_are_found_by_the_poller_when_no_callback_comes() {
         field(&bridge.ap, "product", v20, "approval_comment"),
         "Claim not substantiated"
     );
-    assert_eq!(field(&bridge.ap, "product", v20, "approved_by"), "1001");
+    assert_eq!(field(&bridge.ap, "product", v20, "approved_by"), "jdoe");
     bridge.stop().await;
 }
 
