@@ -32,6 +32,9 @@ pub struct Settings {
     /// The business flows' mappings (`[flows.<name>]`); a flow without a section is off.
     #[serde(default)]
     pub flows: crate::flows::FlowsConfig,
+    /// Where the fields of an OpenText callback are (`[callbacks]`).
+    #[serde(default)]
+    pub callbacks: crate::ingest::shape::CallbackShape,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -528,6 +531,20 @@ reconcile_allportal_interval_secs = 300
 reconcile_opentext_interval_secs = 300
 metrics_interval_secs = 15
 shutdown_grace_secs = 25
+
+[callbacks]
+event_id = "/event_id"
+kind = "/type"
+process_id = "/workflow/process_id"
+decision = "/workflow/decision"
+approver = "/workflow/approver"
+comment = "/workflow/comment"
+decided_at = "/workflow/decided_at"
+bo_type = "/business_object/bo_type"
+bo_id = "/business_object/bo_id"
+document_node_id = "/document/node_id"
+document_version = "/document/version"
+document_name = "/document/name"
 "#;
 
 /// `server.listen` alone, from the defaults, `file` (when it exists) and the environment, without
@@ -614,6 +631,7 @@ impl Settings {
             ));
         }
         self.server.validate()?;
+        self.callbacks.validate()?;
         if !(self.store.url.starts_with("sqlite:") || self.store.url.starts_with("postgres")) {
             return Err(ConfigError::key(
                 "store.url",

@@ -20,6 +20,7 @@ use super::run::Run;
 use super::snapshot::{Row, html_page};
 use crate::clients::allportal::{AuditEvent, DimensionedValue, ModuleObject, ObjectWrite};
 use crate::clients::opentext::NodeId;
+use crate::ingest::shape::CallbackShape;
 use crate::store::{LinkRecord, StoredEvent, WorkflowRecord, now_millis};
 
 /// Audit entries read per run; older changes were reviewed before.
@@ -255,27 +256,44 @@ pub(crate) struct Decision {
     pub raw: Value,
 }
 
-/// Reads `workflow` (callback) or `decision` (poller) from an event payload.
-pub(crate) fn decision(event: &StoredEvent) -> Option<Decision> {
-    let d = event
-        .payload
-        .get("workflow")
-        .or_else(|| event.payload.get("decision"))?;
-    let text = |k: &str| d.get(k).and_then(value_text).filter(|s| !s.is_empty());
-    let process_id =
-        text("process_id").or_else(|| event.payload.get("process_id").and_then(value_text))?;
-    let approved = match text("decision")?.as_str() {
-        "approved" => true,
-        "rejected" => false,
-        _ => return None,
-    };
+/// The decision an event carries: the poller's own `{"flow", "decision": {…}}`, or a callback
+/// read through the configured `[callbacks]` shape.
+pub(crate) fn decision(shape: &CallbackShape, event: &StoredEvent) -> Option<Decision> {
+    let payload = &event.payload;
+    let polled =
+        payload.get("flow").is_some() && payload.get("decision").is_some_and(Value::is_object);
+    if polled {
+        let d = &payload["decision"];
+        let text = |k: &str| d.get(k).and_then(value_text).filter(|s| !s.is_empty());
+        let process_id =
+            text("process_id").or_else(|| payload.get("process_id").and_then(value_text))?;
+        let approved = match text("decision")?.as_str() {
+            "approved" => true,
+            "rejected" => false,
+            _ => return None,
+        };
+        return Some(Decision {
+            process_id,
+            approved,
+            comment: text("comment"),
+            approver: text("approver"),
+            decided_at: text("decided_at"),
+            raw: d.clone(),
+        });
+    }
+    let fields = shape.fields(payload);
+    let decision = fields.decision?;
+    let raw = json!({
+        "process_id": fields.process_id, "decision": decision, "comment": fields.comment,
+        "approver": fields.approver, "decided_at": fields.decided_at,
+    });
     Some(Decision {
-        process_id,
-        approved,
-        comment: text("comment"),
-        approver: text("approver"),
-        decided_at: text("decided_at"),
-        raw: d.clone(),
+        process_id: fields.process_id?,
+        approved: decision == "approved",
+        comment: fields.comment,
+        approver: fields.approver,
+        decided_at: fields.decided_at,
+        raw,
     })
 }
 
@@ -286,7 +304,7 @@ pub(crate) async fn decided_workflow(
     run: &Run<'_>,
     event: &StoredEvent,
 ) -> FlowResult<Result<(Decision, WorkflowRecord), String>> {
-    let Some(decision) = decision(event) else {
+    let Some(decision) = decision(&run.env.callbacks, event) else {
         return Ok(Err("callback without an approve/reject decision".into()));
     };
     let Some(workflow) = run.env.store.get_workflow(&decision.process_id).await? else {

@@ -56,6 +56,7 @@ pub fn build(settings: &Settings, clients: &Upstreams, store: Arc<dyn Store>) ->
         opentext: clients.opentext.clone(),
         allportal: clients.allportal.clone(),
         store,
+        callbacks: Arc::new(settings.callbacks.clone()),
     };
     let enabled = settings.flows.enabled();
     let peers: Vec<(String, String)> = enabled

@@ -12,6 +12,7 @@ use crate::worker::Router;
 
 pub mod callback;
 pub mod payload;
+pub mod shape;
 pub mod verify;
 
 use payload::{ParsedEvent, PayloadError};
@@ -33,6 +34,8 @@ pub struct Verifiers {
     opentext: Verifier,
     /// Configured id / timestamp header names per source, also worth keeping.
     extra_headers: Vec<(Source, String)>,
+    /// Where the fields of an OpenText callback are (`[callbacks]`).
+    callback_shape: shape::CallbackShape,
 }
 
 impl Verifiers {
@@ -57,7 +60,14 @@ impl Verifiers {
             allportal: build("allportal", &cfg.allportal)?,
             opentext: build("opentext", &cfg.opentext)?,
             extra_headers,
+            callback_shape: shape::CallbackShape::default(),
         })
+    }
+
+    /// Reads OpenText callbacks in `shape` instead of the bridge's own format.
+    pub fn with_callback_shape(mut self, shape: shape::CallbackShape) -> Self {
+        self.callback_shape = shape;
+        self
     }
 
     fn for_source(&self, source: Source) -> &Verifier {
@@ -103,7 +113,7 @@ pub async fn ingest(
         .verify(headers, body, now / 1000)?;
     let parsed = match source {
         Source::Allportal => payload::parse_allportal(&verified)?,
-        Source::Opentext => payload::parse_opentext(&verified)?,
+        Source::Opentext => payload::parse_opentext_shaped(&verified, &verifiers.callback_shape)?,
     };
     let kept = kept_headers(headers, verifiers, source);
     let mut events = Vec::with_capacity(parsed.len());

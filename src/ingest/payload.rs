@@ -12,6 +12,7 @@ use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
 
+use super::shape::CallbackShape;
 use super::verify::Verified;
 
 /// Most events accepted in one request; a larger batch is refused as a whole.
@@ -182,7 +183,7 @@ fn signed_material_hash(verified: &Verified) -> String {
 }
 
 /// A non-empty string, or an integer rendered as a string.
-fn scalar_text(value: &Value) -> Option<String> {
+pub(crate) fn scalar_text(value: &Value) -> Option<String> {
     match value {
         Value::String(s) if !s.trim().is_empty() => Some(s.trim().to_string()),
         Value::Number(n) if n.is_i64() || n.is_u64() => Some(n.to_string()),
@@ -362,7 +363,7 @@ fn normalize_allportal_kind(value: &Value) -> Option<&'static str> {
 }
 
 /// A short rendering of an offending value for an error message.
-fn describe_value(value: &Value) -> String {
+pub(crate) fn describe_value(value: &Value) -> String {
     let text = match value {
         Value::String(s) => s.clone(),
         other => other.to_string(),
@@ -419,6 +420,40 @@ pub fn parse_opentext(v: &Verified) -> Result<Vec<ParsedEvent>, PayloadError> {
         .map(|(index, (event, span))| {
             let callback = Callback::read(index, &event)?;
             Ok(callback.into_event(v, count, index, event, span))
+        })
+        .collect()
+}
+
+/// Parses an OpenText callback in the configured `[callbacks]` shape: the default shape with
+/// the field-by-field checks of [`parse_opentext`], any other through its pointers.
+pub fn parse_opentext_shaped(
+    v: &Verified,
+    shape: &CallbackShape,
+) -> Result<Vec<ParsedEvent>, PayloadError> {
+    if shape.is_default() {
+        return parse_opentext(v);
+    }
+    let events = event_objects(v.body(), false)?;
+    let count = events.len();
+    events
+        .into_iter()
+        .enumerate()
+        .map(|(index, (event, span))| {
+            let fields = shape.read(index, &event)?;
+            let object_key = match (&fields.bo_type, &fields.bo_id) {
+                (Some(bo_type), Some(bo_id)) => Some(format!("{bo_type}/{bo_id}")),
+                _ => None,
+            };
+            Ok(ParsedEvent {
+                source_event_id: identity(v, count, index, fields.event_id),
+                kind: fields.kind.unwrap_or_default().to_string(),
+                module: fields.bo_type,
+                object_id: fields.bo_id,
+                object_key,
+                process_id: fields.process_id,
+                payload: event,
+                span,
+            })
         })
         .collect()
 }

@@ -218,3 +218,80 @@ async fn an_approver_sent_as_user_id_is_written_as_the_login() {
     assert_eq!(field(&bridge.ap, "product", a100, "approved_by"), "999");
     bridge.stop().await;
 }
+
+/// A callback shape such as a workflow script might post.
+const SCRIPT_SHAPE: &str = r#"
+[callbacks]
+event_id = ""
+kind = "/type"
+process_id = "/process_id"
+decision = "/outcome"
+approver = "/decided_by"
+comment = "/comment"
+decided_at = ""
+bo_type = ""
+bo_id = ""
+[callbacks.kinds]
+"workflow.completed" = "workflow_decision"
+[callbacks.decisions]
+"Approve" = "approved"
+"Reject" = "rejected"
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_callback_in_a_configured_shape_reaches_the_change_flows_return_path() {
+    let bridge = crate::flows_e2e::start_configured(&["change"], SCRIPT_SHAPE, |_| {}).await;
+    let pid = start_change_review(&bridge).await;
+    let (status, receipt) = post_callback(
+        &bridge,
+        "cb-script",
+        &json!({"type": "workflow.completed", "process_id": pid, "outcome": "Approve",
+                "decided_by": "1001", "comment": "Checked by script"}),
+    )
+    .await;
+    assert_eq!(status, 202, "{receipt}");
+    bridge.settle().await;
+    let a100 = ids::PRODUCT_PUMP_A100;
+    assert_eq!(
+        field(&bridge.ap, "product", a100, "approval_status"),
+        "approved"
+    );
+    assert_eq!(
+        field(&bridge.ap, "product", a100, "approval_comment"),
+        "Checked by script"
+    );
+    assert_eq!(field(&bridge.ap, "product", a100, "approved_by"), "jdoe");
+
+    // A decision the maps do not know is refused with the pointer and its key.
+    let (status, problem) = post_callback(
+        &bridge,
+        "cb-script-bad",
+        &json!({"type": "workflow.completed", "process_id": pid, "outcome": "Maybe"}),
+    )
+    .await;
+    assert_eq!(status, 400, "{problem}");
+    assert!(
+        problem
+            .to_string()
+            .contains("/outcome (callbacks.decision)"),
+        "{problem}"
+    );
+    bridge.stop().await;
+}
+
+#[test]
+fn a_bad_callback_pointer_is_named_at_start_up() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("bridge.toml");
+    std::fs::write(&path, "[callbacks]\ndecision = \"workflow.decision\"\n").unwrap();
+    let error = xecm_bridge::config::Settings::load(Some(&path))
+        .unwrap_err()
+        .to_string();
+    assert!(error.contains("`callbacks.decision`"), "{error}");
+    assert!(error.contains("JSON pointer (RFC 6901)"), "{error}");
+    std::fs::write(&path, "[callbacks.kinds]\ndone = \"finished\"\n").unwrap();
+    let error = xecm_bridge::config::Settings::load(Some(&path))
+        .unwrap_err()
+        .to_string();
+    assert!(error.contains("callbacks.kinds"), "{error}");
+}
