@@ -39,11 +39,36 @@ fn audit_value(v: &Option<Value>) -> String {
     value_text(v.get("value").unwrap_or(v)).unwrap_or_default()
 }
 
-/// The watched-field entries newer than the last review, oldest first.
-fn pending_changes(watch: &[String], audit: Vec<AuditEvent>, after: i64) -> Vec<AuditEvent> {
+/// Audit entry type of an object's creation; the field entries written with it (same time)
+/// are the initial values.
+const AUDIT_CREATION: &str = "initial";
+
+/// The time of the object's creation in its audit trail, if the page holds it.
+fn created_at(audit: &[AuditEvent]) -> Option<(i64, Option<String>)> {
+    audit
+        .iter()
+        .find(|e| e.event_type.as_deref() == Some(AUDIT_CREATION))
+        .map(|e| (e.id, e.create_time.clone()))
+}
+
+/// The watched-field entries newer than the last review, oldest first. Unless `on_create`,
+/// the initial values (the entries of the creation) are no change.
+fn pending_changes(
+    watch: &[String],
+    audit: Vec<AuditEvent>,
+    after: i64,
+    on_create: bool,
+) -> Vec<AuditEvent> {
+    let creation = (!on_create).then(|| created_at(&audit)).flatten();
+    let initial = |e: &AuditEvent| {
+        creation
+            .as_ref()
+            .is_some_and(|(id, at)| e.id >= *id && at.is_some() && e.create_time == *at)
+    };
     let mut changes: Vec<AuditEvent> = audit
         .into_iter()
         .filter(|e| e.id > after)
+        .filter(|e| !initial(e))
         .filter(|e| {
             e.field_name
                 .as_deref()
@@ -85,7 +110,12 @@ pub(crate) async fn forward(
 ) -> FlowResult<Option<String>> {
     let module = module_of(flow, object);
     let audit = audit_of(flow, run, object).await?;
-    let changes = pending_changes(&flow.mapping.watch, audit, last_reviewed(&link));
+    let changes = pending_changes(
+        &flow.mapping.watch,
+        audit,
+        last_reviewed(&link),
+        flow.mapping.trigger.on_create,
+    );
     let Some(newest) = changes.last().map(|e| e.id) else {
         return Ok(Some(
             "no watched attribute changed since the last review".into(),
@@ -388,4 +418,42 @@ pub(crate) async fn on_decision(
             decision.process_id
         )
     }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(id: i64, kind: &str, field: Option<&str>, at: &str) -> AuditEvent {
+        AuditEvent {
+            id,
+            event_type: Some(kind.into()),
+            object_id: Some("1".into()),
+            create_by: None,
+            create_time: Some(at.into()),
+            field_name: field.map(str::to_string),
+            value_old: None,
+            value_new: None,
+            dimensions: None,
+        }
+    }
+
+    #[test]
+    fn initial_values_are_changes_only_when_configured() {
+        let audit = || {
+            vec![
+                entry(3, "field", Some("packaging"), "t2"),
+                entry(2, "field", Some("packaging"), "t1"),
+                entry(1, "initial", None, "t1"),
+            ]
+        };
+        let watch = vec!["packaging".to_string()];
+        let ids = |changes: Vec<AuditEvent>| changes.iter().map(|e| e.id).collect::<Vec<_>>();
+        assert_eq!(ids(pending_changes(&watch, audit(), 0, false)), [3]);
+        assert_eq!(ids(pending_changes(&watch, audit(), 0, true)), [2, 3]);
+        assert_eq!(
+            ids(pending_changes(&watch, audit(), 3, true)),
+            Vec::<i64>::new()
+        );
+    }
 }

@@ -115,6 +115,10 @@ pub struct TriggerConfig {
     /// Conditions on the re-read object; all must hold.
     #[serde(default)]
     pub conditions: Vec<Condition>,
+    /// `change` only: whether the values an object is created with count as changes to review
+    /// (default: only later modifications do).
+    #[serde(default)]
+    pub on_create: bool,
 }
 
 fn default_events() -> Vec<String> {

@@ -295,3 +295,53 @@ fn a_bad_callback_pointer_is_named_at_start_up() {
         .to_string();
     assert!(error.contains("callbacks.kinds"), "{error}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn creating_a_product_starts_no_change_review_and_a_later_modification_does() {
+    let bridge = start(&["change"]).await;
+    let created: Value = bridge
+        .http
+        .post(format!(
+            "{}/objects/product?webhook=true",
+            bridge.ap.control_url()
+        ))
+        .json(&json!({
+            "article_number": [{"value": "NEW-1", "dimensions": null}],
+            "name": [{"value": "New pump", "dimensions": {"locale": "en_US"}}],
+            "packaging": [{"value": "carton", "dimensions": null}],
+            "compliance_class": [{"value": "CE", "dimensions": null}],
+        }))
+        .send()
+        .await
+        .expect("create")
+        .json()
+        .await
+        .expect("JSON");
+    assert_eq!(created["webhook"]["Ok"]["status"], 202, "{created}");
+    bridge.settle().await;
+    let id = created["object"]["id"].as_str().expect("id").to_string();
+    assert!(
+        processes(&bridge.ot).is_empty(),
+        "no review of initial values"
+    );
+    let (state, reason) = bridge.last_outcome("change").await;
+    assert_eq!(state, "ignored");
+    assert!(
+        reason.unwrap().contains("no watched attribute changed"),
+        "the create is no change"
+    );
+
+    bridge
+        .edit(
+            "product",
+            &id,
+            json!({"packaging": [{"value": "blister", "dimensions": null}]}),
+        )
+        .await;
+    assert_eq!(
+        processes(&bridge.ot).len(),
+        1,
+        "the modification is reviewed"
+    );
+    bridge.stop().await;
+}
