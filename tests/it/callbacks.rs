@@ -345,3 +345,42 @@ async fn creating_a_product_starts_no_change_review_and_a_later_modification_doe
     );
     bridge.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_approval_history_goes_into_the_configured_template_folder() {
+    let extra = "[flows.archival]\nhistory_folder = \"Release Documentation\"\n";
+    let bridge = crate::flows_e2e::start_configured(&["archival"], extra, |_| {}).await;
+    bridge
+        .webhook("product", ids::PRODUCT_VALVE_V10, "moduleobject_modify")
+        .await;
+    let nodes = bridge.ot.state()["nodes"].as_array().cloned().unwrap();
+    let named =
+        |name: &str| -> Vec<&Value> { nodes.iter().filter(|n| n["name"] == name).collect() };
+    let archive = nodes
+        .iter()
+        .find(|n| {
+            n["workspace"]["references"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .any(|r| r["bo_type"] == "product_archive")
+        })
+        .expect("archive workspace");
+    let folder = named("Release Documentation")
+        .into_iter()
+        .find(|f| f["parent_id"] == archive["id"])
+        .expect("the template's folder");
+    let history = named("5810 approval history.json");
+    assert_eq!(history.len(), 1);
+    assert_eq!(history[0]["parent_id"], folder["id"]);
+    // The template's default history folder stays as the template made it: empty.
+    let default_folder = named("Approval History")
+        .into_iter()
+        .find(|f| f["parent_id"] == archive["id"])
+        .expect("template folder");
+    assert!(
+        !nodes.iter().any(|n| n["parent_id"] == default_folder["id"]),
+        "nothing in `Approval History`"
+    );
+    bridge.stop().await;
+}

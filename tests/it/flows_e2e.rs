@@ -40,6 +40,24 @@ fn example_flows(names: &[&str]) -> String {
     toml::to_string(&root).expect("renders")
 }
 
+/// `base` with `extra` merged in, table by table (both TOML), so that `extra` can add keys to
+/// the example's tables.
+fn merged(base: &str, extra: &str) -> String {
+    fn merge(into: &mut toml::Table, from: toml::Table) {
+        for (key, value) in from {
+            match (into.get_mut(&key), value) {
+                (Some(toml::Value::Table(a)), toml::Value::Table(b)) => merge(a, b),
+                (_, value) => {
+                    into.insert(key, value);
+                }
+            }
+        }
+    }
+    let mut table: toml::Table = base.parse().expect("base is TOML");
+    merge(&mut table, extra.parse().expect("extra is TOML"));
+    toml::to_string(&table).expect("renders")
+}
+
 /// The bridge in-process with its worker and both simulators (also used by `callbacks`).
 pub(crate) struct Bridge {
     app: Option<TestApp>,
@@ -105,13 +123,12 @@ max_retries = 1
 backoff_base_ms = 10
 backoff_max_ms = 50
 {flows}
-{extra}
 "#,
         ap = ap.base_url(),
         ot = ot.base_url(),
         user = ot_sim::SAMPLE_ADMIN_USER,
         password = ot_sim::SAMPLE_ADMIN_PASSWORD,
-        flows = example_flows(names),
+        flows = merged(&example_flows(names), extra),
     );
     let settings: Settings = test_settings(&dir, &extra);
     let app = spawn_with(settings.clone(), dir).await;
