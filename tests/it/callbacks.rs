@@ -110,7 +110,7 @@ async fn a_callback_no_flow_takes_is_a_dead_letter_with_its_reason() {
     .await;
     assert_eq!(status, 202, "the sender must not retry: {receipt}");
     // A decision of a workflow the bridge never started.
-    let (status, _) = post_callback(
+    let (status, unknown) = post_callback(
         &bridge,
         "cb-unknown-pid",
         &json!({
@@ -153,9 +153,9 @@ async fn a_callback_no_flow_takes_is_a_dead_letter_with_its_reason() {
         .unwrap();
     assert_eq!(status["backlog"]["dead_letters"], 2, "{status}");
 
-    // Replayable: the dead letter goes back to routing (and, with the configuration still
-    // unchanged, no flow takes it).
-    let id = receipt["accepted"][0].as_str().unwrap();
+    // Replayable: a dead letter goes back to routing. The decision reaches the change flow,
+    // whose return path finds no workflow of its own and says so.
+    let id = unknown["accepted"][0].as_str().unwrap();
     let replay = bridge
         .http
         .post(bridge.url(&format!("/api/v1/events/{id}/replay")))
@@ -164,6 +164,15 @@ async fn a_callback_no_flow_takes_is_a_dead_letter_with_its_reason() {
         .await
         .unwrap();
     assert!(replay.status().is_success(), "{}", replay.status());
+    let replayed = common::wait_for_state(bridge.store().as_ref(), id, "ignored").await;
+    assert!(
+        replayed
+            .last_error
+            .as_deref()
+            .unwrap_or_default()
+            .contains("workflow 424242 was not started by the bridge"),
+        "{replayed:?}"
+    );
     bridge.stop().await;
 }
 
