@@ -196,7 +196,7 @@ async fn plan_file(
     let unsigned = Verified::for_local_plan(body.into());
     let events = match source {
         "allportal" => payload::parse_allportal(&unsigned)?,
-        "opentext" => payload::parse_opentext(&unsigned)?,
+        "opentext" => payload::parse_opentext_shaped(&unsigned, &settings.callbacks)?,
         other => anyhow::bail!("unknown source `{other}`; use allportal or opentext"),
     };
     let state = server::build_state(settings).await?;

@@ -24,6 +24,7 @@ use crate::clients::{AllportalConfig, OpentextConfig};
 use crate::flows::FlowsConfig;
 use crate::http::{AdminConfig, ServerConfig};
 use crate::ingest::SourcesConfig;
+use crate::ingest::shape::CallbackShape;
 use crate::store::StoreConfig;
 use crate::telemetry::LogConfig;
 use crate::worker::WorkerConfig;
@@ -45,6 +46,8 @@ pub struct Settings {
     pub worker: WorkerConfig,
     /// The periodic drift audit (`[audit]`).
     pub audit: AuditConfig,
+    /// Where the fields of an OpenText callback are (`[callbacks]`).
+    pub callbacks: CallbackShape,
     /// The business flows' mappings (`[flows.<name>]`); a flow without a section is off.
     #[serde(default)]
     pub flows: FlowsConfig,
@@ -58,6 +61,7 @@ fn defaults() -> String {
         crate::store::config::DEFAULTS,
         crate::telemetry::DEFAULTS,
         crate::ingest::config::DEFAULTS,
+        crate::ingest::shape::DEFAULTS,
         crate::clients::config::DEFAULTS,
         crate::worker::config::DEFAULTS,
         crate::worker::audit::DEFAULTS,
@@ -130,6 +134,7 @@ impl Settings {
         self.store.validate()?;
         self.admin.validate()?;
         self.sources.validate()?;
+        self.callbacks.validate()?;
         self.allportal.validate()?;
         self.opentext.validate()?;
         self.worker.validate()?;

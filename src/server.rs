@@ -55,7 +55,8 @@ impl Role {
 pub async fn build_state(settings: Settings) -> anyhow::Result<AppState> {
     // The recorder first, so that the clients built below register their series with it.
     let metrics = crate::telemetry::metrics_handle();
-    let verifiers = Verifiers::new(&settings.sources)?;
+    let verifiers =
+        Verifiers::new(&settings.sources)?.with_callback_shape(settings.callbacks.clone());
     let upstreams = Upstreams::new(&settings.allportal, &settings.opentext)
         .context("cannot build the upstream clients")?;
     let store = store::open(&settings.store).await.with_context(|| {
@@ -70,7 +71,12 @@ pub async fn build_state(settings: Settings) -> anyhow::Result<AppState> {
             .await
             .context("cannot apply store migrations")?;
     }
-    let configured = Arc::new(flows::build(&settings.flows, &upstreams, store.clone()));
+    let configured = Arc::new(flows::build(
+        &settings.flows,
+        &settings.callbacks,
+        &upstreams,
+        store.clone(),
+    ));
     Ok(AppState {
         server: Arc::new(settings.server),
         admin: Arc::new(settings.admin),

@@ -18,8 +18,6 @@ use crate::clients::allportal::{AuditEvent, ModuleObject};
 use crate::clients::opentext::NodeId;
 use crate::store::{LinkRecord, WorkflowRecord};
 
-/// Folder of the approval history inside the archive.
-pub const HISTORY_FOLDER: &str = "Approval History";
 pub(crate) fn is_final(link: &LinkRecord) -> bool {
     link.state.get("finalized").and_then(Value::as_bool) == Some(true)
 }
@@ -117,7 +115,8 @@ async fn classify(run: &mut Run<'_>, ws: NodeId, class_id: i64) -> FlowResult<()
     Ok(())
 }
 
-/// The approval history as JSON and HTML in its folder; returns the document ids.
+/// The approval history as JSON and HTML in the mapping's `history_folder` (the archive
+/// template's own folder); returns the document ids.
 async fn approval_history(
     flow: &MappedFlow,
     run: &mut Run<'_>,
@@ -141,7 +140,9 @@ async fn approval_history(
     }
     let json = history_json(&audit, &workflows);
     let html = history_html(object, &audit, &workflows);
-    let folder = run.ensure_folder_path(ws, HISTORY_FOLDER).await?;
+    let folder = run
+        .ensure_folder_path(ws, &flow.mapping.history_folder)
+        .await?;
     let article = object
         .text_for("article_number", None, None)
         .unwrap_or_else(|| object.id.clone());

@@ -20,6 +20,7 @@ use super::run::Run;
 use super::snapshot::{Row, html_page};
 use crate::clients::allportal::{AuditEvent, DimensionedValue, ModuleObject, ObjectWrite};
 use crate::clients::opentext::NodeId;
+use crate::ingest::shape::CallbackShape;
 use crate::store::{LinkRecord, StoredEvent, WorkflowRecord, now_millis};
 
 /// Audit entries read per run; older changes were reviewed before.
@@ -38,11 +39,36 @@ fn audit_value(v: &Option<Value>) -> String {
     value_text(v.get("value").unwrap_or(v)).unwrap_or_default()
 }
 
-/// The watched-field entries newer than the last review, oldest first.
-fn pending_changes(watch: &[String], audit: Vec<AuditEvent>, after: i64) -> Vec<AuditEvent> {
+/// Audit entry type of an object's creation; the field entries written with it (same time)
+/// are the initial values.
+const AUDIT_CREATION: &str = "initial";
+
+/// The time of the object's creation in its audit trail, if the page holds it.
+fn created_at(audit: &[AuditEvent]) -> Option<(i64, Option<String>)> {
+    audit
+        .iter()
+        .find(|e| e.event_type.as_deref() == Some(AUDIT_CREATION))
+        .map(|e| (e.id, e.create_time.clone()))
+}
+
+/// The watched-field entries newer than the last review, oldest first. Unless `on_create`,
+/// the initial values (the entries of the creation) are no change.
+fn pending_changes(
+    watch: &[String],
+    audit: Vec<AuditEvent>,
+    after: i64,
+    on_create: bool,
+) -> Vec<AuditEvent> {
+    let creation = (!on_create).then(|| created_at(&audit)).flatten();
+    let initial = |e: &AuditEvent| {
+        creation
+            .as_ref()
+            .is_some_and(|(id, at)| e.id >= *id && at.is_some() && e.create_time == *at)
+    };
     let mut changes: Vec<AuditEvent> = audit
         .into_iter()
         .filter(|e| e.id > after)
+        .filter(|e| !initial(e))
         .filter(|e| {
             e.field_name
                 .as_deref()
@@ -84,7 +110,12 @@ pub(crate) async fn forward(
 ) -> FlowResult<Option<String>> {
     let module = module_of(flow, object);
     let audit = audit_of(flow, run, object).await?;
-    let changes = pending_changes(&flow.mapping.watch, audit, last_reviewed(&link));
+    let changes = pending_changes(
+        &flow.mapping.watch,
+        audit,
+        last_reviewed(&link),
+        flow.mapping.trigger.on_create,
+    );
     let Some(newest) = changes.last().map(|e| e.id) else {
         return Ok(Some(
             "no watched attribute changed since the last review".into(),
@@ -255,27 +286,44 @@ pub(crate) struct Decision {
     pub raw: Value,
 }
 
-/// Reads `workflow` (callback) or `decision` (poller) from an event payload.
-pub(crate) fn decision(event: &StoredEvent) -> Option<Decision> {
-    let d = event
-        .payload
-        .get("workflow")
-        .or_else(|| event.payload.get("decision"))?;
-    let text = |k: &str| d.get(k).and_then(value_text).filter(|s| !s.is_empty());
-    let process_id =
-        text("process_id").or_else(|| event.payload.get("process_id").and_then(value_text))?;
-    let approved = match text("decision")?.as_str() {
-        "approved" => true,
-        "rejected" => false,
-        _ => return None,
-    };
+/// The decision an event carries: the poller's own `{"flow", "decision": {…}}`, or a callback
+/// read through the configured `[callbacks]` shape.
+pub(crate) fn decision(shape: &CallbackShape, event: &StoredEvent) -> Option<Decision> {
+    let payload = &event.payload;
+    let polled =
+        payload.get("flow").is_some() && payload.get("decision").is_some_and(Value::is_object);
+    if polled {
+        let d = &payload["decision"];
+        let text = |k: &str| d.get(k).and_then(value_text).filter(|s| !s.is_empty());
+        let process_id =
+            text("process_id").or_else(|| payload.get("process_id").and_then(value_text))?;
+        let approved = match text("decision")?.as_str() {
+            "approved" => true,
+            "rejected" => false,
+            _ => return None,
+        };
+        return Some(Decision {
+            process_id,
+            approved,
+            comment: text("comment"),
+            approver: text("approver"),
+            decided_at: text("decided_at"),
+            raw: d.clone(),
+        });
+    }
+    let fields = shape.fields(payload);
+    let decision = fields.decision?;
+    let raw = json!({
+        "process_id": fields.process_id, "decision": decision, "comment": fields.comment,
+        "approver": fields.approver, "decided_at": fields.decided_at,
+    });
     Some(Decision {
-        process_id,
-        approved,
-        comment: text("comment"),
-        approver: text("approver"),
-        decided_at: text("decided_at"),
-        raw: d.clone(),
+        process_id: fields.process_id?,
+        approved: decision == "approved",
+        comment: fields.comment,
+        approver: fields.approver,
+        decided_at: fields.decided_at,
+        raw,
     })
 }
 
@@ -286,7 +334,7 @@ pub(crate) async fn decided_workflow(
     run: &Run<'_>,
     event: &StoredEvent,
 ) -> FlowResult<Result<(Decision, WorkflowRecord), String>> {
-    let Some(decision) = decision(event) else {
+    let Some(decision) = decision(&run.env.callbacks, event) else {
         return Ok(Err("callback without an approve/reject decision".into()));
     };
     let Some(workflow) = run.env.store.get_workflow(&decision.process_id).await? else {
@@ -336,6 +384,11 @@ pub(crate) async fn on_decision(
     };
     let plain = |v: &str| vec![DimensionedValue::plain(Value::String(v.to_string()))];
     let mut write = ObjectWrite::new(Some(id)).set(&wb.decision_field, plain(value));
+    // A callback may name the approver by OpenText user id, as the task actions do.
+    let approver = match &decision.approver {
+        Some(user) => run.env.opentext.login_of(user).await,
+        None => String::new(),
+    };
     let decided_at = decision
         .decided_at
         .clone()
@@ -345,10 +398,7 @@ pub(crate) async fn on_decision(
             &wb.comment_field,
             decision.comment.clone().unwrap_or_default(),
         ),
-        (
-            &wb.approver_field,
-            decision.approver.clone().unwrap_or_default(),
-        ),
+        (&wb.approver_field, approver),
         (&wb.date_field, decided_at),
     ] {
         if let Some(field) = field {
@@ -368,4 +418,42 @@ pub(crate) async fn on_decision(
             decision.process_id
         )
     }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(id: i64, kind: &str, field: Option<&str>, at: &str) -> AuditEvent {
+        AuditEvent {
+            id,
+            event_type: Some(kind.into()),
+            object_id: Some("1".into()),
+            create_by: None,
+            create_time: Some(at.into()),
+            field_name: field.map(str::to_string),
+            value_old: None,
+            value_new: None,
+            dimensions: None,
+        }
+    }
+
+    #[test]
+    fn initial_values_are_changes_only_when_configured() {
+        let audit = || {
+            vec![
+                entry(3, "field", Some("packaging"), "t2"),
+                entry(2, "field", Some("packaging"), "t1"),
+                entry(1, "initial", None, "t1"),
+            ]
+        };
+        let watch = vec!["packaging".to_string()];
+        let ids = |changes: Vec<AuditEvent>| changes.iter().map(|e| e.id).collect::<Vec<_>>();
+        assert_eq!(ids(pending_changes(&watch, audit(), 0, false)), [3]);
+        assert_eq!(ids(pending_changes(&watch, audit(), 0, true)), [2, 3]);
+        assert_eq!(
+            ids(pending_changes(&watch, audit(), 3, true)),
+            Vec::<i64>::new()
+        );
+    }
 }

@@ -132,9 +132,21 @@ impl MappedFlow {
         if !kinds.contains(&event.kind.as_str()) {
             return false;
         }
-        // Callbacks name the workspace's business object; the poller names the flow.
-        event.module.as_deref() == Some(self.mapping.workspace.bo_type.as_str())
-            || event.payload.get("flow").and_then(Value::as_str) == Some(self.name)
+        // The poller names the flow.
+        if let Some(flow) = event.payload.get("flow") {
+            return flow.as_str() == Some(self.name);
+        }
+        // Ingest sends a decision to the flow that started its workflow; routed here (a replayed
+        // dead letter), a decision goes to every flow with decisions, and the return path takes
+        // it only for its own workflow. Other callbacks name the workspace's business object.
+        (event.kind == DECISION_KIND
+            && self
+                .env
+                .callbacks
+                .fields(&event.payload)
+                .process_id
+                .is_some())
+            || event.module.as_deref() == Some(self.mapping.workspace.bo_type.as_str())
     }
 
     /// Computes (`apply = false`) or applies the run for one object.

@@ -1,5 +1,6 @@
 //! The workflow poller's view of OpenText: the status of a workflow the bridge started, and,
-//! once finished, its decision (approve/reject, comment, who, when) from the task actions; and
+//! once finished, its decision (approve/reject, comment, who as a login, when) from the task
+//! actions; and
 //! the 4ALLPORTAL objects modified since the reconciliation cursor.
 
 use async_trait::async_trait;
@@ -63,13 +64,20 @@ impl WorkflowStatusFeed for OpentextWorkflowFeed {
             .rev()
             .find_map(|a| Some((decision_of(a.action.as_deref()?)?, a)));
         let decision = match decided {
-            Some((decision, activity)) => json!({
-                "process_id": pid,
-                "decision": decision,
-                "comment": activity.comment,
-                "approver": activity.user_id.map(|u| u.to_string()),
-                "decided_at": activity.date,
-            }),
+            Some((decision, activity)) => {
+                // OpenText names the actor by user id; the callback path writes the login.
+                let approver = match activity.user_id {
+                    Some(id) => Some(self.opentext.login_of(&id.to_string()).await),
+                    None => None,
+                };
+                json!({
+                    "process_id": pid,
+                    "decision": decision,
+                    "comment": activity.comment,
+                    "approver": approver,
+                    "decided_at": activity.date,
+                })
+            }
             // Finished without an approve/reject action (stopped): treat as rejected.
             None => json!({"process_id": pid, "decision": "rejected",
                            "comment": "workflow ended without a decision"}),

@@ -93,6 +93,9 @@ pub struct FlowMapping {
     /// archival: records management applied at the end.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub records: Option<RecordsConfig>,
+    /// `archival`: the archive template's folder the approval history goes into.
+    #[serde(default = "default_history_folder")]
+    pub history_folder: String,
     /// What a `moduleobject_delete` does: recorded always; with this set, the workspace gets
     /// the attribute. Nothing is ever deleted in OpenText.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -115,6 +118,14 @@ pub struct TriggerConfig {
     /// Conditions on the re-read object; all must hold.
     #[serde(default)]
     pub conditions: Vec<Condition>,
+    /// `change` only: whether the values an object is created with count as changes to review
+    /// (default: only later modifications do).
+    #[serde(default)]
+    pub on_create: bool,
+}
+
+fn default_history_folder() -> String {
+    "Approval History".into()
 }
 
 fn default_events() -> Vec<String> {

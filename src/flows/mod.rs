@@ -50,12 +50,18 @@ pub struct Flows {
     config: FlowsConfig,
 }
 
-/// Builds every enabled flow of `[flows]`.
-pub fn build(config: &FlowsConfig, clients: &Upstreams, store: Arc<dyn Store>) -> Flows {
+/// Builds every enabled flow of `[flows]`; the return paths read callbacks through `callbacks`.
+pub fn build(
+    config: &FlowsConfig,
+    callbacks: &crate::ingest::shape::CallbackShape,
+    clients: &Upstreams,
+    store: Arc<dyn Store>,
+) -> Flows {
     let env = FlowEnv {
         opentext: clients.opentext.clone(),
         allportal: clients.allportal.clone(),
         store,
+        callbacks: Arc::new(callbacks.clone()),
     };
     let enabled = config.enabled();
     let peers: Vec<(String, String)> = enabled

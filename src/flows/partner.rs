@@ -9,7 +9,7 @@ use serde_json::{Map, Value, json};
 
 use super::engine::{MappedFlow, Target, pattern};
 use super::error::{FlowError, FlowResult};
-use super::fields::{Scope, value_text};
+use super::fields::Scope;
 use super::hash::sha256_hex;
 use super::run::{Run, System};
 use crate::clients::UpstreamError;
@@ -51,14 +51,10 @@ pub(crate) async fn on_document(
     let Some(import) = flow.mapping.import.clone() else {
         return Ok(Some("no import mapping".into()));
     };
-    let document = event
-        .payload
-        .get("document")
-        .cloned()
-        .unwrap_or(Value::Null);
+    let document = run.env.callbacks.fields(&event.payload);
     let (Some(node), version) = (
-        document.get("node_id").and_then(Value::as_i64),
-        document.get("version").and_then(Value::as_i64).unwrap_or(1),
+        document.document_node_id,
+        document.document_version.unwrap_or(1),
     ) else {
         return Ok(Some("callback without a document".into()));
     };
@@ -92,8 +88,7 @@ pub(crate) async fn on_document(
     }
     let id = import_id(run.env.opentext.ext_system_id(), node, version);
     let name = document
-        .get("name")
-        .and_then(value_text)
+        .document_name
         .unwrap_or_else(|| format!("partner document {node}"));
     let ap = run.env.allportal.clone();
     // The id is derived from the node and version, so the object is found again after a crash;

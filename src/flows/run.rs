@@ -21,6 +21,8 @@ pub struct FlowEnv {
     pub opentext: OpentextClient,
     pub allportal: AllportalClient,
     pub store: Arc<dyn Store>,
+    /// Where the fields of an OpenText callback are (`[callbacks]`).
+    pub callbacks: Arc<crate::ingest::shape::CallbackShape>,
 }
 
 impl std::fmt::Debug for FlowEnv {

@@ -12,8 +12,10 @@ use crate::store::{
 use crate::worker::Router;
 pub use config::{SourceConfig, SourcesConfig};
 
+pub mod callback;
 pub mod config;
 pub mod payload;
+pub mod shape;
 pub mod verify;
 
 use payload::{ParsedEvent, PayloadError};
@@ -35,6 +37,8 @@ pub struct Verifiers {
     opentext: Verifier,
     /// Configured id / timestamp header names per source, also worth keeping.
     extra_headers: Vec<(Source, String)>,
+    /// Where the fields of an OpenText callback are (`[callbacks]`).
+    callback_shape: shape::CallbackShape,
 }
 
 impl Verifiers {
@@ -59,7 +63,14 @@ impl Verifiers {
             allportal: build("allportal", &cfg.allportal)?,
             opentext: build("opentext", &cfg.opentext)?,
             extra_headers,
+            callback_shape: shape::CallbackShape::default(),
         })
+    }
+
+    /// Reads OpenText callbacks in `shape` instead of the bridge's own format.
+    pub fn with_callback_shape(mut self, shape: shape::CallbackShape) -> Self {
+        self.callback_shape = shape;
+        self
     }
 
     fn for_source(&self, source: Source) -> &Verifier {
@@ -88,8 +99,9 @@ pub struct Receipt {
 }
 
 /// Verifies, parses, routes and stores one webhook request: each event is stored with the jobs
-/// of the flows that want it (`router`), or as `ignored`, in one transaction, so the worker
-/// only sees work. Returns only after the new events are durable.
+/// of the flows that want it (`router`; an OpenText callback: [`callback::route`]), or as
+/// `ignored` (4ALLPORTAL) or a dead letter (OpenText), in one transaction, so the worker only
+/// sees work. Returns only after the new events are durable.
 pub async fn ingest(
     store: &dyn Store,
     verifiers: &Verifiers,
@@ -104,16 +116,19 @@ pub async fn ingest(
         .verify(headers, body, now / 1000)?;
     let parsed = match source {
         Source::Allportal => payload::parse_allportal(&verified)?,
-        Source::Opentext => payload::parse_opentext(&verified)?,
+        Source::Opentext => payload::parse_opentext_shaped(&verified, &verifiers.callback_shape)?,
     };
     let kept = kept_headers(headers, verifiers, source);
-    let mut events = Vec::new();
+    let mut events = Vec::with_capacity(parsed.len());
     // When runs depend on the event's object (an asset, an item), their resyncs are stored
     // with it, in the same transaction; an event no flow wants is then still `ignored` itself.
     let mut resyncs = Vec::new();
     for event in parsed {
         let view = routing_view(source, &event, now);
-        let flows = router.flows_for(&view);
+        let destination = match source {
+            Source::Allportal => callback::Destination::Flows(router.flows_for(&view)),
+            Source::Opentext => callback::route(store, router, &event, &view).await?,
+        };
         let dependents = dependent_resyncs(store, &view).await?;
         if !dependents.is_empty() {
             tracing::info!(%source, object_key = ?view.object_key, dependents = dependents.len(),
@@ -121,19 +136,37 @@ pub async fn ingest(
         }
         resyncs.extend(dependents);
         let mut new = new_event(source, &verified, event, kept.clone(), now);
-        new.routing = Some(flows);
+        match destination {
+            // A 4ALLPORTAL event no flow wants is `ignored` (most of them are not business
+            // events for the bridge); an OpenText callback always is.
+            callback::Destination::Flows(flows) => new.routing = Some(flows),
+            callback::Destination::DeadLetter(reason) => {
+                new.routing = Some(Vec::new());
+                new.dead_letter = Some(reason);
+            }
+        }
         events.push(new);
     }
-    let keys: Vec<_> = events.iter().map(|e| e.object_key.clone()).collect();
+    let described: Vec<_> = events
+        .iter()
+        .map(|e| (e.object_key.clone(), e.dead_letter.clone()))
+        .collect();
     events.extend(resyncs);
     let mut receipt = Receipt::default();
     // One line per event, so that `event_id` and `object_key` are single searchable values.
     // The resyncs follow the request's own events and are not part of the receipt.
-    for (outcome, object_key) in store.insert_events(events).await?.into_iter().zip(keys) {
+    let outcomes = store.insert_events(events).await?;
+    for (outcome, (object_key, dead_letter)) in outcomes.into_iter().zip(described) {
         let object_key = object_key.as_deref().unwrap_or_default();
         match outcome {
             InsertOutcome::Accepted(id) => {
-                tracing::info!(%source, event_id = %id, object_key, "event stored");
+                match dead_letter {
+                    Some(reason) => tracing::warn!(
+                        %source, event_id = %id, object_key, %reason,
+                        "event stored as a dead letter: no flow can handle it"
+                    ),
+                    None => tracing::info!(%source, event_id = %id, object_key, "event stored"),
+                }
                 receipt.accepted.push(id);
             }
             InsertOutcome::Duplicate(id) => {
@@ -186,6 +219,7 @@ fn new_event(
         headers,
         received_at: now,
         routing: None,
+        dead_letter: None,
     }
 }
 

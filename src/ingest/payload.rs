@@ -12,6 +12,7 @@ use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
 
+use super::shape::CallbackShape;
 use super::verify::Verified;
 
 /// Most events accepted in one request; a larger batch is refused as a whole.
@@ -28,6 +29,9 @@ pub struct ParsedEvent {
     pub object_id: Option<String>,
     /// `"{module}/{object_id}"` (4ALLPORTAL) or `"{bo_type}/{bo_id}"` (OpenText).
     pub object_key: Option<String>,
+    /// The workflow an OpenText callback decides: ingest routes it to the flow that started
+    /// that workflow, whatever business object it names.
+    pub process_id: Option<String>,
     /// This event's JSON as received (one element of a batch).
     pub payload: Value,
     /// Where [`ParsedEvent::payload`]'s bytes are in the request body.
@@ -179,7 +183,7 @@ fn signed_material_hash(verified: &Verified) -> String {
 }
 
 /// A non-empty string, or an integer rendered as a string.
-fn scalar_text(value: &Value) -> Option<String> {
+pub(crate) fn scalar_text(value: &Value) -> Option<String> {
     match value {
         Value::String(s) if !s.trim().is_empty() => Some(s.trim().to_string()),
         Value::Number(n) if n.is_i64() || n.is_u64() => Some(n.to_string()),
@@ -239,6 +243,7 @@ fn allportal_event(
         object_key: Some(format!("{module}/{object_id}")),
         module: Some(module),
         object_id: Some(object_id),
+        process_id: None,
         payload: event,
         span,
     })
@@ -358,7 +363,7 @@ fn normalize_allportal_kind(value: &Value) -> Option<&'static str> {
 }
 
 /// A short rendering of an offending value for an error message.
-fn describe_value(value: &Value) -> String {
+pub(crate) fn describe_value(value: &Value) -> String {
     let text = match value {
         Value::String(s) => s.clone(),
         other => other.to_string(),
@@ -400,6 +405,7 @@ struct Callback {
     event_id: Option<String>,
     kind: &'static str,
     business_object: BusinessObject,
+    process_id: Option<String>,
 }
 
 /// Parses an OpenText callback: one object or a JSON array of them.
@@ -414,6 +420,40 @@ pub fn parse_opentext(v: &Verified) -> Result<Vec<ParsedEvent>, PayloadError> {
         .map(|(index, (event, span))| {
             let callback = Callback::read(index, &event)?;
             Ok(callback.into_event(v, count, index, event, span))
+        })
+        .collect()
+}
+
+/// Parses an OpenText callback in the configured `[callbacks]` shape: the default shape with
+/// the field-by-field checks of [`parse_opentext`], any other through its pointers.
+pub fn parse_opentext_shaped(
+    v: &Verified,
+    shape: &CallbackShape,
+) -> Result<Vec<ParsedEvent>, PayloadError> {
+    if shape.is_default() {
+        return parse_opentext(v);
+    }
+    let events = event_objects(v.body(), false)?;
+    let count = events.len();
+    events
+        .into_iter()
+        .enumerate()
+        .map(|(index, (event, span))| {
+            let fields = shape.read(index, &event)?;
+            let object_key = match (&fields.bo_type, &fields.bo_id) {
+                (Some(bo_type), Some(bo_id)) => Some(format!("{bo_type}/{bo_id}")),
+                _ => None,
+            };
+            Ok(ParsedEvent {
+                source_event_id: identity(v, count, index, fields.event_id),
+                kind: fields.kind.unwrap_or_default().to_string(),
+                module: fields.bo_type,
+                object_id: fields.bo_id,
+                object_key,
+                process_id: fields.process_id,
+                payload: event,
+                span,
+            })
         })
         .collect()
 }
@@ -440,13 +480,14 @@ impl Callback {
         let _workspace_id: Option<u64> = top.optional("workspace_id")?;
         let event_id = top.optional_id("event_id")?;
         let _occurred_at = top.optional_time("occurred_at")?;
-        let callback = Callback {
+        let mut callback = Callback {
             event_id,
             kind,
             business_object: BusinessObject::read(&top.nested("business_object")?)?,
+            process_id: None,
         };
         match top.optional_nested("workflow")? {
-            Some(fields) => check_workflow(&fields)?,
+            Some(fields) => callback.process_id = Some(check_workflow(&fields)?.to_string()),
             None if kind == KIND_WORKFLOW_DECISION => return Err(missing(index, "workflow")),
             None => {}
         }
@@ -476,6 +517,7 @@ impl Callback {
             module: Some(bo.bo_type.clone()),
             object_id: Some(bo.bo_id.clone()),
             object_key: Some(format!("{}/{}", bo.bo_type, bo.bo_id)),
+            process_id: self.process_id,
             payload,
             span,
         }
@@ -494,14 +536,14 @@ impl BusinessObject {
     }
 }
 
-/// Checks the `workflow` object of a callback, field by field.
-fn check_workflow(f: &Fields<'_>) -> Result<(), PayloadError> {
+/// Checks the `workflow` object of a callback, field by field; returns the process id.
+fn check_workflow(f: &Fields<'_>) -> Result<u64, PayloadError> {
     let _comment: Option<String> = f.optional("comment")?;
     let _approver: Option<String> = f.optional("approver")?;
-    let _process_id: u64 = f.required("process_id")?;
+    let process_id: u64 = f.required("process_id")?;
     let _decision: Decision = f.required("decision")?;
     let _decided_at = f.optional_time("decided_at")?;
-    Ok(())
+    Ok(process_id)
 }
 
 /// Checks the `document` object of a callback, field by field.

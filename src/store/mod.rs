@@ -73,6 +73,9 @@ pub struct NewEvent {
     /// The flows that want the event, decided at ingest: their jobs are created with it, and
     /// without any it is stored `ignored`. `None` leaves routing to the worker.
     pub routing: Option<Vec<String>>,
+    /// Why no flow can handle the event, decided at ingest: it is stored `dead` with this
+    /// reason (a dead letter, replayable once the configuration is fixed) instead of `ignored`.
+    pub dead_letter: Option<String>,
 }
 
 impl NewEvent {
@@ -476,6 +479,7 @@ fn resync_event(flow: Option<&str>, object_key: &str, now: i64) -> Result<NewEve
         headers: serde_json::json!({}),
         received_at: now,
         routing: None,
+        dead_letter: None,
     })
 }
 

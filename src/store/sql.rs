@@ -1018,19 +1018,32 @@ async fn insert_rows(
                 .push_bind(event.received_at)
                 .push_bind(event.received_at)
                 .push_bind(initial_state(event))
-                .push_bind((initial_state(event) == state::IGNORED).then_some(NO_FLOW_WANTS_IT));
+                .push_bind(initial_error(event));
         },
     );
     query.push(" ON CONFLICT (source, source_event_id) DO NOTHING RETURNING id");
     Ok(query.build_query_scalar().fetch_all(&mut *tx).await?)
 }
 
-/// `pending` until routed; routed at ingest, `routed` or (no flow wants it) `ignored`.
+/// `pending` until routed; routed at ingest, `routed`, `dead` (a dead letter) or (no flow
+/// wants it) `ignored`.
 fn initial_state(event: &NewEvent) -> &'static str {
+    if event.dead_letter.is_some() {
+        return state::DEAD;
+    }
     match &event.routing {
         None => state::PENDING,
         Some(flows) if flows.is_empty() => state::IGNORED,
         Some(_) => state::ROUTED,
+    }
+}
+
+/// The reason stored with an event that is finished at ingest.
+fn initial_error(event: &NewEvent) -> Option<&str> {
+    match initial_state(event) {
+        state::DEAD => event.dead_letter.as_deref(),
+        state::IGNORED => Some(NO_FLOW_WANTS_IT),
+        _ => None,
     }
 }
 

@@ -115,6 +115,7 @@ fn change_event(change: &ObjectChange, now: i64) -> NewEvent {
         headers: serde_json::json!({}),
         received_at: now,
         routing: None,
+        dead_letter: None,
     }
 }
 
@@ -158,6 +159,7 @@ pub async fn reconcile_opentext(
             headers: serde_json::json!({}),
             received_at: now,
             routing: None,
+            dead_letter: None,
         };
         enqueued += count_accepted(&store.insert_events(vec![event]).await?);
         store

@@ -474,5 +474,8 @@ async fn a_down_upstream_is_probed_until_it_answers_and_the_recovery_is_signalle
         .iter()
         .filter(|r| r.url.path() == "/probe")
         .count();
-    assert_eq!(probes, 3, "two failed probes, then the answer (a 404 is an answer)");
+    assert_eq!(
+        probes, 3,
+        "two failed probes, then the answer (a 404 is an answer)"
+    );
 }

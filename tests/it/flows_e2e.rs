@@ -41,6 +41,26 @@ pub(crate) fn example_flows(names: &[&str]) -> String {
     toml::to_string(&root).expect("renders")
 }
 
+/// `base` with `extra` merged in, table by table (both TOML), so that `extra` can add keys to
+/// the example's tables.
+fn merged(base: &str, extra: &str) -> String {
+    fn merge(into: &mut toml::Table, from: toml::Table) {
+        for (key, value) in from {
+            match (into.get_mut(&key), value) {
+                (Some(toml::Value::Table(a)), toml::Value::Table(b)) => merge(a, b),
+                (_, value) => {
+                    into.insert(key, value);
+                }
+            }
+        }
+    }
+    let mut table: toml::Table = base.parse().expect("base is TOML");
+    merge(&mut table, extra.parse().expect("extra is TOML"));
+    toml::to_string(&table).expect("renders")
+}
+
+/// The bridge in-process with its worker and both simulators (also used by `callbacks` and
+/// `drift`).
 pub(crate) struct Bridge {
     pub(crate) app: Option<TestApp>,
     pub(crate) ap: SimHandle,
@@ -57,6 +77,15 @@ pub(crate) async fn start(names: &[&str]) -> Bridge {
 }
 
 pub(crate) async fn start_with(names: &[&str], tune: impl FnOnce(&mut WorkerConfig)) -> Bridge {
+    start_configured(names, "", tune).await
+}
+
+/// [`start`] with more configuration (`extra`, TOML) and a tuned worker.
+pub(crate) async fn start_configured(
+    names: &[&str],
+    extra: &str,
+    tune: impl FnOnce(&mut WorkerConfig),
+) -> Bridge {
     let ap = ap_sim::spawn(
         "127.0.0.1:0".parse().unwrap(),
         AllportalSimOptions {
@@ -101,7 +130,7 @@ backoff_max_ms = 50
         ot = ot.base_url(),
         user = ot_sim::SAMPLE_ADMIN_USER,
         password = ot_sim::SAMPLE_ADMIN_PASSWORD,
-        flows = example_flows(names),
+        flows = merged(&example_flows(names), extra),
     );
     let settings: Settings = test_settings(&dir, &extra);
     let app = spawn_with(settings.clone(), dir).await;
@@ -117,7 +146,12 @@ backoff_max_ms = 50
         .await
         .expect("callback target");
     let clients = Upstreams::new(&settings.allportal, &settings.opentext).expect("clients");
-    let flows = flows::build(&settings.flows, &clients, app.store.clone());
+    let flows = flows::build(
+        &settings.flows,
+        &settings.callbacks,
+        &clients,
+        app.store.clone(),
+    );
     let mut cfg = WorkerConfig {
         poll_interval_ms: 50,
         retry_schedule_secs: vec![1, 1, 1],
@@ -145,6 +179,11 @@ backoff_max_ms = 50
 impl Bridge {
     pub(crate) fn store(&self) -> Arc<dyn Store> {
         self.app.as_ref().expect("running").store.clone()
+    }
+
+    /// The bridge's URL of `path`.
+    pub(crate) fn url(&self, path: &str) -> String {
+        self.app.as_ref().expect("running").url(path)
     }
 
     pub(crate) async fn stop(mut self) {
@@ -742,19 +781,19 @@ async fn archival_archives_classifies_finalizes_holds_and_locks() {
 // change (+ write-back return path, echo suppression, poller)
 // ------------------------------------------------------------------------------------------
 
-fn processes(ot: &SimHandle) -> Vec<Value> {
+pub(crate) fn processes(ot: &SimHandle) -> Vec<Value> {
     ot.state()["processes"]
         .as_array()
         .cloned()
         .unwrap_or_default()
 }
 
-fn field(ap: &SimHandle, module: &str, id: &str, name: &str) -> Value {
+pub(crate) fn field(ap: &SimHandle, module: &str, id: &str, name: &str) -> Value {
     ap.state()["objects"][module][id][name][0]["value"].clone()
 }
 
 /// Completes a workflow in the OpenText simulator, which sends the signed callback.
-async fn complete(bridge: &Bridge, pid: &Value, decision: &str, comment: &str) -> Value {
+pub(crate) async fn complete(bridge: &Bridge, pid: &Value, decision: &str, comment: &str) -> Value {
     let answer: Value = bridge
         .http
         .post(format!(
@@ -924,7 +963,7 @@ async fn change_decisions_are_found_by_the_poller_when_no_callback_comes() {
         field(&bridge.ap, "product", v20, "approval_comment"),
         "Claim not substantiated"
     );
-    assert_eq!(field(&bridge.ap, "product", v20, "approved_by"), "1001");
+    assert_eq!(field(&bridge.ap, "product", v20, "approved_by"), "jdoe");
     bridge.stop().await;
 }
 

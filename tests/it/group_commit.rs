@@ -21,6 +21,7 @@ fn event(id: &str) -> NewEvent {
         headers: serde_json::json!({}),
         received_at: 1,
         routing: None,
+        dead_letter: None,
     }
 }
 

@@ -320,6 +320,7 @@ fn event_of(id: &str, key: &str, body: &Bytes, span: Range<usize>) -> NewEvent {
         }),
         received_at: 1_000,
         routing: None,
+        dead_letter: None,
     }
 }
 

@@ -8,6 +8,7 @@
 //! a field's place or name, the client sends both forms and says so at the call.
 
 pub mod auth;
+pub mod members;
 mod nodes;
 mod records;
 pub mod routes;
@@ -79,6 +80,7 @@ struct Inner {
     ext_system_id: String,
     multipart_threshold: u64,
     multipart_part: u64,
+    members: members::MemberCache,
 }
 
 impl std::fmt::Debug for OpentextClient {
@@ -133,6 +135,7 @@ impl OpentextClient {
                 ext_system_id: config.ext_system_id.clone(),
                 multipart_threshold: config.multipart_threshold_bytes,
                 multipart_part: config.multipart_part_bytes.max(1),
+                members: members::MemberCache::default(),
             }),
         })
     }

@@ -64,6 +64,10 @@ pub const ACTIVITIES: Route = route(
     "/api/v2/processes/{process_id}/subprocesses/{subprocess_id}/activities",
 );
 
+// Members.
+/// A user by id (`data.name` is the login).
+pub const MEMBER: Route = route("GET", "/api/v1/members/{id}");
+
 // Records management.
 pub const RM_CLASSIFICATIONS: Route = route("GET", "/api/v1/nodes/{id}/rmclassifications");
 pub const RM_CLASSIFY: Route = route("POST", "/api/v1/nodes/{id}/rmclassifications");
@@ -104,6 +108,7 @@ pub const ROUTES: &[Route] = &[
     WORKFLOWS_ACTIVE,
     WORKFLOWS_BY_STATUS,
     ACTIVITIES,
+    MEMBER,
     RM_CLASSIFICATIONS,
     RM_CLASSIFY,
     RM_UPDATE,

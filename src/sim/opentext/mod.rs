@@ -120,6 +120,7 @@ fn api_routes() -> Router<Sim> {
             "/api/v1/auth",
             post(auth::login).get(auth::whoami).delete(auth::logout),
         )
+        .route("/api/v1/members/{id}", get(auth::member))
         .merge(workspaces::routes())
         .merge(nodes::routes())
         .merge(workflows::routes())

@@ -199,6 +199,7 @@ pub fn event(source_event_id: &str, key: &str, received_at: i64) -> NewEvent {
         headers: serde_json::json!({ "webhook-id": source_event_id }),
         received_at,
         routing: None,
+        dead_letter: None,
     }
 }
 
