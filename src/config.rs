@@ -32,6 +32,9 @@ pub struct Settings {
     /// The business flows' mappings (`[flows.<name>]`); a flow without a section is off.
     #[serde(default)]
     pub flows: crate::flows::FlowsConfig,
+    /// `[mapping_check]`: what `serve` does when the mapping does not fit the live systems.
+    #[serde(default)]
+    pub mapping_check: crate::flows::check::MappingCheckConfig,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -528,6 +531,9 @@ reconcile_allportal_interval_secs = 300
 reconcile_opentext_interval_secs = 300
 metrics_interval_secs = 15
 shutdown_grace_secs = 25
+
+[mapping_check]
+on_problem = "warn"
 "#;
 
 /// `server.listen` alone, from the defaults, `file` (when it exists) and the environment, without

@@ -84,17 +84,46 @@ pub async fn build_state(settings: Settings) -> anyhow::Result<AppState> {
 }
 
 /// Checks the flow mapping against 4ALLPORTAL's module schemas (field names, relations,
-/// types). A mapping error stops start-up; an unreachable 4ALLPORTAL only warns, since the
-/// bridge must still take webhooks while it is down.
+/// types) and both live systems ([`flows::check`]; this also reads the category definitions
+/// the per-value type checks use). A 4ALLPORTAL field error stops start-up; the other problems
+/// warn or stop it as `[mapping_check].on_problem` says; an unreachable system only warns,
+/// since the bridge must still take webhooks while it is down.
 pub async fn check_mapping(state: &AppState) -> anyhow::Result<()> {
-    match flows::schema::check_upstream(&state.settings.flows, &state.upstreams.allportal).await {
-        Ok(()) => Ok(()),
-        Err(error @ flows::schema::SchemaCheckError::Mapping(_)) => Err(error.into()),
+    let settings = &state.settings;
+    match flows::schema::check_upstream(&settings.flows, &state.upstreams.allportal).await {
+        Ok(()) => {}
+        Err(error @ flows::schema::SchemaCheckError::Mapping(_)) => return Err(error.into()),
         Err(error) => {
             tracing::warn!(%error, "the flow mapping could not be checked against 4ALLPORTAL now");
-            Ok(())
         }
     }
+    let upstreams = &state.upstreams;
+    let report =
+        flows::check::check_online(&settings.flows, &upstreams.opentext, &upstreams.allportal)
+            .await;
+    for system in &report.unreachable {
+        tracing::warn!(
+            system,
+            "the flow mapping could not be checked completely now"
+        );
+    }
+    for problem in &report.problems {
+        tracing::warn!(key = %problem.key, problem = %problem.problem, "the flow mapping does not fit");
+    }
+    if !report.problems.is_empty()
+        && settings.mapping_check.on_problem == flows::check::OnProblem::Fail
+    {
+        anyhow::bail!(
+            "the flow mapping does not fit the live systems ([mapping_check].on_problem = \"fail\"): {}",
+            report
+                .problems
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join("; ")
+        );
+    }
+    Ok(())
 }
 
 fn start_worker(state: &AppState, shutdown: &CancellationToken) -> WorkerHandle {

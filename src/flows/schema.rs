@@ -7,8 +7,9 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use super::condition::Condition;
 use super::fields::{FieldRef, ScopeName};
-use super::mapping::{FlowMapping, FlowsConfig, MappingError, category_source};
+use super::mapping::{FlowMapping, FlowsConfig, MappingError};
 use super::pattern::Pattern;
+use super::values::{MappedValue, ValueSource};
 use crate::clients::UpstreamError;
 use crate::clients::allportal::{AllportalClient, ModuleConfig, ModuleField};
 
@@ -42,15 +43,14 @@ pub async fn check_upstream(
 ) -> Result<(), SchemaCheckError> {
     let mut schemas = BTreeMap::new();
     for module in modules_used(flows) {
-        let schema =
-            allportal
-                .module_schema(&module)
-                .await
-                .map_err(|e| SchemaCheckError::Upstream {
-                    module: module.clone(),
-                    error: e,
-                })?;
-        schemas.insert(module, schema);
+        match allportal.module_schema(&module).await {
+            Ok(schema) => {
+                schemas.insert(module, schema);
+            }
+            // An unknown module is a mapping error; the check below names the key using it.
+            Err(UpstreamError::NotFound { .. }) => {}
+            Err(error) => return Err(SchemaCheckError::Upstream { module, error }),
+        }
     }
     validate_schema(flows, &schemas).map_err(SchemaCheckError::Mapping)
 }
@@ -138,9 +138,14 @@ impl Checker<'_> {
             .iter()
             .find(|x| x.name == f.field)
             .ok_or_else(|| {
+                let fields: Vec<&str> = schema.fields.iter().map(|x| x.name.as_str()).collect();
                 err(
                     key,
-                    format!("unknown field `{}` in module `{module}`", f.field),
+                    format!(
+                        "unknown field `{}` in module `{module}`; its fields: {}",
+                        f.field,
+                        fields.join(", ")
+                    ),
                 )
             })?;
         for (dimension, given) in [("locale", &f.locale), ("channel", &f.channel)] {
@@ -187,11 +192,11 @@ impl Checker<'_> {
         &self,
         at: &str,
         modules: Modules<'_>,
-        categories: &BTreeMap<String, String>,
+        categories: &BTreeMap<String, ValueSource>,
     ) -> Result<(), MappingError> {
         for (attribute, source) in categories {
             let key = format!("{at}.\"{attribute}\"");
-            let p = category_source(source).map_err(|e| err(&key, e))?;
+            let p = MappedValue::parse(source).map_err(|e| err(&key, e))?;
             for f in p.fields() {
                 self.field(&key, modules, f)?;
             }
@@ -240,12 +245,30 @@ pub fn validate_schema(
     Ok(())
 }
 
+/// [`validate_schema`] for one flow at `at` (`flows.<name>`): its first problem.
+pub fn validate_flow_schema(
+    at: &str,
+    mapping: &FlowMapping,
+    schemas: &BTreeMap<String, ModuleConfig>,
+) -> Result<(), MappingError> {
+    let checker = Checker {
+        schemas,
+        computed: &["data_hash", "change_id"],
+    };
+    check_flow(&checker, at, mapping)
+}
+
 fn check_flow(c: &Checker<'_>, at: &str, m: &FlowMapping) -> Result<(), MappingError> {
     let object = m.trigger.module.as_str();
     if !c.schemas.contains_key(object) {
+        let known: Vec<&str> = c.schemas.keys().map(String::as_str).collect();
         return Err(err(
             format!("{at}.trigger.module"),
-            format!("module `{object}` is unknown in 4ALLPORTAL"),
+            format!(
+                "module `{object}` is unknown in 4ALLPORTAL (modules the mapping reads that \
+                 exist: {})",
+                known.join(", ")
+            ),
         ));
     }
     let base = Modules {

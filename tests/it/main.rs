@@ -4,6 +4,7 @@
 mod common;
 
 mod admin_api;
+mod check_online;
 mod clients_allportal;
 mod clients_contract;
 mod clients_opentext;

@@ -8,6 +8,7 @@
 //! a field's place or name, the client sends both forms and says so at the call.
 
 pub mod auth;
+mod definitions;
 mod nodes;
 mod records;
 pub mod routes;
@@ -31,6 +32,9 @@ use super::transport::{
 };
 use crate::config::OpentextConfig;
 
+pub use definitions::{
+    AttributeDefinition, AttributeType, CategoryDefinition, Hold, WorkspaceType,
+};
 pub use types::*;
 
 /// Name of this upstream in metrics and errors.
@@ -79,6 +83,8 @@ struct Inner {
     ext_system_id: String,
     multipart_threshold: u64,
     multipart_part: u64,
+    /// Category definitions read by this process ([`Self::category_definition`]).
+    categories: std::sync::RwLock<std::collections::BTreeMap<i64, Arc<CategoryDefinition>>>,
 }
 
 impl std::fmt::Debug for OpentextClient {
@@ -130,6 +136,7 @@ impl OpentextClient {
                 ext_system_id: config.ext_system_id.clone(),
                 multipart_threshold: config.multipart_threshold_bytes,
                 multipart_part: config.multipart_part_bytes.max(1),
+                categories: Default::default(),
             }),
         })
     }
