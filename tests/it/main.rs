@@ -21,6 +21,7 @@ mod flows_e2e;
 mod flows_store;
 mod group_commit;
 mod ingest_vectors;
+mod mapping_values;
 mod observability;
 mod openapi_sync;
 mod outage;
