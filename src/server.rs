@@ -83,6 +83,9 @@ pub async fn build_state(settings: Settings) -> anyhow::Result<AppState> {
     })
 }
 
+/// How long the start-up check of the mapping against the live systems may take.
+const START_CHECK_BUDGET: Duration = Duration::from_secs(30);
+
 /// Checks the flow mapping against 4ALLPORTAL's module schemas (field names, relations,
 /// types) and both live systems ([`flows::check`]; this also reads the category definitions
 /// the per-value type checks use). A 4ALLPORTAL field error stops start-up; the other problems
@@ -98,9 +101,16 @@ pub async fn check_mapping(state: &AppState) -> anyhow::Result<()> {
         }
     }
     let upstreams = &state.upstreams;
-    let report =
-        flows::check::check_online(&settings.flows, &upstreams.opentext, &upstreams.allportal)
-            .await;
+    let check =
+        flows::check::check_online(&settings.flows, &upstreams.opentext, &upstreams.allportal);
+    // A system that hangs must not hold the start: webhooks are taken while it is down.
+    let Ok(report) = tokio::time::timeout(START_CHECK_BUDGET, check).await else {
+        tracing::warn!(
+            budget_secs = START_CHECK_BUDGET.as_secs(),
+            "the flow mapping could not be checked against the live systems in time"
+        );
+        return Ok(());
+    };
     for system in &report.unreachable {
         tracing::warn!(
             system,
