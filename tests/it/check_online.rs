@@ -201,3 +201,56 @@ async fn exit_codes_tell_invalid_unreachable_and_failed_apart() {
         .unwrap();
     assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
 }
+
+/// Runs `serve` on `config` until it exits by itself (it must refuse to start).
+fn serve_refuses(config: &Path) -> String {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_xecm-bridge"))
+        .args(["serve", "--config"])
+        .arg(config)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("start serve");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if std::time::Instant::now() > deadline {
+            child.kill().ok();
+            panic!("serve started although its mapping is wrong");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    };
+    let mut err = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut err).unwrap();
+    assert!(!status.success(), "{err}");
+    err
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn serve_refuses_a_misspelled_module_and_with_fail_any_problem() {
+    let sims = Sims::start(0, 0).await;
+    let dir = tempfile::tempdir().unwrap();
+    let module = config(dir.path(), "module", &sims);
+    edit(&module, |doc| {
+        let trigger = table(doc, &["flows", "launch", "trigger"]);
+        trigger.insert("module".into(), "prodct".into());
+    });
+    let err = tokio::task::spawn_blocking(move || serve_refuses(&module))
+        .await
+        .unwrap();
+    assert!(err.contains("flows.launch.trigger.module"), "{err}");
+    let template = config(dir.path(), "template", &sims);
+    edit(&template, |doc| {
+        let ws = table(doc, &["flows", "launch", "workspace"]);
+        ws.insert("template_id".into(), 20199.into());
+        let mut check = toml::Table::new();
+        check.insert("on_problem".into(), "fail".into());
+        doc.insert("mapping_check".into(), toml::Value::Table(check));
+    });
+    let err = tokio::task::spawn_blocking(move || serve_refuses(&template))
+        .await
+        .unwrap();
+    assert!(err.contains("flows.launch.workspace.template_id"), "{err}");
+}
