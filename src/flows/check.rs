@@ -5,7 +5,7 @@
 //! OpenText: the business object types (a workspace type registered for each), templates and
 //! the folders they hold, parent nodes, categories and attributes with their types (against
 //! the mapped 4ALLPORTAL field's type and the constants), workflow maps, RM classifications
-//! and holds. 4ALLPORTAL: the modules and fields ([`super::schema`]). Reading the category
+//! and holds. 4ALLPORTAL: the modules and fields ([`super::schema`], every problem of each flow). Reading the category
 //! definitions also caches them for the per-value type checks of the running flows.
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -102,8 +102,10 @@ pub async fn check_online(
     let allportal_up = report.unreachable.is_empty();
     for (name, mapping) in flows.enabled() {
         let at = format!("flows.{name}");
-        if allportal_up && let Err(e) = validate_flow_schema(&at, mapping, &schemas) {
-            report.problem(e.key, e.problem);
+        if allportal_up {
+            for e in validate_flow_schema(&at, mapping, &schemas) {
+                report.problem(e.key, e.problem);
+            }
         }
         if report.unreachable.iter().any(|u| u.starts_with("opentext")) {
             // One unreachable answer is enough; asking again per flow would only add waits.

@@ -94,6 +94,8 @@ async fn a_broken_mapping_names_each_wrong_id() {
             toml::Value::Array(vec!["article_number".into(), "'x'".into()]),
         );
         table(flows, &["change", "write_back"]).insert("decision_field".into(), "aproval".into());
+        table(flows, &["change"])
+            .insert("watch".into(), toml::Value::Array(vec!["pakaging".into()]));
         table(flows, &["compliance", "workflow"]).insert("map_id".into(), 6680.into());
         let records = table(flows, &["archival", "records"]);
         records.insert("rm_class_id".into(), 2100.into());
