@@ -89,7 +89,8 @@ const START_CHECK_BUDGET: Duration = Duration::from_secs(30);
 /// Checks the flow mapping against 4ALLPORTAL's module schemas (field names, relations,
 /// types) and both live systems ([`flows::check`]; this also reads the category definitions
 /// the per-value type checks use). A 4ALLPORTAL field error stops start-up; the other problems
-/// warn or stop it as `[mapping_check].on_problem` says; an unreachable system only warns,
+/// warn or stop it as `[mapping_check].on_problem` says (`off` skips them); an unreachable
+/// system only warns,
 /// since the bridge must still take webhooks while it is down.
 pub async fn check_mapping(state: &AppState) -> anyhow::Result<()> {
     let settings = &state.settings;
@@ -99,6 +100,9 @@ pub async fn check_mapping(state: &AppState) -> anyhow::Result<()> {
         Err(error) => {
             tracing::warn!(%error, "the flow mapping could not be checked against 4ALLPORTAL now");
         }
+    }
+    if settings.mapping_check.on_problem == flows::check::OnProblem::Off {
+        return Ok(());
     }
     let upstreams = &state.upstreams;
     let check =

@@ -27,8 +27,9 @@ use crate::clients::opentext::{
 #[derive(Debug, Clone, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct MappingCheckConfig {
-    /// `warn` (log each problem and start) or `fail` (refuse to start). An unreachable system
-    /// only warns either way: the bridge must take webhooks while an upstream is down.
+    /// `warn` (log each problem and start), `fail` (refuse to start) or `off` (do not check
+    /// against the live systems at start; nothing is sent to OpenText before the first event).
+    /// An unreachable system only warns: the bridge must take webhooks while it is down.
     #[serde(default)]
     pub on_problem: OnProblem,
 }
@@ -39,6 +40,7 @@ pub enum OnProblem {
     #[default]
     Warn,
     Fail,
+    Off,
 }
 
 /// A problem of the mapping, under its configuration key.
