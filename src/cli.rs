@@ -13,11 +13,24 @@ use crate::config::Settings;
 use crate::server::{self, Role};
 use crate::{store, telemetry};
 
+/// Exit codes beyond 0 (success) and 1 (any other failure).
+pub mod exit_code {
+    /// The configuration does not load or is invalid (every command).
+    pub const INVALID_CONFIG: u8 = 2;
+    /// `check-config --online`: OpenText or 4ALLPORTAL could not be asked.
+    pub const UNREACHABLE: u8 = 3;
+    /// `check-config --online`: the mapping does not fit the live systems.
+    pub const CHECK_FAILED: u8 = 4;
+}
+
 #[derive(Debug, Parser)]
 #[command(
     name = "xecm-bridge",
     version,
-    about = "Connects 4ALLPORTAL with OpenText Extended ECM Business Workspaces"
+    about = "Connects 4ALLPORTAL with OpenText Extended ECM Business Workspaces",
+    after_help = "Exit codes: 0 success, 1 failure, 2 invalid configuration, 3 (check-config \
+                  --online) a system could not be reached, 4 (check-config --online) the \
+                  mapping does not fit the live systems."
 )]
 pub struct Cli {
     /// Configuration file (TOML). Environment variables `XECM_BRIDGE__SECTION__KEY` override it.
@@ -34,8 +47,15 @@ pub enum Command {
         #[arg(long, value_enum, default_value_t = Role::All)]
         role: Role,
     },
-    /// Validate the configuration and print it as it would run, secrets redacted.
-    CheckConfig,
+    /// Validate the configuration and print it as it would run, secrets redacted. With
+    /// `--online`, also check every id and name the flow mapping uses against the live
+    /// OpenText and 4ALLPORTAL. Exit codes: 0 valid, 2 invalid configuration, 3 a system could
+    /// not be reached, 4 the online check found problems (each printed with its key).
+    CheckConfig {
+        /// Check the mapping against the live systems.
+        #[arg(long)]
+        online: bool,
+    },
     /// Apply the store's migrations and exit.
     Migrate,
     /// Exit 0 if the service answers `GET /healthz` (for container probes without curl). Reads
@@ -111,27 +131,27 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         _ => {}
     }
-    let settings = Settings::load(cli.config.as_deref())?;
+    let settings = match Settings::load(cli.config.as_deref()) {
+        Ok(settings) => settings,
+        Err(error) => {
+            eprintln!("error: {error}");
+            return Ok(ExitCode::from(exit_code::INVALID_CONFIG));
+        }
+    };
     match cli.command {
         Command::Serve { role } => {
             telemetry::init_logging(&settings.log);
             let listener = tokio::net::TcpListener::bind(settings.server.listen)
                 .await
                 .with_context(|| format!("cannot listen on {}", settings.server.listen))?;
+            let on_problem = settings.mapping_check.on_problem;
             let state = server::build_state(settings).await?;
-            server::check_mapping(&state).await?;
+            server::check_mapping(&state, on_problem).await?;
             let shutdown = CancellationToken::new();
             tokio::spawn(server::cancel_on_signal(shutdown.clone()));
             server::run(state, role, listener, shutdown).await?;
         }
-        Command::CheckConfig => {
-            crate::ingest::Verifiers::new(&settings.sources)?;
-            // Builds both clients (no network): reads and parses the CA and client certificates.
-            crate::clients::Upstreams::new(&settings.allportal, &settings.opentext)
-                .context("cannot build the upstream clients")?;
-            println!("{}", settings.redacted_toml());
-            eprintln!("configuration is valid");
-        }
+        Command::CheckConfig { online } => return Ok(check_config(&settings, online).await),
         Command::Migrate => {
             telemetry::init_logging(&settings.log);
             let store = store::open(&settings.store).await?;
@@ -154,6 +174,52 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Sim(_) | Command::Demo { .. } => unreachable!("handled above"),
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// `check-config [--online]`; see [`exit_code`].
+async fn check_config(settings: &Settings, online: bool) -> ExitCode {
+    let invalid = |error: &dyn std::fmt::Display| {
+        eprintln!("error: {error}");
+        ExitCode::from(exit_code::INVALID_CONFIG)
+    };
+    if let Err(error) = crate::ingest::Verifiers::new(&settings.sources) {
+        return invalid(&error);
+    }
+    // Builds both clients (no network): reads and parses the CA and client certificates.
+    let upstreams = match crate::clients::Upstreams::new(&settings.allportal, &settings.opentext) {
+        Ok(upstreams) => upstreams,
+        Err(error) => return invalid(&format!("cannot build the upstream clients: {error}")),
+    };
+    println!("{}", settings.redacted_toml());
+    eprintln!("configuration is valid");
+    if !online {
+        return ExitCode::SUCCESS;
+    }
+    let report = crate::flows::check::check_online(
+        &settings.flows,
+        &upstreams.opentext,
+        &upstreams.allportal,
+    )
+    .await;
+    for problem in &report.problems {
+        eprintln!("problem: {problem}");
+    }
+    for system in &report.unreachable {
+        eprintln!("unreachable: {system}");
+    }
+    if !report.problems.is_empty() {
+        eprintln!(
+            "the mapping does not fit the live systems: {} problem(s)",
+            report.problems.len()
+        );
+        ExitCode::from(exit_code::CHECK_FAILED)
+    } else if !report.unreachable.is_empty() {
+        eprintln!("the mapping could not be checked completely");
+        ExitCode::from(exit_code::UNREACHABLE)
+    } else {
+        eprintln!("the mapping fits OpenText and 4ALLPORTAL");
+        ExitCode::SUCCESS
+    }
 }
 
 /// The local health URL for a listen address (a wildcard address is probed on loopback).

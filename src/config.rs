@@ -22,6 +22,7 @@ pub use crate::config_error::ConfigError;
 
 use crate::clients::{AllportalConfig, OpentextConfig};
 use crate::flows::FlowsConfig;
+use crate::flows::check::MappingCheckConfig;
 use crate::http::{AdminConfig, ServerConfig};
 use crate::ingest::SourcesConfig;
 use crate::ingest::shape::CallbackShape;
@@ -48,6 +49,8 @@ pub struct Settings {
     pub audit: AuditConfig,
     /// Where the fields of an OpenText callback are (`[callbacks]`).
     pub callbacks: CallbackShape,
+    /// `[mapping_check]`: what `serve` does when the mapping does not fit the live systems.
+    pub mapping_check: MappingCheckConfig,
     /// The business flows' mappings (`[flows.<name>]`); a flow without a section is off.
     #[serde(default)]
     pub flows: FlowsConfig,
@@ -65,6 +68,7 @@ fn defaults() -> String {
         crate::clients::config::DEFAULTS,
         crate::worker::config::DEFAULTS,
         crate::worker::audit::DEFAULTS,
+        crate::flows::check::DEFAULTS,
     ]
     .concat()
 }

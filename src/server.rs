@@ -94,18 +94,64 @@ pub async fn build_state(settings: Settings) -> anyhow::Result<AppState> {
     })
 }
 
+/// How long the start-up check of the mapping against the live systems may take.
+const START_CHECK_BUDGET: Duration = Duration::from_secs(30);
+
 /// Checks the flow mapping against 4ALLPORTAL's module schemas (field names, relations,
-/// types). A mapping error stops start-up; an unreachable 4ALLPORTAL only warns, since the
-/// bridge must still take webhooks while it is down.
-pub async fn check_mapping(state: &AppState) -> anyhow::Result<()> {
+/// types) and both live systems ([`flows::check`]; this also reads the category definitions
+/// the per-value type checks use). A 4ALLPORTAL field error stops start-up; the other problems
+/// warn or stop it as `[mapping_check].on_problem` says (`off` skips them); an unreachable
+/// system only warns,
+/// since the bridge must still take webhooks while it is down.
+pub async fn check_mapping(
+    state: &AppState,
+    on_problem: flows::check::OnProblem,
+) -> anyhow::Result<()> {
     match flows::schema::check_upstream(state.flows.config(), &state.upstreams.allportal).await {
-        Ok(()) => Ok(()),
-        Err(error @ flows::schema::SchemaCheckError::Mapping(_)) => Err(error.into()),
+        Ok(()) => {}
+        Err(error @ flows::schema::SchemaCheckError::Mapping(_)) => return Err(error.into()),
         Err(error) => {
             tracing::warn!(%error, "the flow mapping could not be checked against 4ALLPORTAL now");
-            Ok(())
         }
     }
+    if on_problem == flows::check::OnProblem::Off {
+        return Ok(());
+    }
+    let upstreams = &state.upstreams;
+    let check = flows::check::check_online(
+        state.flows.config(),
+        &upstreams.opentext,
+        &upstreams.allportal,
+    );
+    // A system that hangs must not hold the start: webhooks are taken while it is down.
+    let Ok(report) = tokio::time::timeout(START_CHECK_BUDGET, check).await else {
+        tracing::warn!(
+            budget_secs = START_CHECK_BUDGET.as_secs(),
+            "the flow mapping could not be checked against the live systems in time"
+        );
+        return Ok(());
+    };
+    for system in &report.unreachable {
+        tracing::warn!(
+            system,
+            "the flow mapping could not be checked completely now"
+        );
+    }
+    for problem in &report.problems {
+        tracing::warn!(key = %problem.key, problem = %problem.problem, "the flow mapping does not fit");
+    }
+    if !report.problems.is_empty() && on_problem == flows::check::OnProblem::Fail {
+        anyhow::bail!(
+            "the flow mapping does not fit the live systems ([mapping_check].on_problem = \"fail\"): {}",
+            report
+                .problems
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join("; ")
+        );
+    }
+    Ok(())
 }
 
 fn start_worker(state: &AppState, shutdown: &CancellationToken) -> WorkerHandle {

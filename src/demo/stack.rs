@@ -134,8 +134,9 @@ impl Stack {
         .await
         .context("cannot start the OpenText simulator")?;
         let settings = settings(&dir, &secrets, &allportal, &opentext)?;
+        let on_problem = settings.mapping_check.on_problem;
         let state = server::build_state(settings).await?;
-        server::check_mapping(&state).await?;
+        server::check_mapping(&state, on_problem).await?;
         let store = state.store.clone();
         let upstreams = state.upstreams.clone();
         let shutdown = CancellationToken::new();

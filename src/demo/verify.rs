@@ -98,6 +98,10 @@ fn launch(ot: &OpentextView) -> FlowResult {
         ws["categories"]["9830"]["9830_2"] == "4711",
         "category Product Data lacks the article number",
     );
+    r.check(
+        ws["categories"]["9830"]["9830_10"] == json!(["energy efficient"]),
+        "the multi-value attribute Claims is not the product's claims as an array",
+    );
     r.folder(
         ot,
         ws,

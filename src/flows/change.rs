@@ -197,7 +197,7 @@ async fn change_documents(
         Some(t) => pattern(t)?.render(scope).map_err(FlowError::Mapping)?,
         None => base.clone(),
     };
-    let categories = render_categories(&rule.categories, scope)?;
+    let categories = render_categories(&rule.categories, scope, &flow.env.opentext)?;
     let mut ids = Vec::new();
     for format in &rule.formats {
         let (bytes, ext, mime) = match format {

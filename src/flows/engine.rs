@@ -16,15 +16,15 @@ use super::error::{FlowError, FlowResult};
 use super::fields::{FieldRef, Scope};
 use super::mapping::{
     AssetRule, DocumentFormat, DocumentRule, FlowMapping, PartnerMode, RelationKind,
-    category_source,
 };
 use super::pattern::Pattern;
 use super::run::{FlowEnv, Plan, Run};
 use super::snapshot::{snapshot_html, snapshot_json_bytes};
+use super::values::{MappedValue, ValueSource, coerce};
 use super::{archival, change, compliance, partner};
 use crate::clients::UpstreamError;
 use crate::clients::allportal::{ModuleObject, ObjectQuery};
-use crate::clients::opentext::{BusinessObject, NodeId, RelationType};
+use crate::clients::opentext::{BusinessObject, NodeId, OpentextClient, RelationType};
 use crate::store::{LinkRecord, RESYNC_KIND, StoredEvent, now_millis};
 use crate::worker::{Flow, FlowOutcome};
 
@@ -355,7 +355,7 @@ impl MappedFlow {
             template_id: ws.template_id,
             wksp_type_id: ws.wksp_type_id,
             parent_id: ws.parent_id,
-            categories: render_categories(&ws.categories, scope)?,
+            categories: render_categories(&ws.categories, scope, &self.env.opentext)?,
         })
     }
 
@@ -526,7 +526,7 @@ impl MappedFlow {
             Some(t) => pattern(t)?.render(scope).map_err(FlowError::Mapping)?,
             None => base.clone(),
         };
-        let categories = render_categories(&rule.categories, scope)?;
+        let categories = render_categories(&rule.categories, scope, &self.env.opentext)?;
         for format in &rule.formats {
             let (bytes, ext, mime) = match format {
                 DocumentFormat::Json => (
@@ -603,7 +603,7 @@ impl MappedFlow {
                     version: asset.mod_time.clone(),
                     mime,
                 },
-                categories: render_categories(&rule.categories, &asset_scope)?,
+                categories: render_categories(&rule.categories, &asset_scope, &self.env.opentext)?,
             };
             let node = run.ensure_document(folder, &spec).await?;
             placed.documents.push((logical, node));
@@ -706,19 +706,33 @@ fn seen(link: &LinkRecord) -> BTreeMap<String, Value> {
         .unwrap_or_default()
 }
 
-/// Renders `"{cat}_{attr}" = field-or-pattern`; a field without a value gives null.
+/// Renders `"{cat}_{attr}" = source` ([`super::values`]); a field without a value gives null.
+/// When the category's definition has been read (at start-up), each value is checked against
+/// and converted to the attribute's type; a value that does not fit is a mapping error naming
+/// the attribute and the object, so the event fails for good instead of being retried.
 pub(crate) fn render_categories(
-    categories: &BTreeMap<String, String>,
+    categories: &BTreeMap<String, ValueSource>,
     scope: &Scope<'_>,
+    opentext: &OpentextClient,
 ) -> FlowResult<BTreeMap<String, Value>> {
     categories
         .iter()
         .map(|(key, source)| {
-            let value = category_source(source)
-                .map_err(FlowError::Mapping)?
-                .render(scope)
-                .map(Value::String)
-                .unwrap_or(Value::Null);
+            let value = MappedValue::parse(source)
+                .map_err(|e| FlowError::Mapping(format!("category attribute `{key}`: {e}")))?
+                .render(scope);
+            let definition = super::mapping::attribute_key(key)
+                .and_then(|(cat, _)| opentext.cached_category(cat));
+            let value = match definition.as_ref().and_then(|d| d.attribute(key)) {
+                Some(attribute) => coerce(attribute, value).map_err(|e| {
+                    let object = scope
+                        .nearest()
+                        .map(|o| format!("{}/{}", o.module.as_deref().unwrap_or("object"), o.id))
+                        .unwrap_or_default();
+                    FlowError::Mapping(format!("category attribute `{key}` for {object}: {e}"))
+                })?,
+                None => value,
+            };
             Ok((key.clone(), value))
         })
         .collect()

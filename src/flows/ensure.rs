@@ -111,8 +111,20 @@ fn version_tag(hash: &str) -> String {
     format!("sha256:{}", &hash[..hash.len().min(16)])
 }
 
-/// Category values compare by their text: OpenText may answer `5` for `"5"`.
+/// Category values compare by their text (OpenText may answer `5` for `"5"`); a multi-value
+/// attribute compares item by item, in order, so a changed, added or removed item is a change
+/// (`null` and `[]` are both empty).
 fn same_value(current: Option<&Value>, wanted: &Value) -> bool {
+    fn items(value: Option<&Value>) -> Vec<String> {
+        match value {
+            None | Some(Value::Null) => Vec::new(),
+            Some(Value::Array(list)) => list.iter().filter_map(value_text).collect(),
+            Some(one) => value_text(one).into_iter().collect(),
+        }
+    }
+    if matches!(wanted, Value::Array(_)) || matches!(current, Some(Value::Array(_))) {
+        return items(current) == items(Some(wanted));
+    }
     let current = current.and_then(value_text).unwrap_or_default();
     let wanted = value_text(wanted).unwrap_or_default();
     current == wanted

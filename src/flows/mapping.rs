@@ -14,6 +14,7 @@ use serde::{Deserialize, Serialize};
 use super::condition::Condition;
 use super::fields::FieldRef;
 use super::pattern::Pattern;
+use super::values::{MappedValue, ValueSource};
 
 /// Names of the seven flows, in the order they are built.
 pub const FLOW_NAMES: [&str; 7] = [
@@ -151,9 +152,10 @@ pub struct WorkspaceConfig {
     pub parent_id: Option<i64>,
     /// Name pattern, e.g. `"Launch {name@en_US} ({article_number})"`.
     pub name: String,
-    /// Category attributes: `"{category}_{attribute}" = field` or a pattern.
+    /// Category attributes: `"{category}_{attribute}" = source`: a field, a pattern, a
+    /// constant in single quotes, or a list of these (sent as an array).
     #[serde(default)]
-    pub categories: BTreeMap<String, String>,
+    pub categories: BTreeMap<String, ValueSource>,
     /// Related workspaces (e.g. the product family's).
     #[serde(default)]
     pub relations: Vec<RelationConfig>,
@@ -237,7 +239,7 @@ pub struct DocumentRule {
     pub formats: Vec<DocumentFormat>,
     /// Category attributes of the document.
     #[serde(default)]
-    pub categories: BTreeMap<String, String>,
+    pub categories: BTreeMap<String, ValueSource>,
 }
 
 fn default_formats() -> Vec<DocumentFormat> {
@@ -267,7 +269,7 @@ pub struct AssetRule {
     pub name: String,
     /// Category attributes of each document.
     #[serde(default)]
-    pub categories: BTreeMap<String, String>,
+    pub categories: BTreeMap<String, ValueSource>,
 }
 
 fn default_file_module() -> String {
@@ -475,16 +477,6 @@ fn check_pattern(key: &str, source: &str) -> Result<Pattern, MappingError> {
     Pattern::parse(source).map_err(|e| err(key, e))
 }
 
-/// A category value is a field reference (`article_number`) or a pattern (`{id} v{mod_time}`).
-pub fn category_source(source: &str) -> Result<Pattern, String> {
-    if source.contains('{') {
-        Pattern::parse(source)
-    } else {
-        FieldRef::parse(source)?;
-        Pattern::parse(&format!("{{{source}}}"))
-    }
-}
-
 /// `"{category}_{attribute}"` → (category, attribute).
 pub fn attribute_key(key: &str) -> Option<(i64, i64)> {
     let (cat, attr) = key.split_once('_')?;
@@ -501,11 +493,14 @@ fn check_attribute_key(key: &str, attribute: &str) -> Result<(), MappingError> {
     }
 }
 
-fn check_categories(at: &str, categories: &BTreeMap<String, String>) -> Result<(), MappingError> {
+fn check_categories(
+    at: &str,
+    categories: &BTreeMap<String, ValueSource>,
+) -> Result<(), MappingError> {
     for (attribute, source) in categories {
         let key = format!("{at}.\"{attribute}\"");
         check_attribute_key(&key, attribute)?;
-        category_source(source).map_err(|e| err(&key, e))?;
+        MappedValue::parse(source).map_err(|e| err(&key, e))?;
     }
     Ok(())
 }

@@ -7,13 +7,15 @@
 //! return paths in their modules.
 //!
 //! The building blocks: [`mapping`] (configuration and its validation), [`schema`] (field
-//! checks against 4ALLPORTAL's module schemas), [`fields`], [`pattern`], [`condition`],
+//! checks against 4ALLPORTAL's module schemas), [`values`] (category values and their types),
+//! [`check`] (the mapping against the live systems), [`fields`], [`pattern`], [`condition`],
 //! [`hash`], [`snapshot`], [`run`] (plan/apply), [`ensure`] (idempotent OpenText operations),
 //! [`echo`] (write-backs and their echoes), [`intent`] (exactly-once creates), [`feed`] (the
 //! workflow poller's source).
 
 pub mod archival;
 pub mod change;
+pub mod check;
 pub mod compliance;
 pub mod condition;
 pub mod echo;
@@ -30,6 +32,7 @@ pub mod pattern;
 pub mod run;
 pub mod schema;
 pub mod snapshot;
+pub mod values;
 
 use std::sync::Arc;
 

@@ -7,8 +7,9 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use super::condition::Condition;
 use super::fields::{FieldRef, ScopeName};
-use super::mapping::{FlowMapping, FlowsConfig, MappingError, category_source};
+use super::mapping::{FlowMapping, FlowsConfig, MappingError};
 use super::pattern::Pattern;
+use super::values::{MappedValue, ValueSource};
 use crate::clients::UpstreamError;
 use crate::clients::allportal::{AllportalClient, ModuleConfig, ModuleField};
 
@@ -42,15 +43,14 @@ pub async fn check_upstream(
 ) -> Result<(), SchemaCheckError> {
     let mut schemas = BTreeMap::new();
     for module in modules_used(flows) {
-        let schema =
-            allportal
-                .module_schema(&module)
-                .await
-                .map_err(|e| SchemaCheckError::Upstream {
-                    module: module.clone(),
-                    error: e,
-                })?;
-        schemas.insert(module, schema);
+        match allportal.module_schema(&module).await {
+            Ok(schema) => {
+                schemas.insert(module, schema);
+            }
+            // An unknown module is a mapping error; the check below names the key using it.
+            Err(UpstreamError::NotFound { .. }) => {}
+            Err(error) => return Err(SchemaCheckError::Upstream { module, error }),
+        }
     }
     validate_schema(flows, &schemas).map_err(SchemaCheckError::Mapping)
 }
@@ -138,9 +138,14 @@ impl Checker<'_> {
             .iter()
             .find(|x| x.name == f.field)
             .ok_or_else(|| {
+                let fields: Vec<&str> = schema.fields.iter().map(|x| x.name.as_str()).collect();
                 err(
                     key,
-                    format!("unknown field `{}` in module `{module}`", f.field),
+                    format!(
+                        "unknown field `{}` in module `{module}`; its fields: {}",
+                        f.field,
+                        fields.join(", ")
+                    ),
                 )
             })?;
         for (dimension, given) in [("locale", &f.locale), ("channel", &f.channel)] {
@@ -187,11 +192,11 @@ impl Checker<'_> {
         &self,
         at: &str,
         modules: Modules<'_>,
-        categories: &BTreeMap<String, String>,
+        categories: &BTreeMap<String, ValueSource>,
     ) -> Result<(), MappingError> {
         for (attribute, source) in categories {
             let key = format!("{at}.\"{attribute}\"");
-            let p = category_source(source).map_err(|e| err(&key, e))?;
+            let p = MappedValue::parse(source).map_err(|e| err(&key, e))?;
             for f in p.fields() {
                 self.field(&key, modules, f)?;
             }
@@ -235,17 +240,63 @@ pub fn validate_schema(
         computed: &["data_hash", "change_id"],
     };
     for (name, mapping) in flows.enabled() {
-        check_flow(&checker, &format!("flows.{name}"), mapping)?;
+        if let Some(first) = check_flow(&checker, &format!("flows.{name}"), mapping)
+            .into_iter()
+            .next()
+        {
+            return Err(first);
+        }
     }
     Ok(())
 }
 
-fn check_flow(c: &Checker<'_>, at: &str, m: &FlowMapping) -> Result<(), MappingError> {
+/// [`validate_schema`] for one flow at `at` (`flows.<name>`): every problem.
+pub fn validate_flow_schema(
+    at: &str,
+    mapping: &FlowMapping,
+    schemas: &BTreeMap<String, ModuleConfig>,
+) -> Vec<MappingError> {
+    let checker = Checker {
+        schemas,
+        computed: &["data_hash", "change_id"],
+    };
+    check_flow(&checker, at, mapping)
+}
+
+/// Every problem of one flow, in the order of its keys.
+fn check_flow(c: &Checker<'_>, at: &str, m: &FlowMapping) -> Vec<MappingError> {
+    let mut found = Vec::new();
+    if let Err(e) = check_flow_into(c, at, m, &mut found) {
+        found.push(e);
+    }
+    found
+}
+
+/// Records a problem and goes on with the next key.
+fn note(found: &mut Vec<MappingError>, result: Result<(), MappingError>) {
+    if let Err(e) = result {
+        found.push(e);
+    }
+}
+
+/// Checks one flow; independent keys are noted in `found`, an error that stops the rest of
+/// the flow's check (an unknown module) is returned.
+fn check_flow_into(
+    c: &Checker<'_>,
+    at: &str,
+    m: &FlowMapping,
+    found: &mut Vec<MappingError>,
+) -> Result<(), MappingError> {
     let object = m.trigger.module.as_str();
     if !c.schemas.contains_key(object) {
+        let known: Vec<&str> = c.schemas.keys().map(String::as_str).collect();
         return Err(err(
             format!("{at}.trigger.module"),
-            format!("module `{object}` is unknown in 4ALLPORTAL"),
+            format!(
+                "module `{object}` is unknown in 4ALLPORTAL (modules the mapping reads that \
+                 exist: {})",
+                known.join(", ")
+            ),
         ));
     }
     let base = Modules {
@@ -257,50 +308,86 @@ fn check_flow(c: &Checker<'_>, at: &str, m: &FlowMapping) -> Result<(), MappingE
         item: m.items.as_ref().map(|i| i.module.as_str()),
         ..base
     };
-    c.conditions(
-        &format!("{at}.trigger.conditions"),
-        base,
-        &m.trigger.conditions,
-    )?;
-    if let Some(items) = &m.items {
-        c.relation(&format!("{at}.items.relation"), base, &items.relation)?;
+    note(
+        found,
         c.conditions(
-            &format!("{at}.items.conditions"),
-            with_items,
-            &items.conditions,
-        )?;
+            &format!("{at}.trigger.conditions"),
+            base,
+            &m.trigger.conditions,
+        ),
+    );
+    if let Some(items) = &m.items {
+        note(
+            found,
+            c.relation(&format!("{at}.items.relation"), base, &items.relation),
+        );
+        note(
+            found,
+            c.conditions(
+                &format!("{at}.items.conditions"),
+                with_items,
+                &items.conditions,
+            ),
+        );
     }
     let ws_scope = if m.mode.is_some() { with_items } else { base };
     let ws = &m.workspace;
-    c.pattern(&format!("{at}.workspace.bo_id"), ws_scope, &ws.bo_id)?;
-    c.pattern(&format!("{at}.workspace.name"), ws_scope, &ws.name)?;
-    c.categories(
-        &format!("{at}.workspace.categories"),
-        ws_scope,
-        &ws.categories,
-    )?;
+    note(
+        found,
+        c.pattern(&format!("{at}.workspace.bo_id"), ws_scope, &ws.bo_id),
+    );
+    note(
+        found,
+        c.pattern(&format!("{at}.workspace.name"), ws_scope, &ws.name),
+    );
+    note(
+        found,
+        c.categories(
+            &format!("{at}.workspace.categories"),
+            ws_scope,
+            &ws.categories,
+        ),
+    );
     for (i, rel) in ws.relations.iter().enumerate() {
-        c.relation(
-            &format!("{at}.workspace.relations[{i}].field"),
-            base,
-            &rel.field,
-        )?;
+        note(
+            found,
+            c.relation(
+                &format!("{at}.workspace.relations[{i}].field"),
+                base,
+                &rel.field,
+            ),
+        );
     }
     for (i, doc) in m.content.documents.iter().enumerate() {
         let key = format!("{at}.content.documents[{i}]");
-        c.pattern(&format!("{key}.folder"), with_items, &doc.folder)?;
-        c.pattern(&format!("{key}.name"), with_items, &doc.name)?;
+        note(
+            found,
+            c.pattern(&format!("{key}.folder"), with_items, &doc.folder),
+        );
+        note(
+            found,
+            c.pattern(&format!("{key}.name"), with_items, &doc.name),
+        );
         if let Some(t) = &doc.title {
-            c.pattern(&format!("{key}.title"), with_items, t)?;
+            note(found, c.pattern(&format!("{key}.title"), with_items, t));
         }
         for (j, f) in doc.fields.iter().enumerate() {
-            c.field_text(&format!("{key}.fields[{j}]"), with_items, f)?;
+            note(
+                found,
+                c.field_text(&format!("{key}.fields[{j}]"), with_items, f),
+            );
         }
-        c.categories(&format!("{key}.categories"), with_items, &doc.categories)?;
+        note(
+            found,
+            c.categories(&format!("{key}.categories"), with_items, &doc.categories),
+        );
     }
     for (i, asset) in m.content.assets.iter().enumerate() {
         let key = format!("{at}.content.assets[{i}]");
-        c.relation(&format!("{key}.relation"), with_items, &asset.relation)?;
+        note(
+            found,
+            c.relation(&format!("{key}.relation"), with_items, &asset.relation),
+        );
         if !c.schemas.contains_key(&asset.module) {
             return Err(err(
                 format!("{key}.module"),
@@ -311,18 +398,39 @@ fn check_flow(c: &Checker<'_>, at: &str, m: &FlowMapping) -> Result<(), MappingE
             asset: Some(asset.module.as_str()),
             ..with_items
         };
-        c.pattern(&format!("{key}.folder"), with_asset, &asset.folder)?;
-        c.pattern(&format!("{key}.name"), with_asset, &asset.name)?;
-        c.conditions(&format!("{key}.conditions"), with_asset, &asset.conditions)?;
-        c.categories(&format!("{key}.categories"), with_asset, &asset.categories)?;
+        note(
+            found,
+            c.pattern(&format!("{key}.folder"), with_asset, &asset.folder),
+        );
+        note(
+            found,
+            c.pattern(&format!("{key}.name"), with_asset, &asset.name),
+        );
+        note(
+            found,
+            c.conditions(&format!("{key}.conditions"), with_asset, &asset.conditions),
+        );
+        note(
+            found,
+            c.categories(&format!("{key}.categories"), with_asset, &asset.categories),
+        );
     }
     for (i, field) in m.watch.iter().enumerate() {
-        c.field_text(&format!("{at}.watch[{i}]"), base, field)?;
+        note(
+            found,
+            c.field_text(&format!("{at}.watch[{i}]"), base, field),
+        );
     }
     if let Some(wf) = &m.workflow {
-        c.pattern(&format!("{at}.workflow.title"), base, &wf.title)?;
+        note(
+            found,
+            c.pattern(&format!("{at}.workflow.title"), base, &wf.title),
+        );
         for (name, source) in &wf.attributes {
-            c.pattern(&format!("{at}.workflow.attributes.{name}"), base, source)?;
+            note(
+                found,
+                c.pattern(&format!("{at}.workflow.attributes.{name}"), base, source),
+            );
         }
     }
     if let Some(wb) = &m.write_back {
@@ -332,17 +440,23 @@ fn check_flow(c: &Checker<'_>, at: &str, m: &FlowMapping) -> Result<(), MappingE
             item: None,
             asset: None,
         };
-        c.field_text(
-            &format!("{at}.write_back.decision_field"),
-            target,
-            &wb.decision_field,
-        )?;
+        note(
+            found,
+            c.field_text(
+                &format!("{at}.write_back.decision_field"),
+                target,
+                &wb.decision_field,
+            ),
+        );
         for (key, field) in [
             ("comment_field", &wb.comment_field),
             ("approver_field", &wb.approver_field),
         ] {
             if let Some(f) = field {
-                c.field_text(&format!("{at}.write_back.{key}"), target, f)?;
+                note(
+                    found,
+                    c.field_text(&format!("{at}.write_back.{key}"), target, f),
+                );
             }
         }
         if let Some(date) = &wb.date_field {
@@ -370,18 +484,24 @@ fn check_flow(c: &Checker<'_>, at: &str, m: &FlowMapping) -> Result<(), MappingE
             item: None,
             asset: None,
         };
-        c.relation(
-            &format!("{at}.import.link_field"),
-            target,
-            &import.link_field,
-        )?;
+        note(
+            found,
+            c.relation(
+                &format!("{at}.import.link_field"),
+                target,
+                &import.link_field,
+            ),
+        );
         let file = Modules {
             object: import.module.as_str(),
             item: None,
             asset: None,
         };
         for field in import.fields.keys() {
-            c.field_text(&format!("{at}.import.fields.{field}"), file, field)?;
+            note(
+                found,
+                c.field_text(&format!("{at}.import.fields.{field}"), file, field),
+            );
         }
     }
     Ok(())

@@ -5,6 +5,7 @@ mod common;
 
 mod admin_api;
 mod callbacks;
+mod check_online;
 mod clients_allportal;
 mod clients_contract;
 mod clients_opentext;
@@ -22,6 +23,7 @@ mod flows_e2e;
 mod flows_store;
 mod group_commit;
 mod ingest_vectors;
+mod mapping_values;
 mod observability;
 mod openapi_sync;
 mod outage;

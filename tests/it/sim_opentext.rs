@@ -858,7 +858,7 @@ async fn partner_upload_and_approval_send_partner_document_callback() {
         event["document"],
         json!({"node_id": node_id, "version": 1, "name": "cert-de.pdf"})
     );
-    assert_eq!(event["business_object"]["bo_type"], "partner");
+    assert_eq!(event["business_object"]["bo_type"], "partner_product");
     assert_eq!(event["workspace_id"], ws_id);
 }
 

@@ -8,6 +8,7 @@
 //! a field's place or name, the client sends both forms and says so at the call.
 
 pub mod auth;
+mod definitions;
 pub mod members;
 mod nodes;
 mod records;
@@ -32,6 +33,9 @@ use super::transport::{
 };
 use crate::clients::config::OpentextConfig;
 
+pub use definitions::{
+    AttributeDefinition, AttributeType, CategoryDefinition, Hold, WorkspaceType,
+};
 pub use types::*;
 
 /// Name of this upstream in metrics and errors.
@@ -81,6 +85,8 @@ struct Inner {
     multipart_threshold: u64,
     multipart_part: u64,
     members: members::MemberCache,
+    /// Category definitions read by this process ([`Self::category_definition`]).
+    categories: std::sync::RwLock<std::collections::BTreeMap<i64, Arc<CategoryDefinition>>>,
 }
 
 impl std::fmt::Debug for OpentextClient {
@@ -136,6 +142,7 @@ impl OpentextClient {
                 multipart_threshold: config.multipart_threshold_bytes,
                 multipart_part: config.multipart_part_bytes.max(1),
                 members: members::MemberCache::default(),
+                categories: Default::default(),
             }),
         })
     }

@@ -46,6 +46,12 @@ pub const CATEGORIES: Route = route("GET", "/api/v2/nodes/{id}/categories");
 pub const CATEGORY_APPLY: Route = route("POST", "/api/v2/nodes/{id}/categories");
 /// The trailing slash is how the spec writes it.
 pub const CATEGORY_UPDATE: Route = route("PUT", "/api/v2/nodes/{id}/categories/{category_id}/");
+/// A category's definition (attribute types), as the form for applying it to a node.
+pub const CATEGORY_CREATE_FORM: Route = route("GET", "/api/v1/forms/nodes/categories/create");
+
+// Configuration read to check a mapping.
+pub const WORKSPACE_TYPES: Route = route("GET", "/api/v2/businessworkspacetypes");
+pub const HOLDS: Route = route("GET", "/api/v1/holds");
 
 // Large File Upload.
 pub const MULTIPART_START: Route = route("POST", "/api/v2/multipart");
@@ -98,6 +104,9 @@ pub const ROUTES: &[Route] = &[
     CATEGORIES,
     CATEGORY_APPLY,
     CATEGORY_UPDATE,
+    CATEGORY_CREATE_FORM,
+    WORKSPACE_TYPES,
+    HOLDS,
     MULTIPART_START,
     MULTIPART_PART,
     MULTIPART_COMPLETE,

@@ -1,6 +1,8 @@
 //! OpenText Content Server / xECM simulator: the REST subset of `opentext-api.md` (auth, business
-//! workspaces, nodes, documents and versions, categories, large file upload, workflows, records
+//! workspaces and their types, nodes, documents and versions, categories with typed and
+//! multi-value attributes and their create forms, large file upload, workflows, records
 //! management, holds, roles), plus the signed callback the OpenText side of the bridge sends.
+//! Templates (with their folders) and RM classifications are nodes, as in Content Server.
 //!
 //! The API is served under `/otcs/cs/api/…` (the base URL a client is configured with is
 //! `http://addr/otcs/cs`) and, for convenience, also under `/api/…`. OTDS lives at `/otdsws/…`.

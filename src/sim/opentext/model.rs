@@ -16,6 +16,11 @@ pub(crate) const TYPE_CATEGORY: i64 = 131;
 pub(crate) const TYPE_ENTERPRISE: i64 = 141;
 pub(crate) const TYPE_DOCUMENT: i64 = 144;
 pub(crate) const TYPE_WORKSPACE: i64 = 848;
+pub(crate) const TYPE_RM_CLASSIFICATION: i64 = 551;
+/// Volume holding the workspace templates (a template is a workspace node with its folders).
+pub(crate) const TEMPLATES_VOLUME: i64 = 2300;
+/// Volume holding the RM classifications.
+pub(crate) const CLASSIFICATIONS_VOLUME: i64 = 2400;
 
 pub(crate) fn type_name(node_type: i64) -> &'static str {
     match node_type {
@@ -25,6 +30,7 @@ pub(crate) fn type_name(node_type: i64) -> &'static str {
         TYPE_ENTERPRISE => "Enterprise Workspace",
         TYPE_DOCUMENT => "Document",
         TYPE_WORKSPACE => "Business Workspace",
+        TYPE_RM_CLASSIFICATION => "RM Classification",
         _ => "Item",
     }
 }
@@ -280,7 +286,49 @@ impl Store {
                 admin,
             );
         }
+        store.insert_configuration_nodes(admin);
         store
+    }
+
+    /// Templates with their folders, and RM classifications, as the nodes they are in Content
+    /// Server. Their ids are far above the ids the store hands out.
+    fn insert_configuration_nodes(&mut self, admin: i64) {
+        let templates: Vec<(i64, String, Vec<String>)> = self
+            .seed
+            .workspace_types
+            .iter()
+            .map(|t| (t.template_id, t.template_name.clone(), t.folders.clone()))
+            .collect();
+        if !templates.is_empty() {
+            let volume = TEMPLATES_VOLUME;
+            self.insert_raw(
+                volume,
+                0,
+                "Business Workspace Templates",
+                TYPE_FOLDER,
+                admin,
+            );
+        }
+        for (id, name, folders) in templates {
+            self.insert_raw(id, TEMPLATES_VOLUME, &name, TYPE_WORKSPACE, admin);
+            for (i, folder) in (1..).zip(folders) {
+                self.insert_raw(id * 100 + i, id, &folder, TYPE_FOLDER, admin);
+            }
+        }
+        let classes: Vec<(i64, String)> = self
+            .seed
+            .rm_classifications
+            .iter()
+            .map(|c| (c.id, c.name.clone()))
+            .collect();
+        if !classes.is_empty() {
+            let volume = CLASSIFICATIONS_VOLUME;
+            self.insert_raw(volume, 0, "Classifications", TYPE_FOLDER, admin);
+        }
+        for (id, name) in classes {
+            let parent = CLASSIFICATIONS_VOLUME;
+            self.insert_raw(id, parent, &name, TYPE_RM_CLASSIFICATION, admin);
+        }
     }
 
     fn insert_raw(&mut self, id: i64, parent_id: i64, name: &str, node_type: i64, owner_id: i64) {
@@ -515,7 +563,14 @@ impl Store {
                 values: definition
                     .attributes
                     .iter()
-                    .map(|a| (format!("{cat}_{}", a.id), Value::Null))
+                    .map(|a| {
+                        let empty = if a.multi_value {
+                            json!([])
+                        } else {
+                            Value::Null
+                        };
+                        (format!("{cat}_{}", a.id), empty)
+                    })
                     .collect(),
                 revision: 0,
             });
@@ -534,6 +589,11 @@ impl Store {
                     ),
                 ));
             }
+            let attribute = attr_id.and_then(|a| definition.attributes.iter().find(|d| d.id == a));
+            let value = match attribute {
+                Some(attribute) => typed_value(&key, attribute, value)?,
+                None => value,
+            };
             applied.values.insert(key, value);
         }
         applied.revision += 1;
@@ -629,3 +689,72 @@ pub(crate) const FULL_PERMISSIONS: [&str; 10] = [
     "delete",
     "edit",
 ];
+
+/// A value as Content Server stores it for the attribute: a multi-value attribute holds an
+/// array (a single value given becomes one entry), a single-value attribute refuses an array
+/// of more than one value, and each value must parse as the attribute's type.
+fn typed_value(
+    key: &str,
+    attribute: &super::seed::SeedAttribute,
+    value: Value,
+) -> Result<Value, OtError> {
+    let check = |v: Value| -> Result<Value, OtError> {
+        let text = match &v {
+            Value::String(s) => s.trim().to_owned(),
+            Value::Null => return Ok(v),
+            other => other.to_string(),
+        };
+        if text.is_empty() {
+            return Ok(if attribute.type_name == "String" {
+                v
+            } else {
+                Value::Null
+            });
+        }
+        let fits = match attribute.type_name.as_str() {
+            "Integer" | "User" => text.parse::<i64>().is_ok(),
+            "Real" => text.parse::<f64>().is_ok(),
+            "Boolean" => matches!(text.as_str(), "true" | "false"),
+            "Date" => {
+                chrono::NaiveDate::parse_from_str(&text, "%Y-%m-%d").is_ok()
+                    || chrono::NaiveDateTime::parse_from_str(&text, "%Y-%m-%dT%H:%M:%S").is_ok()
+                    || DateTime::parse_from_rfc3339(&text).is_ok()
+            }
+            _ => true,
+        };
+        if fits {
+            Ok(v)
+        } else {
+            Err(OtError(
+                400,
+                format!(
+                    "Invalid value '{text}' for attribute '{}' ({key})",
+                    attribute.name
+                ),
+            ))
+        }
+    };
+    match (attribute.multi_value, value) {
+        (true, Value::Array(items)) => items
+            .into_iter()
+            .map(check)
+            .filter(|v| !matches!(v, Ok(Value::Null)))
+            .collect::<Result<Vec<_>, _>>()
+            .map(Value::Array),
+        (true, Value::Null) => Ok(json!([])),
+        (true, one) => {
+            check(one).map(|v| Value::Array(v.is_null().then(Vec::new).unwrap_or_else(|| vec![v])))
+        }
+        (false, Value::Array(mut items)) if items.len() <= 1 => {
+            check(items.pop().unwrap_or(Value::Null))
+        }
+        (false, Value::Array(_)) => Err(OtError(
+            400,
+            format!(
+                "Attribute '{}' ({key}) takes a single value",
+                attribute.name
+            ),
+        )),
+        (false, one) => check(one),
+    }
+}

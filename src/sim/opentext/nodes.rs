@@ -63,6 +63,10 @@ pub(crate) fn routes() -> Router<Sim> {
             get(category).put(update_category).delete(remove_category),
         )
         .route("/api/v1/validation/nodes/names", post(validate_names))
+        .route(
+            "/api/v1/forms/nodes/categories/create",
+            get(category_create_form),
+        )
         .route("/api/v2/multipart/settings", get(multipart_settings))
         .route("/api/v2/multipart", post(multipart_start))
         .route(
@@ -534,6 +538,62 @@ async fn category(State(sim): State<Sim>, Path((id, cat)): Path<(i64, i64)>) -> 
         Ok(_) => ot_error(400, format!("Category {cat} is not applied to node {id}")),
         Err(err) => err.into_response(),
     }
+}
+
+/// `GET /api/v1/forms/nodes/categories/create?id=<node>&category_id=<cat>`: the Alpaca form for
+/// applying a category (CS-SPEC `forms_CategoriesCreateFormInfo`: `data`, `options`, `schema`).
+/// `schema.properties` gives each attribute's JSON type (`array` for multi-value, the item type
+/// under `items`), `options.fields` the widget (`date`, `otcs_user_picker`).
+async fn category_create_form(State(sim): State<Sim>, params: Params) -> Response {
+    let store = sim.store.read().expect("store poisoned");
+    let (Some(id), Some(cat)) = (params.i64("id"), params.i64("category_id")) else {
+        return ot_error(
+            400,
+            "Could not retrieve form. Invalid or missing parameters".to_owned(),
+        );
+    };
+    if store.node(id).is_err() {
+        return ot_error(500, format!("Could not get a node for {id}"));
+    }
+    let Some(definition) = store.seed.categories.iter().find(|c| c.id == cat) else {
+        return ot_error(500, format!("Category {cat} has no version"));
+    };
+    let mut data = Map::new();
+    let mut fields = Map::new();
+    let mut properties = Map::new();
+    data.insert(format!("{cat}_1"), json!({}));
+    for attr in &definition.attributes {
+        let key = format!("{cat}_{}", attr.id);
+        let (json_type, widget) = match attr.type_name.as_str() {
+            "Integer" => ("integer", "integer"),
+            "User" => ("integer", "otcs_user_picker"),
+            "Real" => ("number", "number"),
+            "Boolean" => ("boolean", "checkbox"),
+            "Date" => ("string", "date"),
+            _ => ("string", "text"),
+        };
+        let (schema, option, empty) = if attr.multi_value {
+            (
+                json!({"title": attr.name, "type": "array", "items": {"type": json_type, "maxItems": 50}}),
+                json!({"label": attr.name, "type": "array", "fields": {"item": {"type": widget}}}),
+                json!([]),
+            )
+        } else {
+            (
+                json!({"title": attr.name, "type": json_type}),
+                json!({"label": attr.name, "type": widget}),
+                Value::Null,
+            )
+        };
+        data.insert(key.clone(), empty);
+        properties.insert(key.clone(), schema);
+        fields.insert(key, option);
+    }
+    ok(json!({
+        "data": data,
+        "options": {"fields": fields, "form": {"attributes": {"action": "api/v1/nodes"}, "renderForm": true}},
+        "schema": {"title": definition.name, "type": "object", "properties": properties},
+    }))
 }
 
 /// Attribute values of a request: every `{cat}_…` key (flat form fields or `body` JSON).

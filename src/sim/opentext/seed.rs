@@ -67,11 +67,15 @@ pub struct SeedAttribute {
     /// Attribute id; the first user attribute is conventionally 2.
     pub id: i64,
     pub name: String,
-    /// `String`, `Integer`, `Date`, `Boolean`, …
+    /// `String`, `Integer`, `Real`, `Date`, `Boolean`, `User`.
     pub type_name: String,
+    /// Takes several values: stored and returned as a JSON array.
+    #[serde(default)]
+    pub multi_value: bool,
 }
 
-/// A workspace type with its single template, bound to a business object type.
+/// A workspace type with its single template, bound to a business object type (each business
+/// object type has one workspace type, so the sample binds one per flow).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct SeedWorkspaceType {
     pub id: i64,
@@ -148,6 +152,14 @@ fn attr(id: i64, name: &str, type_name: &str) -> SeedAttribute {
         id,
         name: name.into(),
         type_name: type_name.into(),
+        multi_value: false,
+    }
+}
+
+fn multi_attr(id: i64, name: &str, type_name: &str) -> SeedAttribute {
+    SeedAttribute {
+        multi_value: true,
+        ..attr(id, name, type_name)
     }
 }
 
@@ -215,6 +227,9 @@ impl OpentextSeed {
                         attr(7, "Packaging", "String"),
                         attr(8, "Compliance Class", "String"),
                         attr(9, "Approval Decision", "String"),
+                        multi_attr(10, "Claims", "String"),
+                        attr(11, "Launch Date", "Date"),
+                        attr(12, "Product Owner", "User"),
                     ],
                 },
                 SeedCategory {
@@ -262,7 +277,7 @@ impl OpentextSeed {
                 wtype(
                     TYPE_CHANGE_REVIEW,
                     "Change Review",
-                    "product",
+                    "product_change",
                     product,
                     &["Change Documents", "Supporting Documents"],
                     false,
@@ -270,7 +285,7 @@ impl OpentextSeed {
                 wtype(
                     TYPE_COMPLIANCE,
                     "Compliance Review",
-                    "product",
+                    "product_compliance",
                     product,
                     &["Claims", "Labels", "Images", "Brochures"],
                     false,
@@ -278,7 +293,7 @@ impl OpentextSeed {
                 wtype(
                     TYPE_PARTNER,
                     "Partner Collaboration",
-                    "partner",
+                    "partner_product",
                     None,
                     &[
                         "Specifications",
@@ -304,7 +319,7 @@ impl OpentextSeed {
                 wtype(
                     TYPE_ARCHIVE,
                     "Product Archive",
-                    "product",
+                    "product_archive",
                     product,
                     &[
                         "Final Data",
