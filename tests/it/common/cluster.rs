@@ -438,17 +438,19 @@ pub async fn assert_all_events_final(config: &Path, expected: usize) {
     let store = xecm_bridge::store::open(&settings.store)
         .await
         .expect("open store");
-    let events = store
-        .list_events(
-            &EventFilter::default(),
-            &Page {
-                after: None,
-                limit: 1000,
-            },
-        )
-        .await
-        .expect("events")
-        .events;
+    let mut events = Vec::new();
+    let mut after = None;
+    loop {
+        let page = store
+            .list_events(&EventFilter::default(), &Page { after, limit: 1000 })
+            .await
+            .expect("events");
+        events.extend(page.events);
+        match page.next_cursor {
+            Some(cursor) => after = Some(cursor),
+            None => break,
+        }
+    }
     store.close().await;
     assert_eq!(events.len(), expected, "one stored event per delivery id");
     let mut states: BTreeMap<String, usize> = BTreeMap::new();
