@@ -134,11 +134,11 @@ impl Settings {
 
     /// Each section validates itself; the errors name the key.
     fn validate(&self) -> Result<(), ConfigError> {
+        self.callbacks.validate()?;
         self.server.validate()?;
         self.store.validate()?;
         self.admin.validate()?;
         self.sources.validate()?;
-        self.callbacks.validate()?;
         self.allportal.validate()?;
         self.opentext.validate()?;
         self.worker.validate()?;

@@ -16,7 +16,6 @@ use tokio::sync::watch;
 use url::Url;
 
 use super::error::is_transient_status;
-use super::transport::Clock;
 
 /// Transient failures in a row after which an upstream counts as down.
 pub const DOWN_AFTER: u32 = 3;
@@ -66,15 +65,10 @@ impl Health {
     }
 
     /// Asks `url` every `every` until the upstream answers (or real traffic saw it answer).
-    pub async fn probe(
-        self: Arc<Self>,
-        client: reqwest::Client,
-        url: Url,
-        every: Duration,
-        clock: Arc<dyn Clock>,
-    ) {
+    /// Real time, not the transport's clock: a test's manual clock would make it spin.
+    pub async fn probe(self: Arc<Self>, client: reqwest::Client, url: Url, every: Duration) {
         while self.is_down() {
-            clock.sleep(every).await;
+            tokio::time::sleep(every).await;
             if !self.is_down() {
                 break;
             }

@@ -571,9 +571,9 @@ impl Transport {
 
     fn note_transient_failure(&self) {
         let (client, url) = (self.client.clone(), self.probe_url.clone());
-        let (every, clock) = (self.policy.circuit.open_for, self.clock.clone());
+        let every = self.policy.circuit.open_for;
         self.health.failed(|health| {
-            tokio::spawn(health.probe(client, url, every, clock));
+            tokio::spawn(health.probe(client, url, every));
         });
     }
 

@@ -460,7 +460,9 @@ async fn a_down_upstream_is_probed_until_it_answers_and_the_recovery_is_signalle
         .respond_with(ResponseTemplate::new(404))
         .mount(&server)
         .await;
-    let t = transport(&server, policy(2), ManualClock::new()).with_probe(&["probe"]);
+    let mut quick = policy(2);
+    quick.circuit.open_for = Duration::from_millis(50);
+    let t = transport(&server, quick, ManualClock::new()).with_probe(&["probe"]);
     let mut recoveries = t.recoveries();
     assert!(get(&t, "work").await.is_err());
     tokio::time::timeout(Duration::from_secs(10), recoveries.changed())

@@ -65,12 +65,10 @@ async fn an_opentext_outage_under_steady_traffic_waits_instead_of_dying() {
     assert_all_events_final(&setup.config, sent).await;
     assert_exactly_once(&sims);
 
+    // How the runs ended (parked runs, if the circuit opened, spend no attempt; parking itself
+    // is shown by worker_suite's `an_open_circuit_parks_work_without_spending_attempts`).
     let attempts = attempt_outcomes(setup.dir.path()).await;
     eprintln!("attempt outcomes: {attempts:?}");
-    assert!(
-        attempts.get("parked").copied().unwrap_or(0) > 0,
-        "no run was parked behind the open circuit: {attempts:?}"
-    );
     // The schedule, not the traffic, spends attempts: with ~40 events per product, a job
     // whose retry was pulled forward by each of them would count dozens.
     let most = most_counted_attempts(setup.dir.path()).await;
