@@ -242,3 +242,26 @@ fn history_html(
     );
     html_page(&title, None, &["When", "Source", "Who", "What"], &rows)
 }
+
+/// The archival flow: records, holds and read-only roles after the content; final afterwards.
+pub(crate) struct Archival;
+
+#[async_trait::async_trait]
+impl super::steps::Steps for Archival {
+    fn frozen(&self, link: &LinkRecord) -> Option<&'static str> {
+        is_final(link).then_some("the archive is final; nothing changes after finalization")
+    }
+
+    async fn after_content(
+        &self,
+        flow: &MappedFlow,
+        run: &mut Run<'_>,
+        scope: &Scope<'_>,
+        _target: &super::engine::Target<'_>,
+        ws: NodeId,
+        placed: &Placed,
+        state: &mut Map<String, Value>,
+    ) -> FlowResult<()> {
+        after_content(flow, run, scope, ws, placed, state).await
+    }
+}

@@ -420,6 +420,40 @@ pub(crate) async fn on_decision(
     }))
 }
 
+/// The change flow: its own forward run (a change document per review, no field snapshots)
+/// and the decision's return path.
+pub(crate) struct Change;
+
+#[async_trait::async_trait]
+impl super::steps::Steps for Change {
+    fn callback_kinds(&self) -> &'static [&'static str] {
+        &[super::engine::DECISION_KIND]
+    }
+
+    async fn on_callback(
+        &self,
+        flow: &MappedFlow,
+        run: &mut Run<'_>,
+        event: &StoredEvent,
+    ) -> FlowResult<Option<String>> {
+        on_decision(flow, run, event).await
+    }
+
+    async fn forward(
+        &self,
+        flow: &MappedFlow,
+        run: &mut Run<'_>,
+        object: &ModuleObject,
+        link: &LinkRecord,
+    ) -> Option<FlowResult<Option<String>>> {
+        Some(forward(flow, run, object, link.clone()).await)
+    }
+
+    fn writes_snapshots(&self) -> bool {
+        false
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

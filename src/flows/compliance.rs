@@ -130,3 +130,35 @@ pub(crate) async fn on_decision(
     }
     Ok(None)
 }
+
+/// The compliance flow: a review workflow after the content, and the decision's return path.
+pub(crate) struct Compliance;
+
+#[async_trait::async_trait]
+impl super::steps::Steps for Compliance {
+    fn callback_kinds(&self) -> &'static [&'static str] {
+        &[super::engine::DECISION_KIND]
+    }
+
+    async fn on_callback(
+        &self,
+        flow: &MappedFlow,
+        run: &mut Run<'_>,
+        event: &StoredEvent,
+    ) -> FlowResult<Option<String>> {
+        on_decision(flow, run, event).await
+    }
+
+    async fn after_content(
+        &self,
+        flow: &MappedFlow,
+        run: &mut Run<'_>,
+        scope: &Scope<'_>,
+        target: &Target<'_>,
+        ws: NodeId,
+        placed: &Placed,
+        state: &mut Map<String, Value>,
+    ) -> FlowResult<()> {
+        after_content(flow, run, scope, target, ws, placed, state).await
+    }
+}

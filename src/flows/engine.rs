@@ -20,8 +20,8 @@ use super::mapping::{
 use super::pattern::Pattern;
 use super::run::{FlowEnv, Plan, Run};
 use super::snapshot::{snapshot_html, snapshot_json_bytes};
+use super::steps::Steps;
 use super::values::{MappedValue, ValueSource, coerce};
-use super::{archival, change, compliance, partner};
 use crate::clients::UpstreamError;
 use crate::clients::allportal::{ModuleObject, ObjectQuery};
 use crate::clients::opentext::{BusinessObject, NodeId, OpentextClient, RelationType};
@@ -42,6 +42,8 @@ pub struct MappedFlow {
     /// The other enabled flows and their workspaces' business object types (the archive's
     /// approval history reads their workflows).
     pub(crate) peers: Vec<(String, String)>,
+    /// What this flow adds to the engine's run (see [`Steps`]).
+    pub(crate) steps: std::sync::Arc<dyn Steps>,
 }
 
 impl std::fmt::Debug for MappedFlow {
@@ -124,12 +126,7 @@ impl MappedFlow {
     }
 
     fn wants_callback(&self, event: &StoredEvent) -> bool {
-        let kinds: &[&str] = match self.name {
-            "change" | "compliance" => &[DECISION_KIND],
-            "partner" => &[PARTNER_DOCUMENT_KIND],
-            _ => &[],
-        };
-        if !kinds.contains(&event.kind.as_str()) {
+        if !self.steps.callback_kinds().contains(&event.kind.as_str()) {
             return false;
         }
         // The poller names the flow.
@@ -173,12 +170,7 @@ impl MappedFlow {
         let mut reasons = Vec::new();
         let mut any = false;
         for event in events.iter().filter(|e| e.source == "opentext") {
-            let skipped = match self.name {
-                "change" => change::on_decision(self, run, event).await?,
-                "compliance" => compliance::on_decision(self, run, event).await?,
-                "partner" => partner::on_document(self, run, event).await?,
-                _ => Some(format!("the {} flow has no return path", self.name)),
-            };
+            let skipped = self.steps.on_callback(self, run, event).await?;
             match skipped {
                 Some(reason) => reasons.push(reason),
                 None => any = true,
@@ -231,8 +223,8 @@ impl MappedFlow {
         if let Some(unmet) = first_unmet(&conditions, &scope, &previous) {
             return Ok(Some(format!("condition not met: {unmet}")));
         }
-        if self.name == "change" {
-            return change::forward(self, run, &object, link).await;
+        if let Some(done) = self.steps.forward(self, run, &object, &link).await {
+            return done;
         }
         let items = self.items(run, &object).await?;
         let computed = self.computed(&object);
@@ -368,10 +360,8 @@ impl MappedFlow {
         target: &Target<'_>,
     ) -> FlowResult<Option<String>> {
         let link = self.link(&target.key).await?;
-        if self.name == "archival" && archival::is_final(&link) {
-            return Ok(Some(
-                "the archive is final; nothing changes after finalization".into(),
-            ));
+        if let Some(reason) = self.steps.frozen(&link) {
+            return Ok(Some(reason.into()));
         }
         if self.mapping.create_workspace == Some(false)
             && self
@@ -396,16 +386,9 @@ impl MappedFlow {
         state.remove("categories");
         self.ensure_relations(run, scope, ws, &mut state).await?;
         let placed = self.ensure_content(run, ws, scope, &target.items).await?;
-        match self.name {
-            "compliance" => {
-                compliance::after_content(self, run, scope, target, ws, &placed, &mut state).await?
-            }
-            "archival" => {
-                archival::after_content(self, run, scope, ws, &placed, &mut state).await?
-            }
-            "partner" => partner::remember_items(scope, target, &mut state),
-            _ => {}
-        }
+        self.steps
+            .after_content(self, run, scope, target, ws, &placed, &mut state)
+            .await?;
         self.save_link(run, &target.key, Some(ws), state).await?;
         Ok(None)
     }
@@ -485,10 +468,10 @@ impl MappedFlow {
             items.iter().map(|i| scope.with_item(i)).collect()
         };
         // The change flow writes its own change document instead of a field snapshot.
-        let generated: &[DocumentRule] = if self.name == "change" {
-            &[]
-        } else {
+        let generated: &[DocumentRule] = if self.steps.writes_snapshots() {
             &self.mapping.content.documents
+        } else {
+            &[]
         };
         for subject in &subjects {
             for (i, rule) in generated.iter().enumerate() {

@@ -4,7 +4,8 @@
 //! trigger it and what its workspace holds; the engine re-reads the object, computes the desired
 //! OpenText state and writes only the difference. `launch`, `family` and `account` are the
 //! engine alone; `change`, `compliance`, `partner` and `archival` add their own steps and
-//! return paths in their modules.
+//! return paths in their modules, each by implementing `steps::Steps` (the engine knows no flow
+//! by name).
 //!
 //! The building blocks: [`mapping`] (configuration and its validation), [`schema`] (field
 //! checks against 4ALLPORTAL's module schemas), [`values`] (category values and their types),
@@ -32,6 +33,7 @@ pub mod pattern;
 pub mod run;
 pub mod schema;
 pub mod snapshot;
+mod steps;
 pub mod values;
 
 use std::sync::Arc;
@@ -81,6 +83,7 @@ pub fn build(
                     mapping: mapping.clone(),
                     env: env.clone(),
                     peers: peers.iter().filter(|(n, _)| n != name).cloned().collect(),
+                    steps: steps::steps_for(name),
                 })
             })
             .collect(),

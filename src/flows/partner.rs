@@ -193,6 +193,40 @@ async fn link_product(
     Ok(())
 }
 
+/// The partner flow: remembers each workspace's partner and products, and imports approved
+/// partner documents (the return path).
+pub(crate) struct Partner;
+
+#[async_trait::async_trait]
+impl super::steps::Steps for Partner {
+    fn callback_kinds(&self) -> &'static [&'static str] {
+        &[super::engine::PARTNER_DOCUMENT_KIND]
+    }
+
+    async fn on_callback(
+        &self,
+        flow: &MappedFlow,
+        run: &mut Run<'_>,
+        event: &StoredEvent,
+    ) -> FlowResult<Option<String>> {
+        on_document(flow, run, event).await
+    }
+
+    async fn after_content(
+        &self,
+        _flow: &MappedFlow,
+        _run: &mut Run<'_>,
+        scope: &Scope<'_>,
+        target: &Target<'_>,
+        _ws: crate::clients::opentext::NodeId,
+        _placed: &super::engine::Placed,
+        state: &mut Map<String, Value>,
+    ) -> FlowResult<()> {
+        remember_items(scope, target, state);
+        Ok(())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
