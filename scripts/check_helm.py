@@ -454,6 +454,11 @@ def strip_nulls(node: Any) -> Any:
     return node
 
 
+# Tables whose keys are data, not fields: the flow mappings (checked by the binary) and the value
+# maps of the callback shape.
+DATA_TABLES = {"flows", "callbacks.kinds", "callbacks.decisions"}
+
+
 def config_keys(node: Any, prefix: str = "") -> list[str]:
     keys = []
     for key, value in node.items():
@@ -461,7 +466,7 @@ def config_keys(node: Any, prefix: str = "") -> list[str]:
         if path == "flows":
             continue
         keys.append(path)
-        if isinstance(value, dict):
+        if isinstance(value, dict) and path not in DATA_TABLES:
             keys.extend(config_keys(value, path + "."))
     return keys
 
