@@ -111,7 +111,8 @@ fn version_tag(hash: &str) -> String {
     format!("sha256:{}", &hash[..hash.len().min(16)])
 }
 
-/// Category values compare by their text (OpenText may answer `5` for `"5"`); a multi-value
+/// Category values compare by their text (OpenText may answer `5` for `"5"`), dates by the
+/// moment they name (`2024-06-10` is answered as `2024-06-10T00:00:00`); a multi-value
 /// attribute compares item by item, in order, so a changed, added or removed item is a change
 /// (`null` and `[]` are both empty).
 fn same_value(current: Option<&Value>, wanted: &Value) -> bool {
@@ -128,6 +129,10 @@ fn same_value(current: Option<&Value>, wanted: &Value) -> bool {
     let current = current.and_then(value_text).unwrap_or_default();
     let wanted = value_text(wanted).unwrap_or_default();
     current == wanted
+        || matches!(
+            (super::values::date_time(&current), super::values::date_time(&wanted)),
+            (Some(a), Some(b)) if a == b
+        )
 }
 
 impl Run<'_> {
@@ -724,4 +729,31 @@ async fn find_workflow(
         .iter()
         .find(|w| w.title.contains(token))
         .map(|w| w.process_id))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn values_compare_as_opentext_answers_them() {
+        assert!(same_value(Some(&json!(5)), &json!("5")));
+        assert!(!same_value(Some(&json!("5")), &json!("6")));
+        assert!(same_value(Some(&json!(["a", "b"])), &json!(["a", "b"])));
+        assert!(!same_value(Some(&json!(["a", "b"])), &json!(["b", "a"])));
+        assert!(same_value(None, &json!([])));
+        // A date is answered with its time; the same moment is no change.
+        assert!(same_value(
+            Some(&json!("2024-06-10T00:00:00")),
+            &json!("2024-06-10")
+        ));
+        assert!(same_value(
+            Some(&json!("2024-06-10T08:00:00")),
+            &json!("2024-06-10T10:00:00+02:00")
+        ));
+        assert!(!same_value(
+            Some(&json!("2024-06-10T00:00:00")),
+            &json!("2024-06-11")
+        ));
+    }
 }

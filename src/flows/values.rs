@@ -209,9 +209,21 @@ fn expected(t: &AttributeType) -> &'static str {
 
 /// `YYYY-MM-DD`, `YYYY-MM-DDTHH:MM:SS` or an RFC 3339 timestamp.
 fn is_date(text: &str) -> bool {
-    chrono::NaiveDate::parse_from_str(text, "%Y-%m-%d").is_ok()
-        || chrono::NaiveDateTime::parse_from_str(text, "%Y-%m-%dT%H:%M:%S").is_ok()
-        || chrono::DateTime::parse_from_rfc3339(text).is_ok()
+    date_time(text).is_some()
+}
+
+/// The moment a date value names: a date is its midnight, an RFC 3339 timestamp is taken in
+/// UTC. OpenText answers a date attribute as `YYYY-MM-DDTHH:MM:SS`, whatever form was sent.
+pub(crate) fn date_time(text: &str) -> Option<chrono::NaiveDateTime> {
+    chrono::NaiveDate::parse_from_str(text, "%Y-%m-%d")
+        .ok()
+        .and_then(|d| d.and_hms_opt(0, 0, 0))
+        .or_else(|| chrono::NaiveDateTime::parse_from_str(text, "%Y-%m-%dT%H:%M:%S").ok())
+        .or_else(|| {
+            chrono::DateTime::parse_from_rfc3339(text)
+                .ok()
+                .map(|t| t.naive_utc())
+        })
 }
 
 /// Whether values of a 4ALLPORTAL field type can go into the attribute (`None`: they can;
