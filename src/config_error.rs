@@ -23,3 +23,11 @@ pub fn positive(at: &str, checks: &[(&str, u64)]) -> Result<(), ConfigError> {
         None => Ok(()),
     }
 }
+
+/// Section `section` of a module's built-in `defaults` (TOML), for its `Default` impl.
+pub fn builtin<T: serde::de::DeserializeOwned>(defaults: &str, section: &str) -> T {
+    use figment::providers::{Format, Toml};
+    figment::Figment::from(Toml::string(defaults))
+        .extract_inner(section)
+        .unwrap_or_else(|e| panic!("the built-in [{section}] defaults are invalid: {e}"))
+}

@@ -62,10 +62,7 @@ document_name = "/document/name"
 
 impl Default for CallbackShape {
     fn default() -> Self {
-        use figment::providers::{Format, Toml};
-        figment::Figment::from(Toml::string(DEFAULTS))
-            .extract_inner("callbacks")
-            .expect("the built-in [callbacks] defaults are valid")
+        crate::config_error::builtin(DEFAULTS, "callbacks")
     }
 }
 

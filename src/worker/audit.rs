@@ -39,10 +39,7 @@ objects_per_round = 50
 impl Default for AuditConfig {
     /// The built-in `[audit]` section.
     fn default() -> Self {
-        use figment::providers::{Format, Toml};
-        figment::Figment::from(Toml::string(DEFAULTS))
-            .extract_inner("audit")
-            .expect("the built-in [audit] defaults are valid")
+        crate::config_error::builtin(DEFAULTS, "audit")
     }
 }
 

@@ -2,8 +2,6 @@
 
 use std::time::Duration;
 
-use figment::Figment;
-use figment::providers::{Format, Toml};
 use serde::{Deserialize, Serialize};
 
 use crate::config_error::{ConfigError, positive};
@@ -56,9 +54,7 @@ pub struct WorkerConfig {
 impl Default for WorkerConfig {
     /// The `[worker]` section of the built-in defaults.
     fn default() -> Self {
-        Figment::from(Toml::string(DEFAULTS))
-            .extract_inner("worker")
-            .expect("the built-in [worker] defaults are valid")
+        crate::config_error::builtin(DEFAULTS, "worker")
     }
 }
 
