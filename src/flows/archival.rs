@@ -5,7 +5,7 @@
 //! role reduced to read-only. A finalized archive is never changed again.
 
 use bytes::Bytes;
-use serde_json::{Map, Value, json};
+use serde_json::{Value, json};
 
 use super::engine::{MappedFlow, Placed};
 use super::ensure::{Content, DocumentSpec};
@@ -14,12 +14,13 @@ use super::fields::{Scope, value_text};
 use super::intent::{action, new_token};
 use super::run::{Run, System, is_planned};
 use super::snapshot::{Row, html_page};
+use super::state::LinkState;
 use crate::clients::allportal::{AuditEvent, ModuleObject};
 use crate::clients::opentext::NodeId;
 use crate::store::{LinkRecord, WorkflowRecord};
 
 pub(crate) fn is_final(link: &LinkRecord) -> bool {
-    link.state.get("finalized").and_then(Value::as_bool) == Some(true)
+    LinkState::of(link).finalized
 }
 
 pub(crate) async fn after_content(
@@ -28,7 +29,7 @@ pub(crate) async fn after_content(
     scope: &Scope<'_>,
     ws: NodeId,
     placed: &Placed,
-    state: &mut Map<String, Value>,
+    state: &mut LinkState,
 ) -> FlowResult<()> {
     let Some(object) = scope.object else {
         return Ok(());
@@ -63,7 +64,7 @@ pub(crate) async fn after_content(
     {
         run.env.opentext.make_workspace_read_only(ws).await?;
     }
-    state.insert("finalized".into(), json!(true));
+    state.finalized = true;
     Ok(())
 }
 
@@ -260,7 +261,7 @@ impl super::steps::Steps for Archival {
         _target: &super::engine::Target<'_>,
         ws: NodeId,
         placed: &Placed,
-        state: &mut Map<String, Value>,
+        state: &mut LinkState,
     ) -> FlowResult<()> {
         after_content(flow, run, scope, ws, placed, state).await
     }

@@ -18,6 +18,7 @@ use super::hash::json_hash;
 use super::mapping::DocumentFormat;
 use super::run::Run;
 use super::snapshot::{Row, html_page};
+use super::state::{ChangeSource, LinkState};
 use crate::clients::allportal::{AuditEvent, DimensionedValue, ModuleObject, ObjectWrite};
 use crate::clients::opentext::NodeId;
 use crate::ingest::shape::CallbackShape;
@@ -28,10 +29,7 @@ const AUDIT_PAGE: u64 = 500;
 
 /// The product-level state: the newest audit entry already under review.
 fn last_reviewed(link: &LinkRecord) -> i64 {
-    link.state
-        .get("last_audit_id")
-        .and_then(Value::as_i64)
-        .unwrap_or(0)
+    LinkState::of(link).last_audit_id.unwrap_or(0)
 }
 
 fn audit_value(v: &Option<Value>) -> String {
@@ -129,19 +127,19 @@ pub(crate) async fn forward(
     let spec = flow.workspace_spec(&scope)?;
     let key = bo_key(&spec.bo);
     let ws_link = flow.link(&key).await?;
-    let mut ws_state = ws_link.state.as_object().cloned().unwrap_or_default();
+    let mut ws_state = LinkState::of(&ws_link);
     let (ws, created) = run.ensure_workspace(&spec).await?;
     let categories_hash = json_hash(&json!(spec.categories));
-    if !created && ws_state.get("categories").and_then(Value::as_str) != Some(&categories_hash) {
+    if !created && ws_state.categories.as_ref() != Some(&categories_hash) {
         run.ensure_categories(ws, "the workspace", &spec.categories)
             .await?;
     }
-    ws_state.insert("categories".into(), json!(categories_hash));
+    ws_state.categories = Some(categories_hash);
     let mut documents =
         change_documents(flow, run, &scope, ws, object, &change_id, &changes).await?;
     let placed = flow.ensure_content(run, ws, &scope, &[]).await?;
     documents.extend(placed.documents.iter().map(|(_, id)| *id));
-    if ws_state.get("process_id").is_none()
+    if ws_state.process_id.is_none()
         && let Some(wf) = &flow.mapping.workflow
     {
         let title = pattern(&wf.title)?
@@ -159,17 +157,18 @@ pub(crate) async fn forward(
             .start_workflow(wf.map_id, &documents, &title, &attributes, &comment, &key)
             .await?
         {
-            ws_state.insert("process_id".into(), json!(pid));
+            ws_state.process_id = Some(pid);
         }
     }
-    ws_state.insert(
-        "source".into(),
-        json!({"module": module, "id": object.id, "change_id": change_id}),
-    );
-    flow.save_link(run, &key, Some(ws), ws_state).await?;
-    let mut state = link.state.as_object().cloned().unwrap_or_default();
-    state.insert("last_audit_id".into(), json!(newest));
-    flow.save_link(run, &link.object_key, None, state).await?;
+    ws_state.source = Some(ChangeSource {
+        module,
+        id: object.id.clone(),
+        change_id,
+    });
+    flow.save_link(run, &key, Some(ws), &ws_state).await?;
+    let mut state = LinkState::of(&link);
+    state.last_audit_id = Some(newest);
+    flow.save_link(run, &link.object_key, None, &state).await?;
     Ok(None)
 }
 
@@ -363,11 +362,7 @@ pub(crate) async fn on_decision(
     };
     let store = run.env.store.clone();
     let link = flow.link(&workflow.object_key).await?;
-    let source = link.state.get("source").cloned().unwrap_or(Value::Null);
-    let (Some(module), Some(id)) = (
-        source.get("module").and_then(Value::as_str),
-        source.get("id").and_then(Value::as_str),
-    ) else {
+    let Some(ChangeSource { module, id, .. }) = LinkState::of(&link).source else {
         return Err(FlowError::mapping(format!(
             "no source object recorded for {}",
             workflow.object_key
@@ -376,14 +371,14 @@ pub(crate) async fn on_decision(
     let Some(wb) = &flow.mapping.write_back else {
         return Ok(Some("no write_back mapping".into()));
     };
-    let module = wb.module.clone().unwrap_or_else(|| module.to_string());
+    let module = wb.module.clone().unwrap_or(module);
     let value = if decision.approved {
         &wb.approved_value
     } else {
         &wb.rejected_value
     };
     let plain = |v: &str| vec![DimensionedValue::plain(Value::String(v.to_string()))];
-    let mut write = ObjectWrite::new(Some(id)).set(&wb.decision_field, plain(value));
+    let mut write = ObjectWrite::new(Some(&id)).set(&wb.decision_field, plain(value));
     // A callback may name the approver by OpenText user id, as the task actions do.
     let approver = match &decision.approver {
         Some(user) => run.env.opentext.login_of(user).await,

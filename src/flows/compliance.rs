@@ -5,12 +5,13 @@
 
 use std::collections::BTreeMap;
 
-use serde_json::{Map, Value, json};
+use serde_json::Value;
 
 use super::engine::{MappedFlow, Placed, Target, pattern};
 use super::error::{FlowError, FlowResult};
 use super::fields::Scope;
 use super::run::Run;
+use super::state::{LinkState, Review};
 use crate::clients::opentext::NodeId;
 use crate::store::{StoredEvent, now_millis, workflow_state};
 
@@ -21,7 +22,7 @@ pub(crate) async fn after_content(
     target: &Target<'_>,
     ws: NodeId,
     placed: &Placed,
-    state: &mut Map<String, Value>,
+    state: &mut LinkState,
 ) -> FlowResult<()> {
     let Some(wf) = &flow.mapping.workflow else {
         return Ok(());
@@ -31,12 +32,11 @@ pub(crate) async fn after_content(
         .object
         .and_then(|o| o.mod_time.clone())
         .unwrap_or_default();
-    let review = state.get("review").cloned().unwrap_or(Value::Null);
-    let current_pid = review.get("process_id").and_then(Value::as_str);
-    if review.get("data_hash").and_then(Value::as_str) == Some(data_hash.as_str()) {
+    let review = state.review.clone().unwrap_or_default();
+    if state.review.is_some() && review.data_hash == data_hash {
         return Ok(());
     }
-    if let Some(pid) = current_pid {
+    if let Some(pid) = review.process_id.as_deref() {
         let running = run
             .env
             .store
@@ -44,12 +44,13 @@ pub(crate) async fn after_content(
             .await?
             .is_none_or(|w| w.state == workflow_state::RUNNING);
         if running {
-            if review.get("outdated") != Some(&json!(true)) {
+            if !review.outdated {
                 set_status(flow, run, ws, |r| r.outdated_value.clone()).await?;
-                let mut review = review.clone();
-                review["outdated"] = json!(true);
-                review["outdated_by"] = json!(version);
-                state.insert("review".into(), review);
+                state.review = Some(Review {
+                    outdated: true,
+                    outdated_by: Some(version),
+                    ..review
+                });
             }
             return Ok(());
         }
@@ -77,10 +78,12 @@ pub(crate) async fn after_content(
         )
         .await?;
     set_status(flow, run, ws, |r| r.in_review_value.clone()).await?;
-    state.insert(
-        "review".into(),
-        json!({"process_id": pid, "data_hash": data_hash, "version": version}),
-    );
+    state.review = Some(Review {
+        process_id: pid,
+        data_hash,
+        version,
+        ..Review::default()
+    });
     Ok(())
 }
 
@@ -112,9 +115,9 @@ pub(crate) async fn on_decision(
     };
     let store = run.env.store.clone();
     let link = flow.link(&workflow.object_key).await?;
-    let review = link.state.get("review").cloned().unwrap_or(Value::Null);
-    let current = review.get("process_id").and_then(Value::as_str) == Some(&decision.process_id);
-    let outdated = review.get("outdated") == Some(&json!(true));
+    let review = LinkState::of(&link).review.unwrap_or_default();
+    let current = review.process_id.as_deref() == Some(decision.process_id.as_str());
+    let outdated = review.outdated;
     if let (true, false, Some(ws)) = (current, outdated, link.workspace_id) {
         let value = if decision.approved {
             "approved"
@@ -157,7 +160,7 @@ impl super::steps::Steps for Compliance {
         target: &Target<'_>,
         ws: NodeId,
         placed: &Placed,
-        state: &mut Map<String, Value>,
+        state: &mut LinkState,
     ) -> FlowResult<()> {
         after_content(flow, run, scope, target, ws, placed, state).await
     }

@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use serde_json::{Map, Value, json};
+use serde_json::Value;
 
 use super::condition::{Condition, first_unmet, remembered};
 use super::echo;
@@ -20,6 +20,7 @@ use super::mapping::{
 use super::pattern::Pattern;
 use super::run::{FlowEnv, Plan, Run};
 use super::snapshot::{snapshot_html, snapshot_json_bytes};
+use super::state::LinkState;
 use super::steps::Steps;
 use super::values::{MappedValue, ValueSource, coerce};
 use crate::clients::UpstreamError;
@@ -210,7 +211,7 @@ impl MappedFlow {
             return Ok(Some(reason));
         }
         let link = self.link(object_key).await?;
-        let previous = seen(&link);
+        let previous = LinkState::of(&link).seen;
         let scope = Scope::of(&object);
         let conditions: Vec<Condition> = self
             .mapping
@@ -244,12 +245,9 @@ impl MappedFlow {
         // Re-read: when the object's key is also its workspace's key, the target step has just
         // stored the workspace link under it.
         let link = self.link(object_key).await?;
-        let mut state = link.state.as_object().cloned().unwrap_or_default();
-        state.insert(
-            "seen".into(),
-            json!(remembered(&self.mapping.trigger.conditions, &scope)),
-        );
-        self.save_link(run, object_key, link.workspace_id, state)
+        let mut state = LinkState::of(&link);
+        state.seen = remembered(&self.mapping.trigger.conditions, &scope);
+        self.save_link(run, object_key, link.workspace_id, &state)
             .await?;
         if run.applying() {
             self.env
@@ -376,20 +374,22 @@ impl MappedFlow {
                 target.key
             )));
         }
-        let mut state = link.state.as_object().cloned().unwrap_or_default();
+        let mut state = LinkState::of(&link);
         let (ws, created) = run.ensure_workspace(&target.spec).await?;
         // Verified on every run (one read): someone may have edited the values in OpenText.
         if !created {
             run.ensure_categories(ws, "the workspace", &target.spec.categories)
                 .await?;
         }
-        state.remove("categories");
+        // The engine verifies categories on every run; a hash cached by the change flow's own
+        // path saves nothing here.
+        state.categories = None;
         self.ensure_relations(run, scope, ws, &mut state).await?;
         let placed = self.ensure_content(run, ws, scope, &target.items).await?;
         self.steps
             .after_content(self, run, scope, target, ws, &placed, &mut state)
             .await?;
-        self.save_link(run, &target.key, Some(ws), state).await?;
+        self.save_link(run, &target.key, Some(ws), &state).await?;
         Ok(None)
     }
 
@@ -401,14 +401,10 @@ impl MappedFlow {
         run: &mut Run<'_>,
         scope: &Scope<'_>,
         ws: NodeId,
-        state: &mut Map<String, Value>,
+        state: &mut LinkState,
     ) -> FlowResult<()> {
-        let known: Map<String, Value> = state
-            .get("related")
-            .and_then(Value::as_object)
-            .cloned()
-            .unwrap_or_default();
-        let mut related_ids = Map::new();
+        let known = std::mem::take(&mut state.related);
+        let mut related_ids = BTreeMap::new();
         for rel in &self.mapping.workspace.relations {
             let field = FieldRef::parse(&rel.field).map_err(FlowError::Mapping)?;
             let Some(object) = scope.object else { continue };
@@ -423,10 +419,10 @@ impl MappedFlow {
             let key = bo_key(&bo);
             // A change of the related object (e.g. its workspace appearing) runs this again.
             run.uses(key.clone());
-            let cached = known.get(&key).and_then(Value::as_i64);
+            let cached = known.get(&key).copied();
             let current = run.related_to(ws).await?;
             if let Some(id) = cached.filter(|id| current.contains(id)) {
-                related_ids.insert(key, json!(id));
+                related_ids.insert(key, id);
                 continue;
             }
             let Some(related) = self.env.opentext.find_workspace(&bo).await? else {
@@ -444,9 +440,9 @@ impl MappedFlow {
             };
             let why = (cached == Some(related.id)).then_some("removed in OpenText");
             run.ensure_relation(ws, related.id, kind, why).await?;
-            related_ids.insert(key, json!(related.id));
+            related_ids.insert(key, related.id);
         }
-        state.insert("related".into(), Value::Object(related_ids));
+        state.related = related_ids;
         Ok(())
     }
 
@@ -614,11 +610,9 @@ impl MappedFlow {
             }
             _ => false,
         };
-        let mut state = link.state.as_object().cloned().unwrap_or_default();
-        if state.get("deleted_at").is_none() {
-            state.insert("deleted_at".into(), json!(now_millis()));
-        }
-        self.save_link(run, object_key, link.workspace_id, state)
+        let mut state = LinkState::of(&link);
+        state.deleted_at.get_or_insert_with(now_millis);
+        self.save_link(run, object_key, link.workspace_id, &state)
             .await?;
         let kinds: Vec<&str> = events.iter().map(|e| e.kind.as_str()).collect();
         tracing::info!(
@@ -642,7 +636,7 @@ impl MappedFlow {
                 flow: self.name.to_string(),
                 object_key: key.to_string(),
                 workspace_id: None,
-                state: json!({}),
+                state: Value::Null,
                 updated_at: 0,
             }))
     }
@@ -653,7 +647,7 @@ impl MappedFlow {
         run: &Run<'_>,
         key: &str,
         workspace: Option<NodeId>,
-        state: Map<String, Value>,
+        state: &LinkState,
     ) -> FlowResult<()> {
         if !run.applying() {
             return Ok(());
@@ -664,7 +658,7 @@ impl MappedFlow {
                 flow: self.name.to_string(),
                 object_key: key.to_string(),
                 workspace_id: workspace.filter(|id| *id > 0),
-                state: Value::Object(state),
+                state: state.to_json(),
                 updated_at: now_millis(),
             })
             .await?;
@@ -679,14 +673,6 @@ pub(crate) fn bo_key(bo: &BusinessObject) -> String {
 
 pub(crate) fn pattern(source: &str) -> FlowResult<Pattern> {
     Pattern::parse(source).map_err(FlowError::Mapping)
-}
-
-/// The values `changed` conditions remembered at the last successful run.
-fn seen(link: &LinkRecord) -> BTreeMap<String, Value> {
-    link.state
-        .get("seen")
-        .and_then(|s| serde_json::from_value(s.clone()).ok())
-        .unwrap_or_default()
 }
 
 /// Renders `"{cat}_{attr}" = source` ([`super::values`]); a field without a value gives null.

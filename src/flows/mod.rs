@@ -33,6 +33,7 @@ pub mod pattern;
 pub mod run;
 pub mod schema;
 pub mod snapshot;
+mod state;
 mod steps;
 pub mod values;
 

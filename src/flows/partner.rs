@@ -5,29 +5,25 @@
 
 use std::collections::BTreeMap;
 
-use serde_json::{Map, Value, json};
+use serde_json::Value;
 
 use super::engine::{MappedFlow, Target, pattern};
 use super::error::{FlowError, FlowResult};
 use super::fields::Scope;
 use super::hash::sha256_hex;
 use super::run::{Run, System};
+use super::state::LinkState;
 use crate::clients::UpstreamError;
 use crate::clients::allportal::{DimensionedValue, ObjectQuery, ObjectWrite};
 use crate::clients::file::FileUpload;
 use crate::store::{DocumentRecord, StoredEvent, now_millis};
 
 /// Remembers which partner and products a workspace is for (the import needs them).
-pub(crate) fn remember_items(
-    scope: &Scope<'_>,
-    target: &Target<'_>,
-    state: &mut Map<String, Value>,
-) {
+pub(crate) fn remember_items(scope: &Scope<'_>, target: &Target<'_>, state: &mut LinkState) {
     if let Some(partner) = scope.object {
-        state.insert("partner".into(), json!(partner.id));
+        state.partner = Some(partner.id.clone());
     }
-    let products: Vec<&str> = target.items.iter().map(|i| i.id.as_str()).collect();
-    state.insert("products".into(), json!(products));
+    state.products = target.items.iter().map(|i| i.id.clone()).collect();
 }
 
 /// The 4ALLPORTAL id of an imported document, derived from its OpenText node and version so
@@ -62,16 +58,9 @@ pub(crate) async fn on_document(
         return Ok(Some("callback without a business object".into()));
     };
     let link = flow.link(&key).await?;
-    let partner = link
-        .state
-        .get("partner")
-        .and_then(Value::as_str)
-        .map(str::to_string);
-    let products: Vec<String> = link
-        .state
-        .get("products")
-        .and_then(|p| serde_json::from_value(p.clone()).ok())
-        .unwrap_or_default();
+    let LinkState {
+        partner, products, ..
+    } = LinkState::of(&link);
     let Some(partner) = partner else {
         return Ok(Some(format!("no partner workspace known for {key}")));
     };
@@ -220,7 +209,7 @@ impl super::steps::Steps for Partner {
         target: &Target<'_>,
         _ws: crate::clients::opentext::NodeId,
         _placed: &super::engine::Placed,
-        state: &mut Map<String, Value>,
+        state: &mut LinkState,
     ) -> FlowResult<()> {
         remember_items(scope, target, state);
         Ok(())

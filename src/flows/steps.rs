@@ -5,12 +5,12 @@
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use serde_json::{Map, Value};
 
 use super::engine::{MappedFlow, Placed, Target};
 use super::error::FlowResult;
 use super::fields::Scope;
 use super::run::Run;
+use super::state::LinkState;
 use super::{archival, change, compliance, partner};
 use crate::clients::allportal::ModuleObject;
 use crate::clients::opentext::NodeId;
@@ -65,7 +65,7 @@ pub(crate) trait Steps: Send + Sync {
         _target: &Target<'_>,
         _ws: NodeId,
         _placed: &Placed,
-        _state: &mut Map<String, Value>,
+        _state: &mut LinkState,
     ) -> FlowResult<()> {
         Ok(())
     }
