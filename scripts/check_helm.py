@@ -55,7 +55,7 @@ CONFIG_SOURCES = [
     ROOT / "src" / "config.rs",
     *sorted((ROOT / "src").glob("**/config.rs")),
     ROOT / "src" / "worker" / "audit.rs",
-    ROOT / "src" / "ingest" / "shape.rs",
+    ROOT / "src" / "clients" / "opentext" / "callback.rs",
     ROOT / "src" / "flows" / "check.rs",
 ]
 

@@ -2,9 +2,9 @@
 //! `XECM_BRIDGE__SECTION__KEY`. Every key is documented in `config/example.toml`.
 //!
 //! Each module owns its section: its type, its built-in defaults and its checks (`[server]` and
-//! `[admin]` in `http`, `[store]` in `store`, `[sources.*]` in `ingest`, `[allportal]` and
-//! `[opentext]` in `clients`, `[worker]` in `worker`, `[log]` in `telemetry`, `[flows.*]` in
-//! `flows`). This module only composes them into [`Settings`]; only the entry points (the CLI,
+//! `[admin]` in `http`, `[store]` in `store`, `[sources.*]` in `ingest`, `[allportal]`,
+//! `[opentext]` and `[callbacks]` in `clients`, `[worker]` and `[audit]` in `worker`, `[log]` in
+//! `telemetry`, `[flows.*]` and `[mapping_check]` in `flows`). This module only composes them into [`Settings`]; only the entry points (the CLI,
 //! the server, the demo) use it.
 //!
 //! Loading validates everything up front; each error names the offending key. Secrets are
@@ -20,12 +20,12 @@ use serde::{Deserialize, Serialize};
 
 pub use crate::config_error::ConfigError;
 
+use crate::clients::opentext::callback::CallbackShape;
 use crate::clients::{AllportalConfig, OpentextConfig};
 use crate::flows::FlowsConfig;
 use crate::flows::check::MappingCheckConfig;
 use crate::http::{AdminConfig, ServerConfig};
 use crate::ingest::SourcesConfig;
-use crate::ingest::shape::CallbackShape;
 use crate::store::StoreConfig;
 use crate::telemetry::LogConfig;
 use crate::worker::WorkerConfig;
@@ -64,7 +64,7 @@ fn defaults() -> String {
         crate::store::config::DEFAULTS,
         crate::telemetry::DEFAULTS,
         crate::ingest::config::DEFAULTS,
-        crate::ingest::shape::DEFAULTS,
+        crate::clients::opentext::callback::DEFAULTS,
         crate::clients::config::DEFAULTS,
         crate::worker::config::DEFAULTS,
         crate::worker::audit::DEFAULTS,

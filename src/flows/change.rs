@@ -21,7 +21,7 @@ use super::snapshot::{Row, html_page};
 use super::state::{ChangeSource, LinkState};
 use crate::clients::allportal::{AuditEvent, DimensionedValue, ModuleObject, ObjectWrite};
 use crate::clients::opentext::NodeId;
-use crate::ingest::shape::CallbackShape;
+use crate::clients::opentext::callback::CallbackShape;
 use crate::store::{LinkRecord, StoredEvent, WorkflowRecord, now_millis};
 
 /// Audit entries read per run; older changes were reviewed before.

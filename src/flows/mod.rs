@@ -59,7 +59,7 @@ pub struct Flows {
 /// Builds every enabled flow of `[flows]`; the return paths read callbacks through `callbacks`.
 pub fn build(
     config: &FlowsConfig,
-    callbacks: &crate::ingest::shape::CallbackShape,
+    callbacks: &crate::clients::opentext::callback::CallbackShape,
     clients: &Upstreams,
     store: Arc<dyn Store>,
 ) -> Flows {

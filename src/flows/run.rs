@@ -22,7 +22,7 @@ pub struct FlowEnv {
     pub allportal: AllportalClient,
     pub store: Arc<dyn Store>,
     /// Where the fields of an OpenText callback are (`[callbacks]`).
-    pub callbacks: Arc<crate::ingest::shape::CallbackShape>,
+    pub callbacks: Arc<crate::clients::opentext::callback::CallbackShape>,
 }
 
 impl std::fmt::Debug for FlowEnv {

@@ -4,6 +4,7 @@
 use bytes::Bytes;
 use http::HeaderMap;
 
+use crate::clients::opentext::callback::CallbackShape;
 use crate::config_error::ConfigError;
 use crate::store::{
     InsertOutcome, NewEvent, Source, Store, StoreError, StoredEvent, dependent_resyncs, now_millis,
@@ -15,7 +16,6 @@ pub use config::{SourceConfig, SourcesConfig};
 pub mod callback;
 pub mod config;
 pub mod payload;
-pub mod shape;
 pub mod verify;
 
 use payload::{ParsedEvent, PayloadError};
@@ -38,7 +38,7 @@ pub struct Verifiers {
     /// Configured id / timestamp header names per source, also worth keeping.
     extra_headers: Vec<(Source, String)>,
     /// Where the fields of an OpenText callback are (`[callbacks]`).
-    callback_shape: shape::CallbackShape,
+    callback_shape: CallbackShape,
 }
 
 impl Verifiers {
@@ -63,12 +63,12 @@ impl Verifiers {
             allportal: build("allportal", &cfg.allportal)?,
             opentext: build("opentext", &cfg.opentext)?,
             extra_headers,
-            callback_shape: shape::CallbackShape::default(),
+            callback_shape: CallbackShape::default(),
         })
     }
 
     /// Reads OpenText callbacks in `shape` instead of the bridge's own format.
-    pub fn with_callback_shape(mut self, shape: shape::CallbackShape) -> Self {
+    pub fn with_callback_shape(mut self, shape: CallbackShape) -> Self {
         self.callback_shape = shape;
         self
     }

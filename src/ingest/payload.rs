@@ -12,8 +12,8 @@ use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
 
-use super::shape::CallbackShape;
 use super::verify::Verified;
+use crate::clients::opentext::callback::{CallbackShape, scalar_text};
 
 /// Most events accepted in one request; a larger batch is refused as a whole.
 pub const MAX_EVENTS_PER_REQUEST: usize = 1000;
@@ -180,15 +180,6 @@ fn signed_material_hash(verified: &Verified) -> String {
     }
     hash.update(verified.body());
     hex::encode(hash.finalize())
-}
-
-/// A non-empty string, or an integer rendered as a string.
-pub(crate) fn scalar_text(value: &Value) -> Option<String> {
-    match value {
-        Value::String(s) if !s.trim().is_empty() => Some(s.trim().to_string()),
-        Value::Number(n) if n.is_i64() || n.is_u64() => Some(n.to_string()),
-        _ => None,
-    }
 }
 
 // ------------------------------------------------------------------------------------------
@@ -439,7 +430,7 @@ pub fn parse_opentext_shaped(
         .into_iter()
         .enumerate()
         .map(|(index, (event, span))| {
-            let fields = shape.read(index, &event)?;
+            let fields = super::callback::read(shape, index, &event)?;
             let object_key = match (&fields.bo_type, &fields.bo_id) {
                 (Some(bo_type), Some(bo_id)) => Some(format!("{bo_type}/{bo_id}")),
                 _ => None,

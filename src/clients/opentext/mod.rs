@@ -8,6 +8,7 @@
 //! a field's place or name, the client sends both forms and says so at the call.
 
 pub mod auth;
+pub mod callback;
 mod definitions;
 pub mod members;
 mod nodes;

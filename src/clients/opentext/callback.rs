@@ -9,7 +9,6 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use super::payload::{PayloadError, describe_value, scalar_text};
 use crate::config_error::ConfigError;
 
 /// The normalized kinds a callback can have.
@@ -148,7 +147,8 @@ impl CallbackShape {
         event.pointer(pointer).filter(|v| !v.is_null())
     }
 
-    fn text(&self, event: &Value, pointer: &str) -> Option<String> {
+    /// The text at `pointer`, if it is a scalar there.
+    pub fn text(&self, event: &Value, pointer: &str) -> Option<String> {
         self.at(event, pointer).and_then(scalar_text)
     }
 
@@ -193,59 +193,14 @@ impl CallbackShape {
             document_name: self.text(event, &self.document_name),
         }
     }
+}
 
-    /// Reads callback `index` for ingest: the kind must be known; a decision needs a process
-    /// id and a decision; an approved document its node id; without a process id the business
-    /// object is needed to route it. Errors name the configured pointer.
-    pub fn read(&self, index: usize, event: &Value) -> Result<CallbackFields, PayloadError> {
-        if !event.is_object() {
-            return Err(PayloadError::NotAnObject { index });
-        }
-        let missing = |key: &str, pointer: &str| PayloadError::MissingField {
-            index,
-            field: format!("{pointer} (callbacks.{key})"),
-        };
-        let fields = self.fields(event);
-        let sent_kind = self
-            .text(event, &self.kind)
-            .ok_or_else(|| missing("kind", &self.kind))?;
-        let Some(kind) = fields.kind else {
-            return Err(PayloadError::UnknownKind {
-                index,
-                kind: describe_value(&Value::String(sent_kind)),
-            });
-        };
-        if kind == KIND_WORKFLOW_DECISION {
-            if fields.process_id.is_none() {
-                return Err(missing("process_id", &self.process_id));
-            }
-            if fields.decision.is_none() {
-                return Err(match self.text(event, &self.decision) {
-                    Some(sent) => PayloadError::InvalidField {
-                        index,
-                        field: format!("{} (callbacks.decision)", self.decision),
-                        problem: format!(
-                            "`{}` is neither approved nor rejected (map it in \
-                             [callbacks.decisions])",
-                            describe_value(&Value::String(sent))
-                        ),
-                    },
-                    None => missing("decision", &self.decision),
-                });
-            }
-        }
-        if kind == KIND_PARTNER_DOCUMENT_APPROVED && fields.document_node_id.is_none() {
-            return Err(missing("document_node_id", &self.document_node_id));
-        }
-        if fields.process_id.is_none() {
-            if fields.bo_type.is_none() {
-                return Err(missing("bo_type", &self.bo_type));
-            }
-            if fields.bo_id.is_none() {
-                return Err(missing("bo_id", &self.bo_id));
-            }
-        }
-        Ok(fields)
+/// A scalar as text: a non-blank string (trimmed) or an integer, as both systems send ids.
+pub fn scalar_text(value: &Value) -> Option<String> {
+    match value {
+        Value::String(s) if !s.trim().is_empty() => Some(s.trim().to_string()),
+        Value::Number(n) if n.is_i64() || n.is_u64() => Some(n.to_string()),
+        _ => None,
     }
 }
 
@@ -279,62 +234,6 @@ fn pointer_problem(pointer: &str) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use serde_json::json;
-
-    fn script_shape() -> CallbackShape {
-        CallbackShape {
-            kind: "/type".into(),
-            process_id: "/process_id".into(),
-            decision: "/outcome".into(),
-            approver: "/decided_by".into(),
-            comment: "/note".into(),
-            kinds: BTreeMap::from([(
-                "workflow.completed".to_string(),
-                KIND_WORKFLOW_DECISION.to_string(),
-            )]),
-            decisions: BTreeMap::from([("Approve".to_string(), "approved".to_string())]),
-            ..CallbackShape::default()
-        }
-    }
-
-    #[test]
-    fn another_shape_is_read_through_its_pointers_and_maps() {
-        let shape = script_shape();
-        shape.validate().expect("valid");
-        let fields = shape
-            .read(
-                0,
-                &json!({"type": "workflow.completed", "process_id": 9001,
-                        "outcome": "Approve", "decided_by": 1001, "note": "ok"}),
-            )
-            .expect("reads");
-        assert_eq!(fields.kind, Some(KIND_WORKFLOW_DECISION));
-        assert_eq!(fields.process_id.as_deref(), Some("9001"));
-        assert_eq!(fields.decision, Some("approved"));
-        assert_eq!(fields.approver.as_deref(), Some("1001"));
-        assert_eq!(fields.comment.as_deref(), Some("ok"));
-        assert_eq!(fields.bo_type, None);
-    }
-
-    #[test]
-    fn errors_name_the_pointer_and_its_key() {
-        let shape = script_shape();
-        let err = |body: Value| shape.read(0, &body).unwrap_err().to_string();
-        assert!(err(json!({"process_id": 1})).contains("missing `/type (callbacks.kind)`"));
-        assert!(err(json!({"type": "x"})).contains("unknown event kind `x`"));
-        assert!(
-            err(json!({"type": "workflow.completed", "outcome": "Approve"}))
-                .contains("/process_id (callbacks.process_id)")
-        );
-        assert!(
-            err(json!({"type": "workflow.completed", "process_id": 1, "outcome": "maybe"}))
-                .contains("`maybe` is neither approved nor rejected")
-        );
-        assert!(
-            err(json!({"type": "partner_document.approved", "document": {"node_id": 7}}))
-                .contains("/business_object/bo_type (callbacks.bo_type)")
-        );
-    }
 
     #[test]
     fn bad_pointers_and_maps_name_their_key() {
