@@ -17,6 +17,9 @@ const REFRESH_MS: i64 = 2_000;
 /// Share of `store.max_bytes` at which ingest stops, so that the worker's and retention's own
 /// writes still have room.
 const FULL_AT_PERCENT: u64 = 95;
+/// Share of `store.max_bytes` above which retention deletes finished events whatever their age,
+/// well before ingest stops at [`FULL_AT_PERCENT`].
+const RETAIN_BELOW_PERCENT: u64 = 80;
 
 pub(crate) struct DiskGuard {
     max_bytes: u64,
@@ -40,6 +43,14 @@ impl DiskGuard {
             full: AtomicBool::new(false),
             reason: Mutex::new(String::new()),
         }
+    }
+
+    /// The bytes budget retention keeps the store under, where deleted rows are room again: on
+    /// SQLite the measure is the pages in use, which deletes free; PostgreSQL's database size
+    /// shrinks only by `VACUUM FULL`, so there the budget is for the guard alone.
+    pub(crate) fn retain_below(&self) -> Option<u64> {
+        (self.max_bytes > 0 && self.volume.is_some())
+            .then(|| self.max_bytes / 100 * RETAIN_BELOW_PERCENT)
     }
 
     fn is_off(&self) -> bool {

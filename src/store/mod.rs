@@ -304,6 +304,11 @@ pub trait Store: Send + Sync + 'static {
     /// `older_than`, with their jobs, attempts and notes. Dead letters stay until replayed.
     async fn prune_finished(&self, older_than: i64, batch: i64) -> Result<u64, StoreError>;
 
+    /// Keeps the store inside its budget: while it uses more than 80 % of `store.max_bytes`,
+    /// deletes finished events oldest first, `batch` at a time, whatever their age; returns how
+    /// many. Only where deleted rows count as room again (SQLite's pages in use); elsewhere 0.
+    async fn prune_to_budget(&self, batch: i64) -> Result<u64, StoreError>;
+
     // ----- reconciliation state -----
 
     async fn get_cursor(&self, name: &str) -> Result<Option<String>, StoreError>;

@@ -465,6 +465,21 @@ impl Store for Backend {
         Ok(doomed.len() as u64)
     }
 
+    async fn prune_to_budget(&self, batch: i64) -> Result<u64, StoreError> {
+        let Some(limit) = self.guard.retain_below() else {
+            return Ok(0);
+        };
+        let mut pruned = 0;
+        while self.used_bytes().await? > limit {
+            let deleted = self.prune_finished(i64::MAX, batch).await?;
+            pruned += deleted;
+            if deleted == 0 {
+                break;
+            }
+        }
+        Ok(pruned)
+    }
+
     async fn get_cursor(&self, name: &str) -> Result<Option<String>, StoreError> {
         Ok(
             sqlx::query_scalar("SELECT value FROM cursors WHERE name = $1")

@@ -18,6 +18,9 @@ const SECONDS_BUCKETS: &[f64] = &[
 const EVENT_COUNT_BUCKETS: &[f64] = &[1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0];
 
 pub const GROUP_COMMIT_EVENTS: &str = "xecm_store_group_commit_events";
+/// Finished events deleted by retention, by `reason`: `age` (`worker.retention_days`) or
+/// `budget` (over 80 % of `store.max_bytes`).
+pub const PRUNED: &str = "xecm_pruned_events_total";
 
 #[derive(Debug, Clone, Copy)]
 enum Kind {
@@ -127,6 +130,11 @@ const FAMILIES: &[(&str, Kind, &str)] = &[
         "xecm_store_free_bytes",
         Kind::Gauge,
         "Free bytes on the filesystem of the SQLite file.",
+    ),
+    (
+        PRUNED,
+        Kind::Counter,
+        "Finished events deleted by retention, by reason: age or budget.",
     ),
     (
         "xecm_store_full",
@@ -252,6 +260,9 @@ pub fn register_at_start(known: KnownLabels<'_>) {
             "xecm_dead_letters",
         ] {
             metrics::gauge!(name).increment(0.0);
+        }
+        for reason in ["age", "budget"] {
+            metrics::counter!(PRUNED, "reason" => reason).increment(0);
         }
     }
     if known.group_commits {

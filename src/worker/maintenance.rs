@@ -14,8 +14,11 @@ use super::clock::{Clock, millis};
 use super::flow::Router;
 use super::reconcile::{ChangeFeed, WorkflowStatusFeed, reconcile_allportal, reconcile_opentext};
 use crate::store::{Store, StoreError};
+use crate::telemetry::metrics::PRUNED;
 
 const DAY: Duration = Duration::from_secs(24 * 3600);
+/// How often the store's size is held against its budget (one cheap query when under it).
+const BUDGET_CHECK: Duration = Duration::from_secs(10);
 
 pub(super) fn spawn_loops(
     store: Arc<dyn Store>,
@@ -49,12 +52,36 @@ pub(super) fn spawn_loops(
                     let older_than = clock.now_millis() - millis(retention);
                     match prune(store.as_ref(), older_than, batch).await {
                         Ok(0) => {}
-                        Ok(pruned) => tracing::info!(pruned, "pruned finished events"),
+                        Ok(pruned) => {
+                            metrics::counter!(PRUNED, "reason" => "age").increment(pruned);
+                            tracing::info!(pruned, "pruned finished events")
+                        }
                         Err(error) => tracing::warn!(%error, "pruning failed"),
                     }
                 }
             },
         ));
+    }
+    {
+        let store = store.clone();
+        let batch = cfg.prune_batch as i64;
+        tasks.push(every(BUDGET_CHECK, shutdown.clone(), move || {
+            let store = store.clone();
+            async move {
+                match store.prune_to_budget(batch).await {
+                    Ok(0) => {}
+                    Ok(pruned) => {
+                        metrics::counter!(PRUNED, "reason" => "budget").increment(pruned);
+                        tracing::warn!(
+                            pruned,
+                            "the store is over 80% of store.max_bytes: pruned the oldest finished \
+                             events before worker.retention_days"
+                        )
+                    }
+                    Err(error) => tracing::warn!(%error, "pruning to the store budget failed"),
+                }
+            }
+        }));
     }
     if let (Some(feed), true) = (change_feed, cfg.reconcile_allportal_interval_secs > 0) {
         let (store, clock) = (store.clone(), clock.clone());

@@ -26,6 +26,7 @@ backend_tests!(
     single_event_requests_take_under_2_kib_each,
     routed_at_ingest_with_jobs_in_the_same_transaction,
     the_disk_guard_refuses_events_near_the_budget,
+    retention_keeps_the_store_under_its_budget,
 );
 
 async fn check_readiness(db: TestDb) {
@@ -640,6 +641,84 @@ async fn the_disk_guard_refuses_events_near_the_budget(db: &TestDb) {
     roomy.readiness().await.unwrap();
     full.close().await;
     roomy.close().await;
+}
+
+/// Over 80 % of its budget, the store deletes the oldest finished events until it is under it
+/// again, whatever their age; unfinished work and dead letters stay. PostgreSQL measures the
+/// database size, which deletes do not shrink, so there the budget is the guard's alone.
+async fn retention_keeps_the_store_under_its_budget(db: &TestDb) {
+    const FINISHED: usize = 2_000;
+    let mut events = Vec::new();
+    for i in 0..FINISHED {
+        let body =
+            Bytes::from(json!({ "object_id": i.to_string(), "pad": noise(4096) }).to_string());
+        let mut new = event_of(
+            &format!("old-{i}"),
+            &format!("product/{i}"),
+            &body,
+            0..body.len(),
+        );
+        new.received_at = 1_000 + i as i64;
+        new.routing = Some(Vec::new());
+        events.push(new);
+    }
+    for chunk in events.chunks(200) {
+        db.store.insert_events(chunk.to_vec()).await.unwrap();
+    }
+    let mut pending = event("pending", "product/p", 9_000);
+    pending.routing = None;
+    let mut dead = event("dead", "product/d", 9_001);
+    dead.dead_letter = Some("no flow takes it".into());
+    insert(db.store.as_ref(), vec![pending, dead]).await;
+    let used = db.store.used_bytes().await.unwrap();
+
+    // A budget the store already uses all of: retention brings it under 80 %.
+    let mut cfg = common::config(db.url());
+    cfg.max_bytes = used;
+    let budgeted = xecm_bridge::store::open(&cfg).await.unwrap();
+    let pruned = budgeted.prune_to_budget(100).await.unwrap();
+    let after = budgeted.used_bytes().await.unwrap();
+    let left = db.store.count_events().await.unwrap();
+    eprintln!(
+        "{}: {used} bytes, budget {used}: pruned {pruned} finished events, {after} bytes, {left} \
+         events left",
+        db.store.backend()
+    );
+    let events_of = |key: &str| {
+        let filter = EventFilter {
+            object_key: Some(key.into()),
+            ..EventFilter::default()
+        };
+        let store = db.store.clone();
+        async move {
+            let page = Page {
+                after: None,
+                limit: 10,
+            };
+            let page = store.list_events(&filter, &page).await.unwrap();
+            page.events.len()
+        }
+    };
+    let dead_and_pending = events_of("product/p").await + events_of("product/d").await;
+    if db.store.backend() == "sqlite" {
+        assert!(pruned > 0 && pruned < FINISHED as u64, "pruned {pruned}");
+        assert!(
+            after * 100 <= used * 80,
+            "{after} of {used} bytes after pruning"
+        );
+        // The oldest went first.
+        assert_eq!(events_of("product/0").await, 0);
+        assert_eq!(events_of(&format!("product/{}", FINISHED - 1)).await, 1);
+    } else {
+        assert_eq!(pruned, 0);
+        assert_eq!(left, FINISHED as i64 + 2);
+    }
+    assert_eq!(dead_and_pending, 2, "unfinished work and dead letters stay");
+    // Under the budget: nothing more to do.
+    assert_eq!(budgeted.prune_to_budget(100).await.unwrap(), 0);
+    // Without a budget, nothing is pruned by size.
+    assert_eq!(db.store.prune_to_budget(100).await.unwrap(), 0);
+    budgeted.close().await;
 }
 
 /// An installation from before migration 0004 (payload, raw body and headers on each event)
