@@ -5,6 +5,10 @@
 //! a process of its own.
 //!
 //! `cargo bench --bench ingest` (env: BENCH_REQUESTS, default 20000; BENCH_CONCURRENCY, default 64).
+//!
+//! `BENCH_DECAY_EVENTS=500000 cargo bench --bench ingest` measures decay instead: that many
+//! events into one `serve` (with its worker) in ten equal slices, each slice's throughput printed,
+//! and the last slice's against the first (target: no more than 20 % slower).
 
 mod support;
 
@@ -155,9 +159,47 @@ async fn measure(url: &str, prefix: &str, count: usize) -> Report {
     }
 }
 
+/// Decay over `total` events: ten slices into one store, the last against the first.
+async fn decay(total: usize) {
+    const SLICES: usize = 10;
+    let dir = tempfile::tempdir().unwrap();
+    let (url, server) = serve_bridge(&dir, Role::All).await;
+    println!(
+        "ingest decay: {total} requests into one `serve` (with its worker), {SLICES} slices of {}",
+        total / SLICES
+    );
+    measure(&url, "warm", 2_000).await;
+    let mut slices = Vec::new();
+    for i in 0..SLICES {
+        let report = measure(&url, &format!("slice{i}"), total / SLICES).await;
+        print(
+            &format!(
+                "slice {} ({} events stored before)",
+                i + 1,
+                i * total / SLICES
+            ),
+            &report,
+        );
+        slices.push(report);
+    }
+    let (first, last) = (&slices[0], &slices[SLICES - 1]);
+    println!(
+        "decay: first slice {:.0} req/s, last slice {:.0} req/s: {:+.1} % (target: no worse than -20 %)",
+        first.rps,
+        last.rps,
+        (last.rps / first.rps - 1.0) * 100.0
+    );
+    server.cancel();
+}
+
 fn main() {
     if let Ok(url) = std::env::var(LOAD_URL) {
         return generate_load(url);
+    }
+    let decay_events = env_usize("BENCH_DECAY_EVENTS", 0);
+    if decay_events > 0 {
+        let runtime = tokio::runtime::Runtime::new().unwrap();
+        return runtime.block_on(decay(decay_events));
     }
     let count = env_usize("BENCH_REQUESTS", 20_000);
     let concurrency = env_usize("BENCH_CONCURRENCY", 64);
