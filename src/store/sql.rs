@@ -154,6 +154,11 @@ impl Store for Backend {
     }
 
     async fn claim(&self, request: &ClaimRequest) -> Result<Option<ClaimedWork>, StoreError> {
+        // One read answers an idle worker's poll, so it never takes the write lock (SQLite) or a
+        // write transaction while there is nothing to claim or reap.
+        if !claimable(&self.pool, request.now).await? {
+            return Ok(None);
+        }
         let (_write, mut tx) = self.begin_write().await?;
         reap_expired(&mut tx, request.now, request.max_attempts).await?;
         let work = claim_unit(&mut tx, request).await?;
@@ -1253,6 +1258,21 @@ fn retry_time(transitions: &[JobTransition]) -> Option<i64> {
         .filter(|t| t.state == state::PENDING)
         .map(|t| t.next_attempt_at)
         .max()
+}
+
+/// Whether a job is due or a lease ran out: what [`Store::claim`] would act on. Both checks use
+/// the partial indexes on live states.
+async fn claimable(pool: &sqlx::Pool<Db>, now: i64) -> Result<bool, StoreError> {
+    let found = sqlx::query(
+        "SELECT id FROM jobs WHERE state = 'pending' AND next_attempt_at <= $1
+         UNION ALL
+         SELECT id FROM jobs WHERE state = 'running' AND lease_expires_at <= $1
+         LIMIT 1",
+    )
+    .bind(now)
+    .fetch_optional(pool)
+    .await?;
+    Ok(found.is_some())
 }
 
 /// Jobs whose lease ran out while `running` (their worker died) become pending again, or dead
