@@ -7,8 +7,7 @@ use http::HeaderMap;
 use crate::clients::opentext::callback::CallbackShape;
 use crate::config_error::ConfigError;
 use crate::store::{
-    InsertOutcome, NewEvent, Source, Store, StoreError, StoredEvent, dependent_resyncs, now_millis,
-    state,
+    InsertOutcome, NewEvent, Source, Store, StoreError, StoredEvent, now_millis, state,
 };
 use crate::worker::Router;
 pub use config::{SourceConfig, SourcesConfig};
@@ -119,22 +118,15 @@ pub async fn ingest(
         Source::Opentext => payload::parse_opentext_shaped(&verified, &verifiers.callback_shape)?,
     };
     let kept = kept_headers(headers, verifiers, source);
+    // When runs depend on an event's object (an asset, an item), the store adds their resyncs in
+    // the transaction that stores the event; an event no flow wants is still `ignored` itself.
     let mut events = Vec::with_capacity(parsed.len());
-    // When runs depend on the event's object (an asset, an item), their resyncs are stored
-    // with it, in the same transaction; an event no flow wants is then still `ignored` itself.
-    let mut resyncs = Vec::new();
     for event in parsed {
         let view = routing_view(source, &event, now);
         let destination = match source {
             Source::Allportal => callback::Destination::Flows(router.flows_for(&view)),
             Source::Opentext => callback::route(store, router, &event, &view).await?,
         };
-        let dependents = dependent_resyncs(store, &view).await?;
-        if !dependents.is_empty() {
-            tracing::info!(%source, object_key = ?view.object_key, dependents = dependents.len(),
-                           "resyncing the runs that use the event's object");
-        }
-        resyncs.extend(dependents);
         let mut new = new_event(source, &verified, event, kept.clone(), now);
         match destination {
             // A 4ALLPORTAL event no flow wants is `ignored` (most of them are not business
@@ -151,10 +143,8 @@ pub async fn ingest(
         .iter()
         .map(|e| (e.object_key.clone(), e.dead_letter.clone()))
         .collect();
-    events.extend(resyncs);
     let mut receipt = Receipt::default();
     // One line per event, so that `event_id` and `object_key` are single searchable values.
-    // The resyncs follow the request's own events and are not part of the receipt.
     let outcomes = store.insert_events(events).await?;
     for (outcome, (object_key, dead_letter)) in outcomes.into_iter().zip(described) {
         let object_key = object_key.as_deref().unwrap_or_default();

@@ -428,39 +428,36 @@ pub trait Store: Send + Sync + 'static {
     ) -> Result<Vec<(String, String)>, StoreError>;
 }
 
-/// Resync events for the runs that depend on the object a 4ALLPORTAL change event is about
-/// (besides the flows that want the event itself): one per dependent (flow, object key),
-/// naming the flow and the cause. Their ids derive from the cause's, so a repeated delivery
-/// or a second routing adds nothing. Resyncs themselves fan out to nothing, so a chain of
-/// dependencies cannot loop.
-pub async fn dependent_resyncs(
-    store: &dyn Store,
-    event: &StoredEvent,
-) -> Result<Vec<NewEvent>, StoreError> {
-    let Some(key) = event.object_key.as_deref() else {
-        return Ok(Vec::new());
-    };
-    if event.kind == RESYNC_KIND || event.source != Source::Allportal.as_str() {
-        return Ok(Vec::new());
-    }
-    let mut out = Vec::new();
-    for (flow, object_key) in store.dependents(key).await? {
-        let mut resync = resync_event(Some(&flow), &object_key, event.received_at)?;
-        let (raw_body, span) = NewEvent::synthetic_body(&serde_json::json!({
-            "flow": flow,
-            "dependency": key,
-            "cause": {"source": event.source, "source_event_id": event.source_event_id,
-                      "kind": event.kind},
-        }));
-        resync.raw_body = raw_body;
-        resync.span = span;
-        resync.source_event_id = format!(
-            "dependency:{}:{}:{flow}:{object_key}",
-            event.source, event.source_event_id
-        );
-        out.push(resync);
-    }
-    Ok(out)
+/// The resync of the run of `flow` for `object_key`, which used the object `cause` is about
+/// (besides the flows that want the event itself). Its id derives from the cause's, so a
+/// repeated delivery or a second routing adds nothing.
+fn dependent_resync(
+    cause: &NewEvent,
+    flow: &str,
+    object_key: &str,
+) -> Result<NewEvent, StoreError> {
+    let dependency = cause.object_key.as_deref().unwrap_or_default();
+    let mut resync = resync_event(Some(flow), object_key, cause.received_at)?;
+    let (raw_body, span) = NewEvent::synthetic_body(&serde_json::json!({
+        "flow": flow,
+        "dependency": dependency,
+        "cause": {"source": cause.source.as_str(), "source_event_id": cause.source_event_id,
+                  "kind": cause.kind},
+    }));
+    resync.raw_body = raw_body;
+    resync.span = span;
+    resync.source_event_id = format!(
+        "dependency:{}:{}:{flow}:{object_key}",
+        cause.source.as_str(),
+        cause.source_event_id
+    );
+    Ok(resync)
+}
+
+/// Whether storing `event` resyncs the runs that depend on its object: a 4ALLPORTAL change.
+/// Resyncs themselves fan out to nothing, so a chain of dependencies cannot loop.
+fn fans_out(event: &NewEvent) -> bool {
+    event.source == Source::Allportal && event.kind != RESYNC_KIND && event.object_key.is_some()
 }
 
 /// The synthetic event behind [`Store::resync`].

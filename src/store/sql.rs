@@ -919,10 +919,16 @@ pub(super) async fn insert_requests(
     for chunk in events.chunks(ROWS_PER_STATEMENT) {
         inserted.extend(insert_rows(tx, chunk).await?);
     }
+    let causes: Vec<&NewEvent> = events
+        .iter()
+        .filter(|(event, id, _)| inserted.contains(id) && crate::store::fans_out(event))
+        .map(|(event, _, _)| *event)
+        .collect();
+    let resyncs = dependent_resyncs(tx, &causes).await?;
+    let mut new_work = insert_resyncs(tx, &resyncs).await?;
     let mut stored: HashMap<(Source, &str), String> = HashMap::new();
     let mut kept_bodies = HashSet::new();
     let mut jobs = Vec::new();
-    let mut new_work = false;
     for (event, id, body_id) in &events {
         if inserted.contains(id) {
             stored.insert((event.source, &event.source_event_id), id.clone());
@@ -961,6 +967,77 @@ pub(super) async fn insert_requests(
         .map(|events| outcomes.by_ref().take(events.len()).collect())
         .collect();
     Ok(Inserted { outcomes, new_work })
+}
+
+/// The resyncs of the runs that depend on the objects of `causes` (the dependency index), found
+/// with one query per chunk, in the transaction that stores the causes.
+async fn dependent_resyncs(
+    tx: &mut Conn,
+    causes: &[&NewEvent],
+) -> Result<Vec<NewEvent>, StoreError> {
+    let keys: BTreeSet<String> = causes
+        .iter()
+        .filter_map(|e| e.object_key.as_deref())
+        .map(|k| escape(k).into_owned())
+        .collect();
+    let keys: Vec<String> = keys.into_iter().collect();
+    let mut dependents: HashMap<String, Vec<(String, String)>> = HashMap::new();
+    for chunk in keys.chunks(ROWS_PER_STATEMENT) {
+        let mut query = QueryBuilder::<Db>::new(
+            "SELECT dependency, flow, object_key FROM dependencies WHERE dependency IN (",
+        );
+        let mut list = query.separated(", ");
+        for key in chunk {
+            list.push_bind(key.as_str());
+        }
+        query.push(") ORDER BY flow, object_key");
+        let rows: Vec<(String, String, String)> =
+            query.build_query_as().fetch_all(&mut *tx).await?;
+        for (dependency, flow, key) in rows {
+            dependents
+                .entry(unescape(dependency))
+                .or_default()
+                .push((flow, unescape(key)));
+        }
+    }
+    let mut resyncs = Vec::new();
+    for cause in causes {
+        let key = cause.object_key.as_deref().unwrap_or_default();
+        let Some(runs) = dependents.get(key) else {
+            continue;
+        };
+        tracing::info!(
+            object_key = key,
+            dependents = runs.len(),
+            "resyncing the runs that use the event's object"
+        );
+        for (flow, object_key) in runs {
+            resyncs.push(crate::store::dependent_resync(cause, flow, object_key)?);
+        }
+    }
+    Ok(resyncs)
+}
+
+/// Stores `resyncs` (pending, for the worker to route); a resync stored before (its cause
+/// delivered again) is not stored twice. Whether any was new.
+async fn insert_resyncs(tx: &mut Conn, resyncs: &[NewEvent]) -> Result<bool, StoreError> {
+    let mut rows = Vec::with_capacity(resyncs.len());
+    for resync in resyncs {
+        rows.push((resync, new_event_id(), insert_body(tx, resync).await?));
+    }
+    let mut inserted = HashSet::new();
+    for chunk in rows.chunks(ROWS_PER_STATEMENT) {
+        inserted.extend(insert_rows(tx, chunk).await?);
+    }
+    for (_, id, body_id) in &rows {
+        if !inserted.contains(id) {
+            sqlx::query("DELETE FROM bodies WHERE id = $1")
+                .bind(body_id)
+                .execute(&mut *tx)
+                .await?;
+        }
+    }
+    Ok(!inserted.is_empty())
 }
 
 /// The jobs of events routed at ingest: one per (event, flow).

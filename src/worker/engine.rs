@@ -14,9 +14,7 @@ use super::WorkerConfig;
 use super::clock::{Clock, millis};
 use super::flow::{FlowOutcome, Router};
 use super::retry::{RetryPolicy, plan};
-use crate::store::{
-    AttemptResult, ClaimRequest, ClaimedWork, JobTransition, Store, StoreError, dependent_resyncs,
-};
+use crate::store::{AttemptResult, ClaimRequest, ClaimedWork, JobTransition, Store, StoreError};
 
 /// Tries to record one outcome (100 ms, doubling: about 6 s in all).
 const RECORD_TRIES: u32 = 6;
@@ -94,25 +92,14 @@ impl Engine {
         let batch = self.cfg.route_batch as i64;
         loop {
             let events = self.store.unrouted_events(batch).await?;
+            // The resyncs of runs that depend on an event's object were stored with the event.
             let routings: Vec<_> = events.iter().map(|e| self.router.route(e)).collect();
-            // An event may be about an object other runs depend on (an asset, an item): their
-            // resyncs are stored before the event is routed, so a crash in between only
-            // repeats them (their ids derive from the event's).
-            let mut resyncs = Vec::new();
-            for (event, r) in events.iter().zip(&routings) {
-                let dependents = dependent_resyncs(self.store.as_ref(), event).await?;
-                if !dependents.is_empty() {
-                    tracing::info!(event_id = %r.event_id, object_key = ?event.object_key,
-                                   dependents = dependents.len(),
-                                   "resyncing the runs that use the event's object");
-                }
-                resyncs.extend(dependents);
+            for r in &routings {
                 if r.flows.is_empty() {
                     tracing::info!(event_id = %r.event_id, "no flow wants the event; ignored");
                     metrics::counter!("xecm_events_ignored_total").increment(1);
                 }
             }
-            self.store.insert_events(resyncs).await?;
             self.store
                 .route_events(&routings, self.clock.now_millis())
                 .await?;

@@ -13,7 +13,7 @@ use xecm_bridge::flows::AllportalChangeFeed;
 use xecm_bridge::sim::SimHandle;
 use xecm_bridge::sim::allportal::{self as ap_sim, ids};
 use xecm_bridge::sim::opentext as ot_sim;
-use xecm_bridge::store::{RESYNC_KIND, StoredEvent, dependent_resyncs, now_millis};
+use xecm_bridge::store::{RESYNC_KIND, StoredEvent, now_millis};
 use xecm_bridge::worker::audit::{audit_round, audits, last_round};
 use xecm_bridge::worker::reconcile::reconcile_allportal;
 
@@ -448,17 +448,12 @@ async fn dependencies_are_replaced_per_run_and_fan_out_to_resyncs(db: &TestDb) {
         [("account".to_string(), "opportunity/9".to_string())]
     );
 
-    // A change of file/78 becomes a resync of the launch run, stored once however often it
-    // is delivered; a resync fans out to nothing.
-    let mut change = resync_event("file/78");
-    change.kind = "moduleobject_modify".into();
-    change.source_event_id = "delivery-1".into();
-    let resyncs = dependent_resyncs(store.as_ref(), &change).await.unwrap();
-    assert_eq!(resyncs.len(), 1);
-    assert_eq!(resyncs[0].object_key.as_deref(), Some("product/1"));
-    assert_eq!(resyncs[0].kind, RESYNC_KIND);
-    let first = store.insert_events(resyncs.clone()).await.unwrap();
-    let again = store.insert_events(resyncs).await.unwrap();
+    // Storing a change of file/78 stores a resync of the launch run with it, once however often
+    // the change is delivered; a resync fans out to nothing.
+    let change = || crate::common::event("delivery-1", "file/78", 1_000);
+    let first = store.insert_events(vec![change()]).await.unwrap();
+    let again = store.insert_events(vec![change()]).await.unwrap();
+    assert_eq!(first.len(), 1, "the receipt names the change alone");
     assert!(matches!(
         first[0],
         xecm_bridge::store::InsertOutcome::Accepted(_)
@@ -468,15 +463,18 @@ async fn dependencies_are_replaced_per_run_and_fan_out_to_resyncs(db: &TestDb) {
         xecm_bridge::store::InsertOutcome::Duplicate(_)
     ));
     let stored = store.unrouted_events(10).await.unwrap();
-    assert_eq!(stored.len(), 1);
-    assert_eq!(stored[0].payload["flow"], "launch");
-    assert_eq!(stored[0].payload["dependency"], "file/78");
-    assert!(
-        dependent_resyncs(store.as_ref(), &stored[0])
-            .await
-            .unwrap()
-            .is_empty()
-    );
+    let resyncs: Vec<&StoredEvent> = stored.iter().filter(|e| e.kind == RESYNC_KIND).collect();
+    assert_eq!(stored.len(), 2, "the change and one resync: {stored:?}");
+    assert_eq!(resyncs.len(), 1);
+    assert_eq!(resyncs[0].object_key.as_deref(), Some("product/1"));
+    assert_eq!(resyncs[0].payload["flow"], "launch");
+    assert_eq!(resyncs[0].payload["dependency"], "file/78");
+    assert_eq!(resyncs[0].payload["cause"]["source_event_id"], "delivery-1");
+    // A resync of file/78 itself (by hand) resyncs nothing else.
+    let mut by_hand = crate::common::event("resync-by-hand", "file/78", 2_000);
+    by_hand.kind = RESYNC_KIND.into();
+    store.insert_events(vec![by_hand]).await.unwrap();
+    assert_eq!(store.unrouted_events(10).await.unwrap().len(), 3);
 }
 
 async fn put_links(db: &TestDb) {
