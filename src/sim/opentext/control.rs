@@ -127,6 +127,7 @@ async fn seed(State(sim): State<Sim>, axum::Json(extra): axum::Json<OpentextSeed
     let mut store = sim.store.write().expect("store poisoned");
     let seed = &mut store.seed;
     seed.users.extend(extra.users);
+    seed.groups.extend(extra.groups);
     seed.oauth_clients.extend(extra.oauth_clients);
     seed.categories.extend(extra.categories);
     seed.workspace_types.extend(extra.workspace_types);
