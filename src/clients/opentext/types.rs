@@ -438,6 +438,9 @@ pub struct Role {
     pub name: Option<String>,
     #[serde(default)]
     pub perms: Option<Value>,
+    /// Permission names (`see`, `see_contents`, …), when the answer lists them.
+    #[serde(default)]
+    pub permissions: Option<Vec<String>>,
 }
 
 /// Whether a member is a user or a group (Content Server's member `type` 0 / 1).
