@@ -103,6 +103,8 @@ fn schemas() -> Vec<ModuleSchema> {
                 field("packaging", "CEVarchar"),
                 field("compliance_class", "CEVarchar"),
                 field("claims", "CEVarcharList"),
+                // The product manager's OpenText login (workspace teams).
+                field("product_manager", "CEVarchar"),
                 relation("family", false, "product_family"),
                 relation("assets", true, "file"),
                 relation("partner_documents", true, "file"),
@@ -149,6 +151,8 @@ fn schemas() -> Vec<ModuleSchema> {
                 relation("customer", false, "customer"),
                 relation("products", true, "product"),
                 field("stage", "CEVarchar"),
+                // The account manager's e-mail (workspace teams).
+                field("account_manager", "CEVarchar"),
             ],
         ),
         module(
@@ -157,6 +161,8 @@ fn schemas() -> Vec<ModuleSchema> {
             vec![
                 field("name", "CEVarchar"),
                 field("partner_type", "CEVarchar"),
+                // The partner's external group in OpenText (workspace teams).
+                field("partner_group", "CEVarchar"),
                 relation("products", true, "product"),
             ],
         ),
@@ -212,6 +218,7 @@ fn product(
     status: &str,
     family: &str,
     assets: &[&str],
+    manager: &str,
 ) -> SeedObject {
     object(
         "product",
@@ -224,6 +231,7 @@ fn product(
             "packaging": v(json!("carton")),
             "compliance_class": v(json!("CE")),
             "claims": v(json!(["energy efficient"])),
+            "product_manager": v(json!(manager)),
             "family": v(json!(family)),
             "assets": v(json!(assets)),
         }),
@@ -298,6 +306,7 @@ pub fn sample_catalogue() -> Catalogue {
                 FILE_PRICING_CSV,
                 FILE_PRICING_JSON,
             ],
+            "mschmidt",
         ),
         product(
             PRODUCT_PUMP_A200,
@@ -307,6 +316,7 @@ pub fn sample_catalogue() -> Catalogue {
             "draft",
             FAMILY_PUMPS,
             &[],
+            "lweber",
         ),
         product(
             PRODUCT_VALVE_V10,
@@ -316,6 +326,7 @@ pub fn sample_catalogue() -> Catalogue {
             "eol",
             FAMILY_VALVES,
             &[FILE_PRICING_CSV],
+            "lweber",
         ),
         product(
             PRODUCT_VALVE_V20,
@@ -325,6 +336,7 @@ pub fn sample_catalogue() -> Catalogue {
             "launch_ready",
             FAMILY_VALVES,
             &[],
+            "mschmidt",
         ),
         object(
             "customer",
@@ -340,6 +352,7 @@ pub fn sample_catalogue() -> Catalogue {
             json!({
                 "name": v(json!("ACME plant retrofit 2025")), "customer": v(json!(CUSTOMER_ACME)),
                 "products": v(json!([PRODUCT_PUMP_A100])), "stage": v(json!("proposal")),
+                "account_manager": v(json!("anna.koch@example.com")),
             }),
         ),
         object(
@@ -347,6 +360,7 @@ pub fn sample_catalogue() -> Catalogue {
             PARTNER_DISTRIBUTOR,
             json!({
                 "name": v(json!("Nordic Distribution AB")), "partner_type": v(json!("distributor")),
+                "partner_group": v(json!("Partner - Nordic Distribution AB")),
                 "products": v(json!([PRODUCT_PUMP_A100, PRODUCT_PUMP_A200])),
             }),
         ),
