@@ -425,7 +425,7 @@ fn check_flow_into(
         for (i, member) in config.members.iter().enumerate() {
             if let Some(field) = &member.field {
                 let key = format!("{at}.team.roles.\"{role}\".members[{i}].field");
-                note(found, c.field_text(&key, with_items, field));
+                note(found, c.field_text(&key, ws_scope, field));
             }
         }
     }

@@ -981,7 +981,8 @@ async fn roles_made_read_only_and_members_by_id_or_member_id() {
         .iter()
         .map(|r| r["data"]["properties"]["id"].as_i64().unwrap())
         .collect();
-    assert_eq!(role_ids.len(), 3);
+    // Owner, Members, Viewers, and the three the launch template defines.
+    assert_eq!(role_ids.len(), 6);
     for role in &role_ids {
         let (status, updated) = ot
             .body(
