@@ -384,7 +384,7 @@ impl MappedFlow {
                 .await?;
         }
         state.remove("categories");
-        super::team::ensure(self, run, scope, target, ws).await?;
+        super::team::ensure(self, run, scope, &target.key, &target.items, ws).await?;
         self.ensure_relations(run, scope, ws, &mut state).await?;
         let placed = self.ensure_content(run, ws, scope, &target.items).await?;
         self.steps

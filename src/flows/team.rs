@@ -27,12 +27,13 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use super::engine::{MappedFlow, Target};
+use super::engine::MappedFlow;
 use super::error::{FlowError, FlowResult};
 use super::fields::{FieldRef, Scope, value_text};
 use super::mapping::{MemberBy, PartnerMode, TeamConfig, TeamMemberConfig};
 use super::run::{Run, System, is_planned};
 use crate::clients::UpstreamError;
+use crate::clients::allportal::ModuleObject;
 use crate::clients::opentext::members::MemberKey;
 use crate::clients::opentext::{Member, MemberType, NodeId, Role};
 use crate::store::{TeamMembership, now_millis};
@@ -49,19 +50,21 @@ struct Wanted {
 /// Who should hold which role, resolved to OpenText members: role name → member id → wanted.
 type Resolved = BTreeMap<String, BTreeMap<i64, (Member, Wanted)>>;
 
-/// Keeps the team of workspace `ws` (the engine calls this once the workspace exists, before
-/// the flow's last steps, so archival's read-only rule comes after the team).
+/// Keeps the team of workspace `ws`, whose link key is `key` and whose content subjects are
+/// `items` (the engine and the change flow call this once the workspace exists, before the
+/// flow's last steps, so archival's read-only rule comes after the team).
 pub(crate) async fn ensure(
     flow: &MappedFlow,
     run: &mut Run<'_>,
     scope: &Scope<'_>,
-    target: &Target<'_>,
+    key: &str,
+    items: &[&ModuleObject],
     ws: NodeId,
 ) -> FlowResult<()> {
     let Some(team) = &flow.mapping.team else {
         return Ok(());
     };
-    let scope = match target.items.as_slice() {
+    let scope = match items {
         [item] if flow.mapping.mode == Some(PartnerMode::PerPartnerProduct) => {
             scope.with_item(item)
         }
@@ -113,7 +116,7 @@ pub(crate) async fn ensure(
         let empty = BTreeMap::new();
         let wanted = resolved.get(&role_name).unwrap_or(&empty);
         let made: Vec<&TeamMembership> = records.iter().filter(|r| r.role_id == role_id).collect();
-        keep_role(run, target, ws, role_id, &role_name, wanted, &made).await?;
+        keep_role(run, key, ws, role_id, &role_name, wanted, &made).await?;
     }
     Ok(())
 }
@@ -265,7 +268,7 @@ async fn ensure_permissions(
 /// bridge made that are no longer wanted, and forgets records OpenText no longer shows.
 async fn keep_role(
     run: &mut Run<'_>,
-    target: &Target<'_>,
+    key: &str,
     ws: NodeId,
     role_id: i64,
     role: &str,
@@ -292,7 +295,7 @@ async fn keep_role(
             role_id,
             member_id: *id,
             flow: run.flow.to_string(),
-            object_key: target.key.clone(),
+            object_key: key.to_string(),
             role_name: role.to_string(),
             member_name: w.name.clone(),
             created_at: now_millis(),
@@ -353,7 +356,6 @@ fn permissions_text(role: &str, permissions: &[String]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::clients::allportal::ModuleObject;
     use serde_json::json;
 
     fn product() -> ModuleObject {
