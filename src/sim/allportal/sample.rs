@@ -218,7 +218,6 @@ fn product(
     status: &str,
     family: &str,
     assets: &[&str],
-    manager: &str,
 ) -> SeedObject {
     object(
         "product",
@@ -231,11 +230,18 @@ fn product(
             "packaging": v(json!("carton")),
             "compliance_class": v(json!("CE")),
             "claims": v(json!(["energy efficient"])),
-            "product_manager": v(json!(manager)),
             "family": v(json!(family)),
             "assets": v(json!(assets)),
         }),
     )
+}
+
+/// `object` with its product manager's OpenText login (`product_manager`, for workspace teams).
+fn managed(login: &str, mut object: SeedObject) -> SeedObject {
+    object
+        .fields
+        .insert("product_manager".into(), v(json!(login)));
+    object
 }
 
 /// Several products in two families, assets of real file types, a customer, an opportunity and a
@@ -293,50 +299,58 @@ pub fn sample_catalogue() -> Catalogue {
                 "name": names("Valves", "Ventile"), "code": v(json!("VALVES")),
             }),
         ),
-        product(
-            PRODUCT_PUMP_A100,
-            "Pump A100",
-            "Pumpe A100",
-            "4711",
-            "launch_ready",
-            FAMILY_PUMPS,
-            &[
-                FILE_A100_IMAGE,
-                FILE_A100_DATASHEET,
-                FILE_PRICING_CSV,
-                FILE_PRICING_JSON,
-            ],
+        managed(
             "mschmidt",
+            product(
+                PRODUCT_PUMP_A100,
+                "Pump A100",
+                "Pumpe A100",
+                "4711",
+                "launch_ready",
+                FAMILY_PUMPS,
+                &[
+                    FILE_A100_IMAGE,
+                    FILE_A100_DATASHEET,
+                    FILE_PRICING_CSV,
+                    FILE_PRICING_JSON,
+                ],
+            ),
         ),
-        product(
-            PRODUCT_PUMP_A200,
-            "Pump A200",
-            "Pumpe A200",
-            "4712",
-            "draft",
-            FAMILY_PUMPS,
-            &[],
+        managed(
             "lweber",
+            product(
+                PRODUCT_PUMP_A200,
+                "Pump A200",
+                "Pumpe A200",
+                "4712",
+                "draft",
+                FAMILY_PUMPS,
+                &[],
+            ),
         ),
-        product(
-            PRODUCT_VALVE_V10,
-            "Valve V10",
-            "Ventil V10",
-            "5810",
-            "eol",
-            FAMILY_VALVES,
-            &[FILE_PRICING_CSV],
+        managed(
             "lweber",
+            product(
+                PRODUCT_VALVE_V10,
+                "Valve V10",
+                "Ventil V10",
+                "5810",
+                "eol",
+                FAMILY_VALVES,
+                &[FILE_PRICING_CSV],
+            ),
         ),
-        product(
-            PRODUCT_VALVE_V20,
-            "Valve V20",
-            "Ventil V20",
-            "5820",
-            "launch_ready",
-            FAMILY_VALVES,
-            &[],
+        managed(
             "mschmidt",
+            product(
+                PRODUCT_VALVE_V20,
+                "Valve V20",
+                "Ventil V20",
+                "5820",
+                "launch_ready",
+                FAMILY_VALVES,
+                &[],
+            ),
         ),
         object(
             "customer",
