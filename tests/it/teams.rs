@@ -629,3 +629,128 @@ async fn an_opentext_outage_during_the_team_is_transient(db: &TestDb) {
         .collect();
     assert_eq!(in_role, [sample_ids::PM_WEBER_USER_ID]);
 }
+
+// ------------------------------------------------------------------------------------------
+// the mapping and the plan
+// ------------------------------------------------------------------------------------------
+
+/// The launch mapping of `config/example.toml` with `team` (TOML) as its team section.
+fn with_team(team: &str) -> Result<xecm_bridge::config::Settings, String> {
+    let secrets = r#"
+[sources.allportal]
+secrets = ["whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"]
+[sources.opentext]
+secrets = ["whsec_C2FVsBQIhrscChlQIMV+b5sSYspob7oD"]
+"#;
+    let mut flows: toml::Table = example_flows(&["launch"]).parse().unwrap();
+    let launch = flows["flows"]["launch"].as_table().unwrap().clone();
+    let mut launch = launch;
+    launch.insert("team".into(), toml::Value::Table(team.parse().unwrap()));
+    flows["flows"]
+        .as_table_mut()
+        .unwrap()
+        .insert("launch".into(), launch.into());
+    let text = toml::to_string(&flows).unwrap();
+    xecm_bridge::config::Settings::from_toml(&[secrets, &text]).map_err(|e| e.to_string())
+}
+
+#[test]
+fn a_team_mapping_is_checked_at_load_and_each_error_names_its_key() {
+    assert!(with_team("strict = true\n[roles.Legal]\nmembers = [{ group = \"Legal\" }]").is_ok());
+    let cases = [
+        (
+            "[roles.Legal]\nmembers = [{ group = \"Legal\", user = \"jdoe\" }]",
+            "flows.launch.team.roles.\"Legal\".members[0]",
+            "exactly one of field, user, email, group",
+        ),
+        (
+            "[roles.Legal]\nmembers = [{ user = \"jdoe\", by = \"email\" }]",
+            "flows.launch.team.roles.\"Legal\".members[0].by",
+            "only a `field`",
+        ),
+        (
+            "[roles.Legal]\nmembers = [{ email = \"legal\" }]",
+            "flows.launch.team.roles.\"Legal\".members[0].email",
+            "not an e-mail",
+        ),
+        (
+            "[roles.Legal]\npermissions = [\"see\", \"upload\"]",
+            "flows.launch.team.roles.\"Legal\".permissions",
+            "`upload` is not one of",
+        ),
+        (
+            "[roles.Legal]\napply_to = 7",
+            "flows.launch.team.roles.\"Legal\".apply_to",
+            "0, 1, 2 or 3",
+        ),
+        (
+            "[roles.Legal]\nmembers = [{ field = \"no such\" }]",
+            "flows.launch.team.roles.\"Legal\".members[0].field",
+            "not a field name",
+        ),
+    ];
+    for (team, key, problem) in cases {
+        let error = with_team(team).expect_err(team);
+        assert!(
+            error.contains(key) && error.contains(problem),
+            "{team}: {error}"
+        );
+    }
+    // Unknown keys are refused too.
+    let error = with_team("[roles.Legal]\nmembrs = []").unwrap_err();
+    assert!(error.contains("membrs"), "{error}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn plan_lists_the_team_changes_and_writes_nothing() {
+    let bridge = start(&["launch"]).await;
+    bridge.webhook("product", A100, "moduleobject_modify").await;
+    change(
+        &bridge.ap,
+        "product",
+        A100,
+        json!({"product_manager": text("lweber")}),
+    )
+    .await;
+    bridge.clear_logs();
+    let answer: Value = bridge
+        .http
+        .post(bridge.url("/api/v1/plan"))
+        .bearer_auth(ADMIN_TOKEN)
+        .json(&json!({"object_key": format!("product/{A100}"), "flow": "launch"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let operations: Vec<(String, String)> = answer["plans"][0]["operations"]
+        .as_array()
+        .unwrap_or_else(|| panic!("{answer}"))
+        .iter()
+        .map(|o| {
+            (
+                o["action"].as_str().unwrap().to_string(),
+                o["description"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    assert!(
+        operations.contains(&(
+            "add_team_member".into(),
+            "add user `lweber` to role `Product Management`".into()
+        )),
+        "{operations:?}"
+    );
+    assert!(
+        operations.contains(&(
+            "remove_team_member".into(),
+            "remove `mschmidt` from role `Product Management` (no longer in the team)".into()
+        )),
+        "{operations:?}"
+    );
+    assert_eq!(bridge.ot_writes(), Vec::<String>::new());
+    let (_, _, pm) = role_members(&bridge.ot, "product", A100, "Product Management");
+    assert_eq!(pm, [sample_ids::PM_SCHMIDT_USER_ID]);
+    bridge.stop().await;
+}
