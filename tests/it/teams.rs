@@ -754,3 +754,58 @@ async fn plan_lists_the_team_changes_and_writes_nothing() {
     assert_eq!(pm, [sample_ids::PM_SCHMIDT_USER_ID]);
     bridge.stop().await;
 }
+
+#[tokio::test]
+async fn the_simulator_searches_members_as_the_content_server_spec_describes() {
+    let ot = ot_sim::spawn(
+        "127.0.0.1:0".parse().unwrap(),
+        OpentextSimOptions::default(),
+    )
+    .await
+    .unwrap();
+    let (http, ticket) = admin(&ot).await;
+    let search = |query: &'static str| {
+        let (http, ticket) = (http.clone(), ticket.clone());
+        let url = format!("{}/api/v2/members?{query}", ot.base_url());
+        async move {
+            let response = http
+                .get(url)
+                .header("OTCSTicket", ticket)
+                .send()
+                .await
+                .unwrap();
+            let status = response.status().as_u16();
+            (status, response.json::<Value>().await.unwrap())
+        }
+    };
+    let ids = |answer: &Value| -> Vec<i64> {
+        answer["results"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r["data"]["properties"]["id"].as_i64().unwrap())
+            .collect()
+    };
+    let (status, groups) = search("where_type=1&where_name=legal").await;
+    assert_eq!(status, 200);
+    assert_eq!(ids(&groups), [sample_ids::GROUP_LEGAL]);
+    assert_eq!(groups["results"][0]["data"]["properties"]["type"], 1);
+    let (_, users) = search("where_type=0&where_business_email=maria.schmidt@example.com").await;
+    assert_eq!(ids(&users), [sample_ids::PM_SCHMIDT_USER_ID]);
+    assert_eq!(users["collection"]["paging"]["total_count"], 1);
+    // `query` looks in logins, e-mails and group names, users and groups alike.
+    let (_, nordic) = search("query=nordic").await;
+    assert_eq!(
+        ids(&nordic),
+        [
+            sample_ids::PARTNER_USER_ID,
+            sample_ids::PARTNER_GUEST_USER_ID,
+            sample_ids::GROUP_SALES_NORDICS,
+            sample_ids::GROUP_PARTNER_NORDIC
+        ]
+    );
+    let (status, _) = search("query=a&where_name=b").await;
+    assert_eq!(status, 400, "query does not combine with where_* filters");
+    let (status, _) = search("where_type=x").await;
+    assert_eq!(status, 400);
+}
