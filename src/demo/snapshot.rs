@@ -1,24 +1,68 @@
 //! Read-only views of the simulators' state (`GET /_sim/state`), which is what the demo checks:
 //! the end state in the two systems, not what the bridge says about itself.
 
+use std::collections::BTreeMap;
+
 use serde_json::Value;
 
 use crate::sim::SimHandle;
 
-/// OpenText: nodes (workspaces, folders, documents with versions) and workflow processes.
+/// OpenText: nodes (workspaces, folders, documents with versions, roles with their members),
+/// workflow processes and the names of users and groups.
 pub struct OpentextView {
     nodes: Vec<Value>,
     processes: Vec<Value>,
+    members: BTreeMap<i64, String>,
 }
 
 impl OpentextView {
     pub fn of(sim: &SimHandle) -> Self {
         let state = sim.state();
         let list = |key: &str| state[key].as_array().cloned().unwrap_or_default();
+        let seed = &state["seed"];
+        let members = ["users", "groups"]
+            .iter()
+            .flat_map(|kind| seed[kind].as_array().cloned().unwrap_or_default())
+            .filter_map(|m| Some((m["id"].as_i64()?, m["name"].as_str()?.to_string())))
+            .collect();
         Self {
             nodes: list("nodes"),
             processes: list("processes"),
+            members,
         }
+    }
+
+    /// The members of each role of a workspace that has any, as `role: name, name`; the
+    /// owner role (the service user who created the workspace) left out.
+    pub fn team(&self, workspace: &Value) -> Vec<String> {
+        let roles = workspace["workspace"]["roles"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
+        roles
+            .iter()
+            .filter(|r| r["leader"] != true)
+            .filter_map(|r| {
+                let names: Vec<String> = r["members"]
+                    .as_array()?
+                    .iter()
+                    .filter_map(Value::as_i64)
+                    .map(|id| {
+                        self.members
+                            .get(&id)
+                            .cloned()
+                            .unwrap_or_else(|| id.to_string())
+                    })
+                    .collect();
+                (!names.is_empty()).then(|| {
+                    format!(
+                        "{}: {}",
+                        r["name"].as_str().unwrap_or_default(),
+                        names.join(", ")
+                    )
+                })
+            })
+            .collect()
     }
 
     /// Workspaces registered under `bo_type` whose business-object id matches.

@@ -5,7 +5,9 @@ use std::collections::BTreeMap;
 use super::stats::FlowWork;
 use super::verify::FlowResult;
 
-const HEADERS: [&str; 8] = [
+const COLUMNS: usize = 9;
+
+const HEADERS: [&str; COLUMNS] = [
     "flow",
     "object",
     "workspace (id \"name\")",
@@ -14,15 +16,18 @@ const HEADERS: [&str; 8] = [
     "write-backs",
     "attempts",
     "time",
+    "team (role: members)",
 ];
 
-/// Renders the table; a flow with more than one workspace gets one line per workspace.
+/// Renders the table; a flow with more than one workspace gets one line per workspace, each
+/// with that workspace's team.
 pub fn render(results: &[FlowResult], work: &BTreeMap<String, FlowWork>) -> String {
-    let mut rows: Vec<[String; 8]> = Vec::new();
+    let mut rows: Vec<[String; COLUMNS]> = Vec::new();
     for result in results {
         let done = work.get(result.flow).copied().unwrap_or_default();
         let mark = if result.passed() { "✓" } else { "✗" };
         let mut workspaces = result.workspaces.iter();
+        let mut teams = result.teams.iter();
         rows.push([
             format!("{mark} {}", result.flow),
             result.object.clone(),
@@ -35,10 +40,12 @@ pub fn render(results: &[FlowResult], work: &BTreeMap<String, FlowWork>) -> Stri
             result.writebacks.clone(),
             done.attempts.to_string(),
             format!("{} ms", done.millis),
+            teams.next().cloned().unwrap_or_default(),
         ]);
         for more in workspaces {
-            let mut row: [String; 8] = Default::default();
+            let mut row: [String; COLUMNS] = Default::default();
             row[2] = more.clone();
+            row[8] = teams.next().cloned().unwrap_or_default();
             rows.push(row);
         }
     }
@@ -59,7 +66,7 @@ pub fn render(results: &[FlowResult], work: &BTreeMap<String, FlowWork>) -> Stri
     out
 }
 
-fn line(out: &mut String, cells: &[String; 8], widths: &[usize; 8]) {
+fn line(out: &mut String, cells: &[String; COLUMNS], widths: &[usize; COLUMNS]) {
     let padded: Vec<String> = cells
         .iter()
         .zip(widths)
@@ -81,6 +88,11 @@ mod tests {
             flow,
             object: format!("object of {flow}"),
             workspaces: workspaces.iter().map(|w| w.to_string()).collect(),
+            teams: workspaces
+                .iter()
+                .enumerate()
+                .map(|(i, _)| format!("Partners: group{i}"))
+                .collect(),
             documents: 3,
             versions: 4,
             writebacks: "-".into(),
@@ -106,11 +118,13 @@ mod tests {
         assert_eq!(lines.len(), 5, "{text}");
         assert!(lines[2].starts_with("✓ partner"), "{text}");
         assert!(lines[2].contains("| 2        | 31 ms"), "{text}");
+        assert!(lines[2].ends_with("| Partners: group0"), "{text}");
         assert!(lines[3].trim_start().starts_with("|"), "{text}");
         assert!(lines[3].contains("2 \"a much longer name\""), "{text}");
+        assert!(lines[3].ends_with("| Partners: group1"), "{text}");
         assert!(lines[4].starts_with("✗ launch"), "{text}");
         assert!(
-            lines[4].contains("(none)") && lines[4].ends_with("0 ms"),
+            lines[4].contains("(none)") && lines[4].contains("| 0 ms"),
             "{text}"
         );
         // Every separator sits in the same column on every line.

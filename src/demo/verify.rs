@@ -13,6 +13,8 @@ pub struct FlowResult {
     pub object: String,
     /// `id "name"` of each workspace the flow owns.
     pub workspaces: Vec<String>,
+    /// Each workspace's team (`role: members; …`), in the order of `workspaces`.
+    pub teams: Vec<String>,
     pub documents: usize,
     pub versions: usize,
     pub writebacks: String,
@@ -56,6 +58,12 @@ impl FlowResult {
             ws["id"],
             ws["name"].as_str().unwrap_or_default()
         ));
+        let team = ot.team(ws);
+        self.check(
+            !team.is_empty(),
+            format!("no team in {what} workspace {}", ws["id"]),
+        );
+        self.teams.push(team.join("; "));
         let docs = ot.documents_below(ws);
         self.documents += docs.len();
         self.versions += docs.iter().map(|d| versions(d)).sum::<usize>();

@@ -101,6 +101,90 @@ pub struct FlowMapping {
     /// the attribute. Nothing is ever deleted in OpenText.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub on_delete: Option<OnDeleteConfig>,
+    /// The workspace's team: who is a member of which workspace role ([`super::team`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub team: Option<TeamConfig>,
+}
+
+/// Permission names a workspace role can hold (BW-SPEC, `permissions` of a role).
+pub const ROLE_PERMISSIONS: [&str; 10] = [
+    "see",
+    "see_contents",
+    "modify",
+    "edit_attributes",
+    "add_items",
+    "reserve",
+    "add_major_version",
+    "delete_versions",
+    "delete",
+    "edit",
+];
+
+/// `[flows.<name>.team]`: members of the workspace's roles.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+#[serde(deny_unknown_fields)]
+pub struct TeamConfig {
+    /// `true`: a member OpenText does not know fails the run (for good); `false` (default): it
+    /// is reported (warning, metric, the run's result) and the rest of the team is kept.
+    #[serde(default)]
+    pub strict: bool,
+    /// By role name, as the workspace template defines it.
+    #[serde(default)]
+    pub roles: BTreeMap<String, TeamRoleConfig>,
+}
+
+/// One workspace role of a team.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+#[serde(deny_unknown_fields)]
+pub struct TeamRoleConfig {
+    /// Who holds the role.
+    #[serde(default)]
+    pub members: Vec<TeamMemberConfig>,
+    /// The role's permissions (`see`, `see_contents`, `add_items`, …), set when they differ;
+    /// not given: the template's permissions stay.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub permissions: Option<Vec<String>>,
+    /// Where the permissions apply: 0 the workspace, 1 its sub-items, 2 both (default), 3 the
+    /// workspace and its immediate sub-items.
+    #[serde(default = "default_apply_to")]
+    pub apply_to: u8,
+}
+
+fn default_apply_to() -> u8 {
+    2
+}
+
+/// One member source: a 4ALLPORTAL field (its values name users or groups, as `by` says), or
+/// a fixed user (`user` login or `email`) or `group`. Give exactly one of `field`, `user`,
+/// `email`, `group`.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+#[serde(deny_unknown_fields)]
+pub struct TeamMemberConfig {
+    /// A field of the object (or `item.` field); every value names one member.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub field: Option<String>,
+    /// What the field's values are: `login` (default), `email` or `group`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub by: Option<MemberBy>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub email: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub group: Option<String>,
+}
+
+/// How a field's values name members.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+#[serde(rename_all = "lowercase")]
+pub enum MemberBy {
+    Login,
+    Email,
+    Group,
 }
 
 fn yes() -> bool {
@@ -505,6 +589,51 @@ fn check_categories(
     Ok(())
 }
 
+fn check_team_member(at: &str, member: &TeamMemberConfig) -> Result<(), MappingError> {
+    let given: Vec<&str> = [
+        ("field", member.field.is_some()),
+        ("user", member.user.is_some()),
+        ("email", member.email.is_some()),
+        ("group", member.group.is_some()),
+    ]
+    .iter()
+    .filter(|(_, set)| *set)
+    .map(|(name, _)| *name)
+    .collect();
+    if given.len() != 1 {
+        return Err(err(
+            at,
+            format!(
+                "give exactly one of field, user, email, group (given: {})",
+                if given.is_empty() {
+                    "none".to_string()
+                } else {
+                    given.join(", ")
+                }
+            ),
+        ));
+    }
+    if member.by.is_some() && member.field.is_none() {
+        return Err(err(format!("{at}.by"), "only a `field` takes `by`"));
+    }
+    if let Some(field) = &member.field {
+        FieldRef::parse(field).map_err(|e| err(format!("{at}.field"), e))?;
+    }
+    for (key, value) in [
+        ("user", &member.user),
+        ("email", &member.email),
+        ("group", &member.group),
+    ] {
+        if value.as_deref().is_some_and(|v| v.trim().is_empty()) {
+            return Err(err(format!("{at}.{key}"), "must not be empty"));
+        }
+    }
+    if member.email.as_deref().is_some_and(|e| !e.contains('@')) {
+        return Err(err(format!("{at}.email"), "is not an e-mail address"));
+    }
+    Ok(())
+}
+
 fn check_conditions(at: &str, conditions: &[Condition]) -> Result<(), MappingError> {
     for (i, c) in conditions.iter().enumerate() {
         c.check().map_err(|e| err(format!("{at}[{i}]"), e))?;
@@ -613,6 +742,44 @@ impl FlowMapping {
         if let Some(import) = &self.import {
             for (field, source) in &import.fields {
                 check_pattern(&format!("{at}.import.fields.{field}"), source)?;
+            }
+        }
+        if let Some(team) = &self.team {
+            self.validate_team(team, &format!("{at}.team"))?;
+        }
+        Ok(())
+    }
+
+    fn validate_team(&self, team: &TeamConfig, at: &str) -> Result<(), MappingError> {
+        let read_only = self.records.as_ref().is_some_and(|r| r.read_only);
+        for (role, config) in &team.roles {
+            let at = format!("{at}.roles.\"{role}\"");
+            if role.trim().is_empty() {
+                return Err(err(&at, "a role name must not be empty"));
+            }
+            for (i, member) in config.members.iter().enumerate() {
+                check_team_member(&format!("{at}.members[{i}]"), member)?;
+            }
+            if let Some(permissions) = &config.permissions {
+                if read_only {
+                    return Err(err(
+                        format!("{at}.permissions"),
+                        "the archive's roles are made read-only after the team is set; \
+                         permissions here would be overwritten on every archive",
+                    ));
+                }
+                if let Some(bad) = permissions
+                    .iter()
+                    .find(|p| !ROLE_PERMISSIONS.contains(&p.as_str()))
+                {
+                    return Err(err(
+                        format!("{at}.permissions"),
+                        format!("`{bad}` is not one of {}", ROLE_PERMISSIONS.join(", ")),
+                    ));
+                }
+            }
+            if config.apply_to > 3 {
+                return Err(err(format!("{at}.apply_to"), "must be 0, 1, 2 or 3"));
             }
         }
         Ok(())

@@ -12,7 +12,7 @@
 //! [`check`] (the mapping against the live systems), [`fields`], [`pattern`], [`condition`],
 //! [`hash`], [`snapshot`], [`run`] (plan/apply), [`ensure`] (idempotent OpenText operations),
 //! [`echo`] (write-backs and their echoes), [`intent`] (exactly-once creates), [`feed`] (the
-//! workflow poller's source).
+//! workflow poller's source), [`team`] (the members of each workspace's roles).
 
 pub mod archival;
 pub mod change;
@@ -35,6 +35,7 @@ pub mod schema;
 pub mod snapshot;
 mod state;
 mod steps;
+pub mod team;
 pub mod values;
 
 use std::sync::Arc;

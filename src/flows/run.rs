@@ -62,15 +62,23 @@ pub struct Plan {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub skipped: Option<String>,
     pub operations: Vec<Operation>,
+    /// What the run could not do but did not fail for (e.g. a team member OpenText does not
+    /// know).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<String>,
 }
 
 impl Plan {
     /// The summary recorded with a successful attempt.
     pub fn summary(&self) -> serde_json::Value {
-        serde_json::json!({
+        let mut summary = serde_json::json!({
             "operations": self.operations.len(),
             "changes": self.operations.iter().map(|o| &o.description).collect::<Vec<_>>(),
-        })
+        });
+        if !self.warnings.is_empty() {
+            summary["warnings"] = serde_json::json!(self.warnings);
+        }
+        summary
     }
 }
 
@@ -80,6 +88,7 @@ pub struct Run<'a> {
     pub object_key: String,
     apply: bool,
     operations: Vec<Operation>,
+    warnings: Vec<String>,
     next_placeholder: NodeId,
     /// Folders found or created in this run, by (parent, name).
     pub(crate) folders: HashMap<(NodeId, String), NodeId>,
@@ -112,6 +121,7 @@ impl<'a> Run<'a> {
             object_key: object_key.to_string(),
             apply,
             operations: Vec::new(),
+            warnings: Vec::new(),
             next_placeholder: -1,
             folders: HashMap::new(),
             listings: HashMap::new(),
@@ -134,6 +144,11 @@ impl<'a> Run<'a> {
             description,
         });
         self.apply
+    }
+
+    /// Notes something the run could not do without failing for it (shown with its result).
+    pub fn warn(&mut self, warning: String) {
+        self.warnings.push(warning);
     }
 
     /// A stand-in id for a node that plan mode would create.
@@ -165,6 +180,7 @@ impl<'a> Run<'a> {
             object_key: self.object_key,
             skipped,
             operations: self.operations,
+            warnings: self.warnings,
         }
     }
 }

@@ -421,6 +421,14 @@ fn check_flow_into(
             c.field_text(&format!("{at}.watch[{i}]"), base, field),
         );
     }
+    for (role, config) in m.team.iter().flat_map(|t| &t.roles) {
+        for (i, member) in config.members.iter().enumerate() {
+            if let Some(field) = &member.field {
+                let key = format!("{at}.team.roles.\"{role}\".members[{i}].field");
+                note(found, c.field_text(&key, ws_scope, field));
+            }
+        }
+    }
     if let Some(wf) = &m.workflow {
         note(
             found,

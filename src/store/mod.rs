@@ -401,6 +401,23 @@ pub trait Store: Send + Sync + 'static {
     /// Creates or replaces an intent; durable when it returns.
     async fn put_intent(&self, intent: &IntentRecord) -> Result<(), StoreError>;
 
+    // ----- workspace teams -----
+
+    /// The role memberships the bridge made in one workspace, by role and member.
+    async fn team_memberships(&self, workspace_id: i64) -> Result<Vec<TeamMembership>, StoreError>;
+
+    /// Records a membership the bridge is about to make; a second record of the same
+    /// (workspace, role, member) changes nothing.
+    async fn record_team_membership(&self, membership: &TeamMembership) -> Result<(), StoreError>;
+
+    /// Forgets a membership the bridge removed (or found gone).
+    async fn forget_team_membership(
+        &self,
+        workspace_id: i64,
+        role_id: i64,
+        member_id: i64,
+    ) -> Result<(), StoreError>;
+
     // ----- dependency index -----
 
     /// Replaces the 4ALLPORTAL objects (`module/id`) the run of `flow` for `object_key`

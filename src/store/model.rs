@@ -261,6 +261,22 @@ pub struct LinkRecord {
     pub updated_at: i64,
 }
 
+/// A workspace role membership the bridge made (`team_memberships`): the record that tells
+/// the bridge's members from those added by hand.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct TeamMembership {
+    pub workspace_id: i64,
+    pub role_id: i64,
+    pub member_id: i64,
+    pub flow: String,
+    /// The workspace's `bo_type/bo_id`.
+    pub object_key: String,
+    pub role_name: String,
+    /// The member as the mapping named it (login, e-mail or group name).
+    pub member_name: String,
+    pub created_at: i64,
+}
+
 /// A document a flow keeps current (`documents`), by a logical name that is stable across runs.
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct DocumentRecord {

@@ -32,8 +32,8 @@ use crate::store::{
     AttemptRecord, AttemptResult, Backlog, ClaimRequest, ClaimedJob, ClaimedWork, DocumentRecord,
     EventDetail, EventFilter, EventNote, EventPage, FlowStats, InsertOutcome, IntentRecord,
     JobRecord, JobTransition, LinkRecord, NO_FLOW_WANTS_IT, NewEvent, Page, ReplayOutcome, Routing,
-    Source, Store, StoreError, StoredEvent, WorkflowRecord, WritebackRecord, new_event_id, outcome,
-    state, workflow_state,
+    Source, Store, StoreError, StoredEvent, TeamMembership, WorkflowRecord, WritebackRecord,
+    new_event_id, outcome, state, workflow_state,
 };
 
 /// A connection (or an open transaction, which dereferences to one).
@@ -69,6 +69,9 @@ const JOB_COLUMNS: &str = "id, flow, object_key, state, attempts, next_attempt_a
 
 const WORKFLOW_COLUMNS: &str = "process_id, flow, object_key, started_at, state, decision,
         updated_at";
+
+const TEAM_COLUMNS: &str = "workspace_id, role_id, member_id, flow, object_key, role_name,
+        member_name, created_at";
 
 const DOCUMENT_COLUMNS: &str = "flow, object_key, logical_name, node_id, content_hash,
         source_version, meta_hash, version, updated_at";
@@ -612,6 +615,55 @@ impl Store for Backend {
         .as_ref()
         .map(link_from_row)
         .transpose()
+    }
+
+    async fn team_memberships(&self, workspace_id: i64) -> Result<Vec<TeamMembership>, StoreError> {
+        sqlx::query(&format!(
+            "SELECT {TEAM_COLUMNS} FROM team_memberships WHERE workspace_id = $1
+             ORDER BY role_id, member_id"
+        ))
+        .bind(workspace_id)
+        .fetch_all(&self.pool)
+        .await?
+        .iter()
+        .map(team_membership_from_row)
+        .collect()
+    }
+
+    async fn record_team_membership(&self, m: &TeamMembership) -> Result<(), StoreError> {
+        sqlx::query(&format!(
+            "INSERT INTO team_memberships ({TEAM_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+             ON CONFLICT (workspace_id, role_id, member_id) DO NOTHING"
+        ))
+        .bind(m.workspace_id)
+        .bind(m.role_id)
+        .bind(m.member_id)
+        .bind(&m.flow)
+        .bind(escape(&m.object_key))
+        .bind(escape(&m.role_name))
+        .bind(escape(&m.member_name))
+        .bind(m.created_at)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn forget_team_membership(
+        &self,
+        workspace_id: i64,
+        role_id: i64,
+        member_id: i64,
+    ) -> Result<(), StoreError> {
+        sqlx::query(
+            "DELETE FROM team_memberships
+             WHERE workspace_id = $1 AND role_id = $2 AND member_id = $3",
+        )
+        .bind(workspace_id)
+        .bind(role_id)
+        .bind(member_id)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
     }
 
     async fn set_dependencies(
@@ -1676,6 +1728,19 @@ fn link_from_row(row: &DbRow) -> Result<LinkRecord, StoreError> {
         workspace_id: row.try_get("workspace_id")?,
         state: row.try_get("state")?,
         updated_at: row.try_get("updated_at")?,
+    })
+}
+
+fn team_membership_from_row(row: &DbRow) -> Result<TeamMembership, StoreError> {
+    Ok(TeamMembership {
+        workspace_id: row.try_get("workspace_id")?,
+        role_id: row.try_get("role_id")?,
+        member_id: row.try_get("member_id")?,
+        flow: row.try_get("flow")?,
+        object_key: unescape(row.try_get("object_key")?),
+        role_name: unescape(row.try_get("role_name")?),
+        member_name: unescape(row.try_get("member_name")?),
+        created_at: row.try_get("created_at")?,
     })
 }
 

@@ -42,6 +42,11 @@ const FAMILIES: &[(&str, Kind, &str)] = &[
         "Operations made by resync runs (by hand or by the drift audit) that repaired drift in OpenText, by flow.",
     ),
     (
+        "xecm_team_unresolved_total",
+        Kind::Counter,
+        "Workspace team members a run could not find in OpenText (login, e-mail or group name), by flow.",
+    ),
+    (
         "xecm_webhooks_received_total",
         Kind::Counter,
         "Webhook requests verified and stored, one per request whatever the number of events in it.",
@@ -250,6 +255,7 @@ pub fn register_at_start(known: KnownLabels<'_>) {
         }
         let _ = metrics::histogram!("xecm_flow_duration_seconds", "flow" => flow.to_string());
         metrics::counter!("xecm_drift_repairs_total", "flow" => flow.to_string()).increment(0);
+        metrics::counter!("xecm_team_unresolved_total", "flow" => flow.to_string()).increment(0);
     }
     // Only a worker measures the backlog; an API-only replica would report a false zero
     // (and skew an autoscaler averaging it).

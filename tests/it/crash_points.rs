@@ -164,8 +164,40 @@ async fn run_story(story: &Story, crash_after: Option<usize>) -> (bool, Vec<Stri
         }
     }
     bridge.kill();
-    let problems = (story.check)(&sims);
+    let mut problems = (story.check)(&sims);
+    problems.extend(team_members_added_once(&sims));
     (crashed, problems)
+}
+
+/// Every flow of the sample mapping keeps a team: each member is added to its role by one call,
+/// however the crashes fell (the bridge records a membership before adding it), so the calls to
+/// a role's members equal the members it holds (the owner role, the template's, aside).
+fn team_members_added_once(sims: &Sims) -> Vec<String> {
+    let writes = write_counts(&sims.ot);
+    let state = sims.ot.state();
+    let mut problems = Vec::new();
+    let mut added = 0;
+    for ws in state["nodes"].as_array().into_iter().flatten() {
+        for role in ws["workspace"]["roles"].as_array().into_iter().flatten() {
+            if role["leader"] == true {
+                continue;
+            }
+            let path = format!(
+                "POST /otcs/cs/api/v2/businessworkspaces/{}/roles/{}/members",
+                ws["id"], role["id"]
+            );
+            let calls = writes.get(&path).copied().unwrap_or(0);
+            let members = role["members"].as_array().map_or(0, Vec::len);
+            added += calls;
+            if calls != members {
+                problems.push(format!("{path}: {calls} calls for {members} members"));
+            }
+        }
+    }
+    if added == 0 {
+        problems.push("no team member was added".into());
+    }
+    problems
 }
 
 /// Both simulators send their webhooks and callbacks to the bridge under test.

@@ -215,7 +215,9 @@ async fn drift_in_opentext_is_planned_then_repaired_by_a_resync() {
     bridge.stop().await;
 }
 
-/// OpenText requests of one resync of an unchanged workspace (logins aside), all reads.
+/// OpenText requests of one resync of an unchanged workspace (logins aside), all reads. Member
+/// searches of the team are left out: each client caches them for a minute, and this harness
+/// runs two workers (tests/it/teams.rs bounds them).
 async fn verification_reads(bridge: &Bridge, flow: &str, key: &str) -> Vec<String> {
     bridge.clear_logs();
     resync(bridge, flow, key).await;
@@ -224,7 +226,7 @@ async fn verification_reads(bridge: &Bridge, flow: &str, key: &str) -> Vec<Strin
         .ot
         .requests()
         .into_iter()
-        .filter(|r| !r.path.ends_with("/api/v1/auth"))
+        .filter(|r| !r.path.ends_with("/api/v1/auth") && !r.path.ends_with("/api/v2/members"))
         .map(|r| format!("{} {}", r.method, r.path))
         .collect()
 }
@@ -241,25 +243,27 @@ async fn an_unchanged_workspace_is_verified_with_a_bounded_number_of_reads() {
 
     // launch: workspace look-up, its categories, its related workspaces, one listing of the
     // workspace and of each of its four folders (Master Data, Technical Specifications,
-    // Pricing, Marketing Assets).
+    // Pricing, Marketing Assets); the team: the roles and the members of each of its three.
     let reads = verification_reads(&bridge, "launch", &product_key()).await;
     println!("launch: {} reads: {reads:#?}", reads.len());
-    assert_eq!(reads.len(), 8, "{reads:#?}");
+    assert_eq!(reads.len(), 8 + 4, "{reads:#?}");
     let listings = reads.iter().filter(|r| r.ends_with("/nodes")).count();
     assert_eq!(listings, 5, "one listing per folder: {reads:#?}");
 
     // family (no workspace categories, no relations): workspace look-up, one listing of the
-    // workspace and one of the folder that holds its one document (Manuals).
+    // workspace and one of the folder that holds its one document (Manuals); the team's roles
+    // and the members of its two.
     let family = format!("product_family/{}", ids::FAMILY_PUMPS);
     let reads = verification_reads(&bridge, "family", &family).await;
     println!("family: {} reads: {reads:#?}", reads.len());
-    assert_eq!(reads.len(), 3, "{reads:#?}");
+    assert_eq!(reads.len(), 3 + 3, "{reads:#?}");
 
     let reads = verification_reads(&bridge, "compliance", &product_key()).await;
     println!("compliance: {} reads: {reads:#?}", reads.len());
     // Workspace search and categories, its listing and one per folder holding documents
-    // (Claims, Images, Brochures), and the categories of each of its 4 documents.
-    assert_eq!(reads.len(), 10, "{reads:#?}");
+    // (Claims, Images, Brochures), and the categories of each of its 4 documents; the team's
+    // roles and the members of its two.
+    assert_eq!(reads.len(), 10 + 3, "{reads:#?}");
     let categories = reads.iter().filter(|r| r.ends_with("/categories")).count();
     assert_eq!(categories, 5, "{reads:#?}");
     bridge.stop().await;
@@ -272,14 +276,16 @@ async fn account_and_partner_workspaces_are_verified_with_a_bounded_number_of_re
     let reads = verification_reads(&bridge, "account", &account).await;
     println!("account: {} reads: {reads:#?}", reads.len());
     // The opportunity's workspace (found, no categories mapped), its listing and one listing
-    // per folder: Products, Configurations, Images, Brochures.
-    assert_eq!(reads.len(), 6, "{reads:#?}");
+    // per folder: Products, Configurations, Images, Brochures; the team's roles and the
+    // members of its one.
+    assert_eq!(reads.len(), 6 + 2, "{reads:#?}");
     let partner = format!("partner/{}", ids::PARTNER_DISTRIBUTOR);
     let reads = verification_reads(&bridge, "partner", &partner).await;
     println!("partner: {} reads: {reads:#?}", reads.len());
     // One workspace per partner product (two): each looked up and listed, with one listing
-    // per folder holding content (three for the pump, one for the other product).
-    assert_eq!(reads.len(), 8, "{reads:#?}");
+    // per folder holding content (three for the pump, one for the other product); in each,
+    // the team's roles and the members of its two.
+    assert_eq!(reads.len(), 8 + 2 * 3, "{reads:#?}");
     bridge.stop().await;
 }
 

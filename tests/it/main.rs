@@ -34,6 +34,7 @@ mod roundtrip_opentext;
 mod sim_allportal;
 mod sim_opentext;
 mod store_suite;
+mod teams;
 mod tls;
 mod values_schema;
 mod webhooks_http;

@@ -833,15 +833,40 @@ async fn partner_upload_and_approval_send_partner_document_callback() {
         .await
         .unwrap();
     let ws_id = ws["id"].as_i64().unwrap();
-    let up: Value = reqwest::Client::new()
-        .post(format!("{}/partner/upload", sim.control_url()))
-        .json(&json!({"workspace_id": ws_id, "name": "cert-de.pdf", "content": "%PDF-1.4 cert", "mime_type": "application/pdf"}))
-        .send()
-        .await
+    let upload = || async {
+        reqwest::Client::new()
+            .post(format!("{}/partner/upload", sim.control_url()))
+            .json(&json!({"workspace_id": ws_id, "name": "cert-de.pdf", "content": "%PDF-1.4 cert", "mime_type": "application/pdf"}))
+            .send()
+            .await
+            .unwrap()
+    };
+    // The partner user is no member of the workspace yet: refused as the API refuses it.
+    let refused = upload().await;
+    assert_eq!(refused.status(), 400);
+    // An administrator puts the partner's group into the Partners role, which may add items.
+    let mut ot = Ot::login(&sim).await;
+    let (_, roles) = ot
+        .get(&format!("/api/v2/businessworkspaces/{ws_id}/roles"))
+        .await;
+    let partners = roles["results"]
+        .as_array()
         .unwrap()
-        .json()
-        .await
+        .iter()
+        .find(|r| r["data"]["properties"]["name"] == "Partners")
+        .unwrap()["data"]["properties"]["id"]
+        .as_i64()
         .unwrap();
+    let role = format!("/api/v2/businessworkspaces/{ws_id}/roles/{partners}");
+    let perms = json!({"permissions": ["see", "see_contents", "add_items"], "apply_to": 2});
+    assert_eq!(ot.body(reqwest::Method::PUT, &role, perms).await.0, 200);
+    let member = json!({"id": sample_ids::GROUP_PARTNER_NORDIC});
+    let members = format!("{role}/members");
+    assert_eq!(
+        ot.body(reqwest::Method::POST, &members, member).await.0,
+        200
+    );
+    let up: Value = upload().await.json().await.unwrap();
     let node_id = up["node_id"].as_i64().unwrap();
     reqwest::Client::new()
         .post(format!("{}/partner/approve", sim.control_url()))
@@ -981,7 +1006,8 @@ async fn roles_made_read_only_and_members_by_id_or_member_id() {
         .iter()
         .map(|r| r["data"]["properties"]["id"].as_i64().unwrap())
         .collect();
-    assert_eq!(role_ids.len(), 3);
+    // Owner, Members, Viewers, and the three the launch template defines.
+    assert_eq!(role_ids.len(), 6);
     for role in &role_ids {
         let (status, updated) = ot
             .body(

@@ -26,9 +26,17 @@ pub const RELATED_LIST: Route = route("GET", "/api/v2/businessworkspaces/{bw_id}
 pub const RELATED_ADD: Route = route("POST", "/api/v2/businessworkspaces/{bw_id}/relateditems");
 pub const ROLES_LIST: Route = route("GET", "/api/v2/businessworkspaces/{bw_id}/roles");
 pub const ROLE_UPDATE: Route = route("PUT", "/api/v2/businessworkspaces/{bw_id}/roles/{role_id}");
+pub const ROLE_MEMBERS: Route = route(
+    "GET",
+    "/api/v2/businessworkspaces/{bw_id}/roles/{role_id}/members",
+);
 pub const ROLE_MEMBER_ADD: Route = route(
     "POST",
     "/api/v2/businessworkspaces/{bw_id}/roles/{role_id}/members",
+);
+pub const ROLE_MEMBER_REMOVE: Route = route(
+    "DELETE",
+    "/api/v2/businessworkspaces/{bw_id}/roles/{role_id}/members/{member_id}",
 );
 
 // Nodes, folders, documents, versions.
@@ -73,6 +81,9 @@ pub const ACTIVITIES: Route = route(
 // Members.
 /// A user by id (`data.name` is the login).
 pub const MEMBER: Route = route("GET", "/api/v1/members/{id}");
+/// Users and groups by login, e-mail or group name (`where_type`, `where_name`,
+/// `where_business_email`).
+pub const MEMBERS_SEARCH: Route = route("GET", "/api/v2/members");
 
 // Records management.
 pub const RM_CLASSIFICATIONS: Route = route("GET", "/api/v1/nodes/{id}/rmclassifications");
@@ -93,7 +104,9 @@ pub const ROUTES: &[Route] = &[
     RELATED_ADD,
     ROLES_LIST,
     ROLE_UPDATE,
+    ROLE_MEMBERS,
     ROLE_MEMBER_ADD,
+    ROLE_MEMBER_REMOVE,
     NODE,
     NODE_CREATE,
     NODE_CHILDREN,
@@ -118,6 +131,7 @@ pub const ROUTES: &[Route] = &[
     WORKFLOWS_BY_STATUS,
     ACTIVITIES,
     MEMBER,
+    MEMBERS_SEARCH,
     RM_CLASSIFICATIONS,
     RM_CLASSIFY,
     RM_UPDATE,

@@ -438,6 +438,62 @@ pub struct Role {
     pub name: Option<String>,
     #[serde(default)]
     pub perms: Option<Value>,
+    /// Permission names (`see`, `see_contents`, …), when the answer lists them.
+    #[serde(default)]
+    pub permissions: Option<Vec<String>>,
+}
+
+/// Whether a member is a user or a group (Content Server's member `type` 0 / 1).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum MemberType {
+    User,
+    Group,
+}
+
+/// A user or group: a role member (`V2RolesMembersGetProperties`) or a member search result
+/// (`members_V2PropertiesMembersSearch`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Member {
+    pub id: i64,
+    /// Login name of a user, name of a group.
+    pub name: String,
+    pub member_type: MemberType,
+    pub business_email: Option<String>,
+}
+
+impl Member {
+    /// The member in one item of a members list (`{data:{properties}}` or the properties).
+    /// A member without a `type` is a user unless it names a group (`group_name` is a user's
+    /// base group, so it says nothing).
+    pub(crate) fn from_item(item: &Value) -> Result<Self, UpstreamError> {
+        let props = item
+            .pointer("/data/properties")
+            .or_else(|| item.get("properties"))
+            .unwrap_or(item);
+        let id = props
+            .get("id")
+            .and_then(as_i64)
+            .ok_or_else(|| UpstreamError::decode("member without an id"))?;
+        let text = |key: &str| {
+            props
+                .get(key)
+                .and_then(Value::as_str)
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .map(str::to_string)
+        };
+        let member_type = match props.get("type").and_then(as_i64) {
+            Some(1) => MemberType::Group,
+            _ => MemberType::User,
+        };
+        Ok(Self {
+            id,
+            name: text("name").unwrap_or_else(|| id.to_string()),
+            member_type,
+            business_email: text("business_email"),
+        })
+    }
 }
 
 /// `results` of an answer, whatever its envelope.

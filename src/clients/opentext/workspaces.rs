@@ -4,11 +4,11 @@ use serde_json::{Value, json};
 
 use super::OpentextClient;
 use super::routes::{
-    RELATED_ADD, RELATED_LIST, ROLE_MEMBER_ADD, ROLE_UPDATE, ROLES_LIST, WORKSPACE_CREATE,
-    WORKSPACES_SEARCH, WORKSPACES_UPSERT,
+    RELATED_ADD, RELATED_LIST, ROLE_MEMBER_ADD, ROLE_MEMBER_REMOVE, ROLE_MEMBERS, ROLE_UPDATE,
+    ROLES_LIST, WORKSPACE_CREATE, WORKSPACES_SEARCH, WORKSPACES_UPSERT,
 };
 use super::types::{
-    BusinessObject, NodeId, NodePage, NodeProperties, RelationType, Role, UpsertResult,
+    BusinessObject, Member, NodeId, NodePage, NodeProperties, RelationType, Role, UpsertResult,
     WorkspaceCreate, created_id, list_items, node_list, paging, results,
 };
 use crate::clients::error::UpstreamError;
@@ -163,6 +163,33 @@ impl OpentextClient {
             .await?;
         }
         Ok(())
+    }
+
+    /// The users and groups of a workspace role (groups are not expanded).
+    pub async fn role_members(
+        &self,
+        workspace: NodeId,
+        role: i64,
+    ) -> Result<Vec<Member>, UpstreamError> {
+        let (ws, role) = (workspace.to_string(), role.to_string());
+        let answer = self.call_json(ROLE_MEMBERS, &[&ws, &role], |r| r).await?;
+        list_items(&answer)
+            .into_iter()
+            .map(Member::from_item)
+            .collect()
+    }
+
+    /// Removes a user or group from a workspace role.
+    pub async fn remove_role_member(
+        &self,
+        workspace: NodeId,
+        role: i64,
+        member: i64,
+    ) -> Result<(), UpstreamError> {
+        let (ws, role, m) = (workspace.to_string(), role.to_string(), member.to_string());
+        self.call_json(ROLE_MEMBER_REMOVE, &[&ws, &role, &m], |r| r)
+            .await
+            .map(drop)
     }
 
     /// Adds a user or group to a workspace role.

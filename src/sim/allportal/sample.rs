@@ -103,6 +103,8 @@ fn schemas() -> Vec<ModuleSchema> {
                 field("packaging", "CEVarchar"),
                 field("compliance_class", "CEVarchar"),
                 field("claims", "CEVarcharList"),
+                // The product manager's OpenText login (workspace teams).
+                field("product_manager", "CEVarchar"),
                 relation("family", false, "product_family"),
                 relation("assets", true, "file"),
                 relation("partner_documents", true, "file"),
@@ -149,6 +151,8 @@ fn schemas() -> Vec<ModuleSchema> {
                 relation("customer", false, "customer"),
                 relation("products", true, "product"),
                 field("stage", "CEVarchar"),
+                // The account manager's e-mail (workspace teams).
+                field("account_manager", "CEVarchar"),
             ],
         ),
         module(
@@ -157,6 +161,8 @@ fn schemas() -> Vec<ModuleSchema> {
             vec![
                 field("name", "CEVarchar"),
                 field("partner_type", "CEVarchar"),
+                // The partner's external group in OpenText (workspace teams).
+                field("partner_group", "CEVarchar"),
                 relation("products", true, "product"),
             ],
         ),
@@ -230,6 +236,14 @@ fn product(
     )
 }
 
+/// `object` with its product manager's OpenText login (`product_manager`, for workspace teams).
+fn managed(login: &str, mut object: SeedObject) -> SeedObject {
+    object
+        .fields
+        .insert("product_manager".into(), v(json!(login)));
+    object
+}
+
 /// Several products in two families, assets of real file types, a customer, an opportunity and a
 /// partner. Ids are in [`ids`].
 pub fn sample_catalogue() -> Catalogue {
@@ -285,46 +299,58 @@ pub fn sample_catalogue() -> Catalogue {
                 "name": names("Valves", "Ventile"), "code": v(json!("VALVES")),
             }),
         ),
-        product(
-            PRODUCT_PUMP_A100,
-            "Pump A100",
-            "Pumpe A100",
-            "4711",
-            "launch_ready",
-            FAMILY_PUMPS,
-            &[
-                FILE_A100_IMAGE,
-                FILE_A100_DATASHEET,
-                FILE_PRICING_CSV,
-                FILE_PRICING_JSON,
-            ],
+        managed(
+            "mschmidt",
+            product(
+                PRODUCT_PUMP_A100,
+                "Pump A100",
+                "Pumpe A100",
+                "4711",
+                "launch_ready",
+                FAMILY_PUMPS,
+                &[
+                    FILE_A100_IMAGE,
+                    FILE_A100_DATASHEET,
+                    FILE_PRICING_CSV,
+                    FILE_PRICING_JSON,
+                ],
+            ),
         ),
-        product(
-            PRODUCT_PUMP_A200,
-            "Pump A200",
-            "Pumpe A200",
-            "4712",
-            "draft",
-            FAMILY_PUMPS,
-            &[],
+        managed(
+            "lweber",
+            product(
+                PRODUCT_PUMP_A200,
+                "Pump A200",
+                "Pumpe A200",
+                "4712",
+                "draft",
+                FAMILY_PUMPS,
+                &[],
+            ),
         ),
-        product(
-            PRODUCT_VALVE_V10,
-            "Valve V10",
-            "Ventil V10",
-            "5810",
-            "eol",
-            FAMILY_VALVES,
-            &[FILE_PRICING_CSV],
+        managed(
+            "lweber",
+            product(
+                PRODUCT_VALVE_V10,
+                "Valve V10",
+                "Ventil V10",
+                "5810",
+                "eol",
+                FAMILY_VALVES,
+                &[FILE_PRICING_CSV],
+            ),
         ),
-        product(
-            PRODUCT_VALVE_V20,
-            "Valve V20",
-            "Ventil V20",
-            "5820",
-            "launch_ready",
-            FAMILY_VALVES,
-            &[],
+        managed(
+            "mschmidt",
+            product(
+                PRODUCT_VALVE_V20,
+                "Valve V20",
+                "Ventil V20",
+                "5820",
+                "launch_ready",
+                FAMILY_VALVES,
+                &[],
+            ),
         ),
         object(
             "customer",
@@ -340,6 +366,7 @@ pub fn sample_catalogue() -> Catalogue {
             json!({
                 "name": v(json!("ACME plant retrofit 2025")), "customer": v(json!(CUSTOMER_ACME)),
                 "products": v(json!([PRODUCT_PUMP_A100])), "stage": v(json!("proposal")),
+                "account_manager": v(json!("anna.koch@example.com")),
             }),
         ),
         object(
@@ -347,6 +374,7 @@ pub fn sample_catalogue() -> Catalogue {
             PARTNER_DISTRIBUTOR,
             json!({
                 "name": v(json!("Nordic Distribution AB")), "partner_type": v(json!("distributor")),
+                "partner_group": v(json!("Partner - Nordic Distribution AB")),
                 "products": v(json!([PRODUCT_PUMP_A100, PRODUCT_PUMP_A200])),
             }),
         ),

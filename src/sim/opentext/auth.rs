@@ -345,22 +345,19 @@ pub(crate) async fn oauth_token(
     .into_response()
 }
 
-/// `GET /api/v1/members/{id}`: a user by id (Content Server spec, `GetMemberInfo`). The spec's
-/// schema declares `data` as an array; Content Server answers with the member object, as here.
-/// An unknown id gets the spec's 400 "Could not get a member for {id}".
+/// `GET /api/v1/members/{id}`: a user or group by id (Content Server spec, `GetMemberInfo`). The
+/// spec's schema declares `data` as an array; Content Server answers with the member object, as
+/// here. An unknown id gets the spec's 400 "Could not get a member for {id}".
 pub(crate) async fn member(
     State(sim): State<Sim>,
     axum::extract::Path(id): axum::extract::Path<i64>,
 ) -> Response {
     let store = sim.store.read().expect("store poisoned");
-    match store.seed.users.iter().find(|u| u.id == id) {
-        Some(user) => axum::Json(json!({
-            "data": {"id": user.id, "name": user.name, "type": 0, "type_name": "User",
-                     "deleted": false},
-            "type": 0,
-            "type_name": "User",
-        }))
-        .into_response(),
+    match store.member_json(id) {
+        Some(data) => {
+            let (kind, kind_name) = (data["type"].clone(), data["type_name"].clone());
+            axum::Json(json!({"data": data, "type": kind, "type_name": kind_name})).into_response()
+        }
         None => ot_error(400, format!("Could not get a member for {id}")),
     }
 }

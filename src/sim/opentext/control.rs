@@ -127,6 +127,7 @@ async fn seed(State(sim): State<Sim>, axum::Json(extra): axum::Json<OpentextSeed
     let mut store = sim.store.write().expect("store poisoned");
     let seed = &mut store.seed;
     seed.users.extend(extra.users);
+    seed.groups.extend(extra.groups);
     seed.oauth_clients.extend(extra.oauth_clients);
     seed.categories.extend(extra.categories);
     seed.workspace_types.extend(extra.workspace_types);
@@ -215,6 +216,14 @@ struct PartnerUpload {
     content_base64: Option<String>,
     #[serde(default = "default_mime")]
     mime_type: String,
+    /// The partner user who uploads (login); their workspace permissions apply as they do in
+    /// the API.
+    #[serde(default = "default_partner_user")]
+    user: String,
+}
+
+fn default_partner_user() -> String {
+    "partner".into()
 }
 
 fn default_partner_folder() -> String {
@@ -225,7 +234,9 @@ fn default_mime() -> String {
     "application/octet-stream".into()
 }
 
-/// Uploads a document "as a partner" into a workspace folder (a new version when the name exists).
+/// Uploads a document as a partner user into a workspace folder (a new version when the name
+/// exists). Refused, as `POST /api/v2/nodes` refuses it, unless the user (or a group of theirs)
+/// holds a workspace role with `add_items` (a new document) or `modify` (a new version).
 async fn partner_upload(
     State(sim): State<Sim>,
     axum::Json(req): axum::Json<PartnerUpload>,
@@ -250,14 +261,36 @@ async fn partner_upload(
                     format!("{} is not a business workspace", req.workspace_id),
                 )
             })?;
-        let partner = store.user_id_or_admin(Some("partner"));
+        let partner = store
+            .seed
+            .users
+            .iter()
+            .find(|u| u.name == req.user)
+            .map(|u| u.id)
+            .ok_or_else(|| OtError(400, format!("Unknown user '{}'", req.user)))?;
+        let refuse = |store: &super::model::Store, node: i64, permission: &str| {
+            if store.permitted(partner, node, permission) {
+                Ok(())
+            } else {
+                Err(super::model::not_accessible())
+            }
+        };
         let folder = match store.child_named(req.workspace_id, &req.folder) {
             Some(f) => f.id,
-            None => store.create_node(req.workspace_id, &req.folder, TYPE_FOLDER, partner)?,
+            None => {
+                refuse(&store, req.workspace_id, "add_items")?;
+                store.create_node(req.workspace_id, &req.folder, TYPE_FOLDER, partner)?
+            }
         };
         let doc = match store.child_named(folder, &req.name) {
-            Some(d) => d.id,
-            None => store.create_node(folder, &req.name, TYPE_DOCUMENT, partner)?,
+            Some(d) => {
+                refuse(&store, d.id, "modify")?;
+                d.id
+            }
+            None => {
+                refuse(&store, folder, "add_items")?;
+                store.create_node(folder, &req.name, TYPE_DOCUMENT, partner)?
+            }
         };
         let blob = Blob::from_bytes(bytes.into());
         let version = store.add_version(

@@ -1,7 +1,7 @@
 //! OpenText Content Server / xECM simulator: the REST subset of `opentext-api.md` (auth, business
 //! workspaces and their types, nodes, documents and versions, categories with typed and
 //! multi-value attributes and their create forms, large file upload, workflows, records
-//! management, holds, roles), plus the signed callback the OpenText side of the bridge sends.
+//! management, holds, roles and their members, users and groups with the member search), plus the signed callback the OpenText side of the bridge sends.
 //! Templates (with their folders) and RM classifications are nodes, as in Content Server.
 //!
 //! The API is served under `/otcs/cs/api/…` (the base URL a client is configured with is
@@ -9,6 +9,7 @@
 
 mod auth;
 mod control;
+mod members;
 mod model;
 mod nodes;
 mod params;
@@ -29,7 +30,7 @@ use serde_json::{Value, json};
 
 pub use seed::{
     OpentextSeed, SAMPLE_ADMIN_PASSWORD, SAMPLE_ADMIN_USER, SAMPLE_OAUTH_CLIENT_ID,
-    SAMPLE_OAUTH_CLIENT_SECRET, SeedAttribute, SeedCategory, SeedHold, SeedOauthClient,
+    SAMPLE_OAUTH_CLIENT_SECRET, SeedAttribute, SeedCategory, SeedGroup, SeedHold, SeedOauthClient,
     SeedRmClassification, SeedUser, SeedWorkflowMap, SeedWorkspaceType, sample_ids,
 };
 
@@ -123,6 +124,7 @@ fn api_routes() -> Router<Sim> {
             post(auth::login).get(auth::whoami).delete(auth::logout),
         )
         .route("/api/v1/members/{id}", get(auth::member))
+        .route("/api/v2/members", get(members::search))
         .merge(workspaces::routes())
         .merge(nodes::routes())
         .merge(workflows::routes())

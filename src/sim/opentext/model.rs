@@ -368,12 +368,79 @@ impl Store {
             .unwrap_or(sample_ids::ADMIN_USER_ID)
     }
 
+    /// The administrator (the first seeded user): Content Server checks no permission of it.
+    /// The bridge's service user is this one in the sample, so its writes are never refused.
+    pub(crate) fn is_admin(&self, user_id: i64) -> bool {
+        self.seed.users.first().is_some_and(|u| u.id == user_id)
+    }
+
+    /// Whether `user_id` may do `permission` (`add_items`, `modify`, …) on `node_id`: outside
+    /// business workspaces always (the simulator keeps no other access control lists); inside
+    /// one, when the user or a group of theirs is a member of a workspace role that has it.
+    pub(crate) fn permitted(&self, user_id: i64, node_id: i64, permission: &str) -> bool {
+        if self.is_admin(user_id) {
+            return true;
+        }
+        let Some(ws) = self.enclosing_workspace(node_id) else {
+            return true;
+        };
+        let groups: Vec<i64> = self
+            .seed
+            .groups
+            .iter()
+            .filter(|g| g.members.contains(&user_id))
+            .map(|g| g.id)
+            .collect();
+        ws.roles.iter().any(|role| {
+            role.permissions.iter().any(|p| p == permission)
+                && role
+                    .members
+                    .iter()
+                    .any(|m| *m == user_id || groups.contains(m))
+        })
+    }
+
+    /// The business workspace `node_id` is in (or is).
+    fn enclosing_workspace(&self, node_id: i64) -> Option<&WorkspaceData> {
+        let mut id = node_id;
+        while let Some(node) = self.nodes.get(&id) {
+            if let Some(ws) = &node.workspace {
+                return Some(ws);
+            }
+            if node.parent_id == id || node.parent_id == 0 {
+                return None;
+            }
+            id = node.parent_id;
+        }
+        None
+    }
+
+    /// A member (user or group) as Content Server lists it: `type` 0 user, 1 group.
+    pub(crate) fn member_json(&self, id: i64) -> Option<Value> {
+        if let Some(u) = self.seed.users.iter().find(|u| u.id == id) {
+            return Some(json!({
+                "id": u.id, "name": u.name, "display_name": u.name, "type": 0,
+                "type_name": "User", "business_email": u.email, "deleted": false,
+            }));
+        }
+        self.seed.groups.iter().find(|g| g.id == id).map(|g| {
+            json!({
+                "id": g.id, "name": g.name, "display_name": g.name, "type": 1,
+                "type_name": "Group", "deleted": false,
+            })
+        })
+    }
+
     pub(crate) fn user_name(&self, id: i64) -> String {
         self.seed
             .users
             .iter()
             .find(|u| u.id == id)
             .map(|u| u.name.clone())
+            .or_else(|| {
+                let group = self.seed.groups.iter().find(|g| g.id == id);
+                group.map(|g| g.name.clone())
+            })
             .unwrap_or_else(|| format!("user{id}"))
     }
 
@@ -635,7 +702,14 @@ impl Store {
             ),
             ("Members", false, MEMBER_PERMISSIONS.as_slice(), vec![]),
             ("Viewers", false, READ_PERMISSIONS.as_slice(), vec![]),
-        ] {
+        ]
+        .into_iter()
+        .chain(
+            wtype
+                .roles
+                .iter()
+                .map(|r| (r.as_str(), false, READ_PERMISSIONS.as_slice(), vec![])),
+        ) {
             roles.push(Role {
                 id: self.next_id(),
                 name: name.into(),

@@ -148,6 +148,10 @@ fn create_node_inner(
         return Err(OtError(400, format!("Subtype {node_type} not registered")));
     }
     store.node(parent_id)?;
+    // The spec's answer for a parent the caller may not add to (CS-SPEC `POST /v2/nodes`, 400).
+    if !store.permitted(caller.user_id, parent_id, "add_items") {
+        return Err(super::model::not_accessible());
+    }
     if store.child_named(parent_id, &name).is_some() {
         return Err(super::model::duplicate_name(&name));
     }
@@ -419,6 +423,11 @@ async fn add_version(
     let mut store = sim.store.write().expect("store poisoned");
     let result = (|| {
         store.node(id)?;
+        // Adding a version takes the Modify permission; the spec answers a node the caller may
+        // not change like one that does not exist (CS-SPEC `POST /v2/nodes/{id}/versions`, 400).
+        if !store.permitted(caller.user_id, id, "modify") {
+            return Err(super::model::not_accessible());
+        }
         let upload = take_content(&mut store, &mut params)?
             .ok_or_else(|| OtError(400, "Missing required parameter 'File'".into()))?;
         let node_name = store.node(id)?.name.clone();

@@ -1,5 +1,6 @@
-//! OpenText configuration the simulator starts with: users, OAuth clients, categories, workspace
-//! types with their templates, workflow maps, RM classifications and holds.
+//! OpenText configuration the simulator starts with: users and groups, OAuth clients,
+//! categories, workspace types with their templates (and the roles those define), workflow
+//! maps, RM classifications and holds.
 
 use serde::{Deserialize, Serialize};
 
@@ -9,7 +10,9 @@ use serde::{Deserialize, Serialize};
 pub struct OpentextSeed {
     /// Folder under the Enterprise Workspace (2000) where workspaces are created by default.
     pub enterprise_folder_id: i64,
+    /// The first user is the administrator: no permission check applies to it.
     pub users: Vec<SeedUser>,
+    pub groups: Vec<SeedGroup>,
     pub oauth_clients: Vec<SeedOauthClient>,
     pub categories: Vec<SeedCategory>,
     pub workspace_types: Vec<SeedWorkspaceType>,
@@ -22,8 +25,21 @@ pub struct OpentextSeed {
 #[derive(Clone, Serialize, Deserialize)]
 pub struct SeedUser {
     pub id: i64,
+    /// Login name.
     pub name: String,
     pub password: String,
+    /// Business e-mail (`business_email`), searchable by `where_business_email`.
+    #[serde(default)]
+    pub email: Option<String>,
+}
+
+/// A Content Server group (member type 1) and the ids of its users.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SeedGroup {
+    pub id: i64,
+    pub name: String,
+    #[serde(default)]
+    pub members: Vec<i64>,
 }
 
 impl std::fmt::Debug for SeedUser {
@@ -31,6 +47,7 @@ impl std::fmt::Debug for SeedUser {
         f.debug_struct("SeedUser")
             .field("id", &self.id)
             .field("name", &self.name)
+            .field("email", &self.email)
             .field("password", &"<redacted>")
             .finish()
     }
@@ -90,6 +107,10 @@ pub struct SeedWorkspaceType {
     /// Folders the template creates inside every new workspace.
     pub folders: Vec<String>,
     pub rm_enabled: bool,
+    /// Roles the template defines besides `Business Workspace Owner`, `Members` and `Viewers`;
+    /// each starts with see and see contents.
+    #[serde(default)]
+    pub roles: Vec<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -118,6 +139,22 @@ pub mod sample_ids {
     pub const ADMIN_USER_ID: i64 = 1000;
     pub const APPROVER_USER_ID: i64 = 1001;
     pub const PARTNER_USER_ID: i64 = 2001;
+    /// A second user of the sample partner, outside its group until someone adds them.
+    pub const PARTNER_GUEST_USER_ID: i64 = 2002;
+    /// Product managers (the sample products name them in `product_manager`).
+    pub const PM_SCHMIDT_USER_ID: i64 = 1002;
+    pub const PM_WEBER_USER_ID: i64 = 1003;
+    /// The account manager of the sample customer (by e-mail).
+    pub const ACCOUNT_MANAGER_USER_ID: i64 = 1004;
+    pub const QUALITY_USER_ID: i64 = 1005;
+    pub const GROUP_LEGAL: i64 = 3001;
+    pub const GROUP_REGULATORY: i64 = 3002;
+    pub const GROUP_SALES_NORDICS: i64 = 3003;
+    pub const GROUP_MARKETING: i64 = 3004;
+    pub const GROUP_ENGINEERING: i64 = 3005;
+    pub const GROUP_RECORDS: i64 = 3006;
+    /// The sample partner's external group (its users upload into partner workspaces).
+    pub const GROUP_PARTNER_NORDIC: i64 = 3101;
     pub const CATEGORY_PRODUCT: i64 = 9830;
     pub const CATEGORY_DOCUMENT: i64 = 9840;
     pub const TYPE_PRODUCT_LAUNCH: i64 = 101;
@@ -163,6 +200,23 @@ fn multi_attr(id: i64, name: &str, type_name: &str) -> SeedAttribute {
     }
 }
 
+fn user(id: i64, name: &str, email: &str) -> SeedUser {
+    SeedUser {
+        id,
+        name: name.into(),
+        password: format!("sim-{name}-password"),
+        email: Some(email.into()),
+    }
+}
+
+fn group(id: i64, name: &str, members: &[i64]) -> SeedGroup {
+    SeedGroup {
+        id,
+        name: name.into(),
+        members: members.to_vec(),
+    }
+}
+
 fn wtype(
     id: i64,
     name: &str,
@@ -170,6 +224,7 @@ fn wtype(
     category: Option<i64>,
     folders: &[&str],
     rm_enabled: bool,
+    roles: &[&str],
 ) -> SeedWorkspaceType {
     SeedWorkspaceType {
         id,
@@ -182,6 +237,7 @@ fn wtype(
         category_id: category,
         folders: folders.iter().map(|f| (*f).to_owned()).collect(),
         rm_enabled,
+        roles: roles.iter().map(|r| (*r).to_owned()).collect(),
     }
 }
 
@@ -197,17 +253,40 @@ impl OpentextSeed {
                     id: ADMIN_USER_ID,
                     name: SAMPLE_ADMIN_USER.into(),
                     password: SAMPLE_ADMIN_PASSWORD.into(),
+                    email: None,
                 },
-                SeedUser {
-                    id: APPROVER_USER_ID,
-                    name: "jdoe".into(),
-                    password: "sim-jdoe-password".into(),
-                },
-                SeedUser {
-                    id: PARTNER_USER_ID,
-                    name: "partner".into(),
-                    password: "sim-partner-password".into(),
-                },
+                user(APPROVER_USER_ID, "jdoe", "john.doe@example.com"),
+                user(
+                    PARTNER_USER_ID,
+                    "partner",
+                    "orders@nordic-distribution.example",
+                ),
+                user(
+                    PARTNER_GUEST_USER_ID,
+                    "nd.guest",
+                    "guest@nordic-distribution.example",
+                ),
+                user(PM_SCHMIDT_USER_ID, "mschmidt", "maria.schmidt@example.com"),
+                user(PM_WEBER_USER_ID, "lweber", "lukas.weber@example.com"),
+                user(ACCOUNT_MANAGER_USER_ID, "akoch", "anna.koch@example.com"),
+                user(QUALITY_USER_ID, "pfischer", "paul.fischer@example.com"),
+            ],
+            groups: vec![
+                group(GROUP_LEGAL, "Legal", &[APPROVER_USER_ID]),
+                group(GROUP_REGULATORY, "Regulatory Affairs", &[QUALITY_USER_ID]),
+                group(
+                    GROUP_SALES_NORDICS,
+                    "Sales Nordics",
+                    &[ACCOUNT_MANAGER_USER_ID],
+                ),
+                group(GROUP_MARKETING, "Marketing", &[PM_WEBER_USER_ID]),
+                group(GROUP_ENGINEERING, "Engineering", &[QUALITY_USER_ID]),
+                group(GROUP_RECORDS, "Records Management", &[APPROVER_USER_ID]),
+                group(
+                    GROUP_PARTNER_NORDIC,
+                    "Partner - Nordic Distribution AB",
+                    &[PARTNER_USER_ID],
+                ),
             ],
             oauth_clients: vec![SeedOauthClient {
                 client_id: SAMPLE_OAUTH_CLIENT_ID.into(),
@@ -257,6 +336,7 @@ impl OpentextSeed {
                         "Marketing Assets",
                     ],
                     false,
+                    &["Product Management", "Legal", "Sales"],
                 ),
                 wtype(
                     TYPE_CUSTOMER,
@@ -265,6 +345,7 @@ impl OpentextSeed {
                     None,
                     &["Products", "Images", "Brochures", "Configurations"],
                     false,
+                    &["Account Team"],
                 ),
                 wtype(
                     TYPE_OPPORTUNITY,
@@ -273,6 +354,7 @@ impl OpentextSeed {
                     None,
                     &["Products", "Images", "Brochures", "Configurations"],
                     false,
+                    &["Account Team"],
                 ),
                 wtype(
                     TYPE_CHANGE_REVIEW,
@@ -281,6 +363,7 @@ impl OpentextSeed {
                     product,
                     &["Change Documents", "Supporting Documents"],
                     false,
+                    &["Change Owner", "Reviewers"],
                 ),
                 wtype(
                     TYPE_COMPLIANCE,
@@ -289,6 +372,7 @@ impl OpentextSeed {
                     product,
                     &["Claims", "Labels", "Images", "Brochures"],
                     false,
+                    &["Product Management", "Reviewers"],
                 ),
                 wtype(
                     TYPE_PARTNER,
@@ -302,6 +386,7 @@ impl OpentextSeed {
                         PARTNER_UPLOAD_FOLDER,
                     ],
                     false,
+                    &["Product Management", "Partners"],
                 ),
                 wtype(
                     TYPE_PRODUCT_FAMILY,
@@ -315,6 +400,7 @@ impl OpentextSeed {
                         "Packaging Artwork",
                     ],
                     false,
+                    &["Product Management", "Authors"],
                 ),
                 wtype(
                     TYPE_ARCHIVE,
@@ -328,6 +414,7 @@ impl OpentextSeed {
                         "Approval History",
                     ],
                     true,
+                    &["Records Managers"],
                 ),
             ],
             workflow_maps: vec![

@@ -655,9 +655,13 @@ async fn update_role(
     }
 }
 
+/// A role member as `V2RolesMembersGetProperties` (BW-SPEC), with `type` (0 user, 1 group).
 fn member_json(store: &Store, id: i64) -> Value {
-    let name = store.user_name(id);
-    json!({"data": {"properties": {"id": id, "name": name, "display_name": name, "type": 0}}})
+    let properties = store.member_json(id).unwrap_or_else(|| {
+        let name = store.user_name(id);
+        json!({"id": id, "name": name, "display_name": name, "type": 0})
+    });
+    json!({"data": {"properties": properties}})
 }
 
 async fn role_members(State(sim): State<Sim>, Path((id, role_id)): Path<(i64, i64)>) -> Response {
@@ -682,6 +686,9 @@ async fn add_role_member(
         return super::respond::ot_error(400, "Missing required parameter 'id'");
     };
     let mut store = sim.store.write().expect("store poisoned");
+    if store.member_json(member).is_none() {
+        return super::respond::ot_error(400, format!("Could not get a member for {member}"));
+    }
     let result = with_role(&mut store, id, role_id, |role| {
         if !role.members.contains(&member) {
             role.members.push(member);
