@@ -70,6 +70,8 @@ impl Plan {
         serde_json::json!({
             "operations": self.operations.len(),
             "changes": self.operations.iter().map(|o| &o.description).collect::<Vec<_>>(),
+            // Each write with its system, for the console's business-object timeline.
+            "writes": self.operations,
         })
     }
 }
