@@ -13,6 +13,7 @@ mod clients_streaming;
 mod clients_transport;
 mod config;
 mod connections;
+mod console;
 mod crash_points;
 mod demo;
 mod drain;
