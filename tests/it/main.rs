@@ -14,6 +14,7 @@ mod clients_transport;
 mod config;
 mod connections;
 mod console;
+mod console_data;
 mod crash_points;
 mod demo;
 mod drain;
