@@ -25,7 +25,7 @@ fn event(i: usize, now: i64) -> NewEvent {
     ));
     let span = 0..body.len();
     NewEvent {
-        source: if i % 10 == 0 {
+        source: if i.is_multiple_of(10) {
             Source::Opentext
         } else {
             Source::Allportal
@@ -41,7 +41,7 @@ fn event(i: usize, now: i64) -> NewEvent {
         // One event every 3 ms within the last hour. The store is filled within the hour too, so
         // the per-minute count reads every event: its worst case.
         received_at: now - 3_600_000 + i as i64 * 3,
-        routing: Some(if i % 2 == 0 {
+        routing: Some(if i.is_multiple_of(2) {
             vec!["launch".into()]
         } else {
             Vec::new()

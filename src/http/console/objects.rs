@@ -113,7 +113,7 @@ pub async fn timeline(
                     }
                     tbody {
                         @for entry in &timeline.entries {
-                            tr class={"entry-" (kind_name(entry.kind))} {
+                            tr class={"entry-" (kind_class(entry.kind))} {
                                 td { (layout::time(entry.at)) }
                                 td {
                                     span.kind { (kind_name(entry.kind)) ": " }
@@ -144,6 +144,18 @@ fn kind_name(kind: EntryKind) -> &'static str {
         EntryKind::Workflow => "workflow",
         EntryKind::Document => "document",
         EntryKind::Writeback => "write-back",
+    }
+}
+
+/// The entry's kind as a class name (the API's name for it).
+fn kind_class(kind: EntryKind) -> &'static str {
+    match kind {
+        EntryKind::Event => "event",
+        EntryKind::Run => "run",
+        EntryKind::Operation => "operation",
+        EntryKind::Workflow => "workflow",
+        EntryKind::Document => "document",
+        EntryKind::Writeback => "writeback",
     }
 }
 
