@@ -273,5 +273,24 @@ async fn the_console_is_not_served_unless_enabled() {
             .unwrap()
             .contains(r#"<label for="token">"#)
     );
+    // A reverse proxy's bearer header signs in without the form; a wrong one does not.
+    let page = client
+        .get(app.url("/ui/"))
+        .bearer_auth(ADMIN_TOKEN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(page.status(), 200);
+    assert_eq!(page.headers()["cache-control"], "no-store");
+    let html = page.text().await.unwrap();
+    assert!(html.contains("<h1>Overview</h1>"), "{html}");
+    assert!(!html.contains(ADMIN_TOKEN), "a page shows the admin token");
+    let page = client
+        .get(app.url("/ui/"))
+        .bearer_auth("not-the-admin-token-0123")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(page.status(), 303);
     app.stop().await;
 }
