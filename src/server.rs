@@ -28,7 +28,7 @@ use crate::worker::{Worker, WorkerHandle};
 pub enum Role {
     /// HTTP API and workers.
     All,
-    /// Webhooks and admin API only; no workers.
+    /// Webhooks, admin API and (when enabled) the console; no workers.
     Api,
     /// Workers, plus health and metrics.
     Worker,

@@ -1134,16 +1134,19 @@ fn event_from_row(row: &DbRow) -> Result<StoredEvent, StoreError> {
 /// newest-first order and the limit (one more row than the page, to detect a next page).
 fn push_event_filter(query: &mut QueryBuilder<'_, Db>, filter: &EventFilter, page: &Page) {
     query.push(" WHERE 1 = 1");
+    // `source` is compared as an expression so that no index on it is used: the only one,
+    // `(source, source_event_id)`, would make the database sort every event of the source
+    // (800 ms at a million events); walking the ids newest first finds a page in the first rows.
     let text_columns = [
-        ("state", &filter.state),
-        ("source", &filter.source),
-        ("kind", &filter.kind),
-        ("object_key", &filter.object_key),
+        ("e.state", &filter.state),
+        ("e.source || ''", &filter.source),
+        ("e.kind", &filter.kind),
+        ("e.object_key", &filter.object_key),
     ];
     for (column, value) in text_columns {
         if let Some(value) = value {
             query
-                .push(format!(" AND e.{column} = "))
+                .push(format!(" AND {column} = "))
                 .push_bind(escape(value).into_owned());
         }
     }
