@@ -294,3 +294,99 @@ async fn the_console_is_not_served_unless_enabled() {
     assert_eq!(page.status(), 303);
     app.stop().await;
 }
+
+/// The session cookie and CSRF token of a sign-in over plain HTTP.
+async fn signed_in(client: &reqwest::Client, app: &common::TestApp) -> (String, String) {
+    let response = client
+        .post(app.url("/ui/sign-in"))
+        .form(&[("token", ADMIN_TOKEN)])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 303);
+    let cookie = response.headers()["set-cookie"]
+        .to_str()
+        .unwrap()
+        .to_string();
+    let cookie = cookie.split(';').next().unwrap().to_string();
+    let page = client
+        .get(app.url("/ui/dead-letters"))
+        .header("cookie", &cookie)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let csrf = page
+        .split(r#"name="csrf" value=""#)
+        .nth(1)
+        .and_then(|rest| rest.split('"').next())
+        .expect("a CSRF field on the page")
+        .to_string();
+    (cookie, csrf)
+}
+
+#[tokio::test]
+async fn replaying_all_matching_dead_letters_shows_the_count_first() {
+    let app = common::spawn_app("[console]\nenabled = true\ncookie_secure = false\n").await;
+    let mut dead = event("dead-1", "product/1", now_millis());
+    dead.dead_letter = Some("no flow can handle it".into());
+    let ids = insert(
+        app.store.as_ref(),
+        vec![dead, event("live-1", "product/2", now_millis())],
+    )
+    .await;
+    let client = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let (cookie, csrf) = signed_in(&client, &app).await;
+    let post = |form: Vec<(&'static str, String)>| {
+        client
+            .post(app.url("/ui/dead-letters/replay"))
+            .header("cookie", &cookie)
+            .form(&form)
+            .send()
+    };
+
+    // Without the CSRF token: refused, nothing replayed.
+    let response = post(vec![("confirm", "1".into())]).await.unwrap();
+    assert_eq!(response.status(), 403);
+    let stored = app.store.get_event(&ids[0]).await.unwrap().unwrap();
+    assert_eq!(stored.state, state::DEAD);
+
+    // First the dry-run count, with a button that confirms it.
+    let page = post(vec![
+        ("csrf", csrf.clone()),
+        ("object_key", "product/1".into()),
+    ])
+    .await
+    .unwrap()
+    .text()
+    .await
+    .unwrap();
+    assert!(
+        page.contains("<strong>1</strong> dead letters match"),
+        "{page}"
+    );
+    assert!(page.contains(r#"name="confirm" value="1""#), "{page}");
+    let stored = app.store.get_event(&ids[0]).await.unwrap().unwrap();
+    assert_eq!(stored.state, state::DEAD, "the count replays nothing");
+
+    // Then the replay.
+    let page = post(vec![
+        ("csrf", csrf),
+        ("object_key", "product/1".into()),
+        ("confirm", "1".into()),
+    ])
+    .await
+    .unwrap()
+    .text()
+    .await
+    .unwrap();
+    assert!(page.contains("1 dead letters replayed"), "{page}");
+    let stored = app.store.get_event(&ids[0]).await.unwrap().unwrap();
+    assert_ne!(stored.state, state::DEAD);
+    app.stop().await;
+}
