@@ -8,7 +8,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-benches=(ingest pipeline transfer)
+benches=(ingest pipeline transfer console)
 
 # Build everything first so that compiling never overlaps a measurement.
 build=()

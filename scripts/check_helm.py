@@ -567,6 +567,10 @@ def check_wiring(report: Report, docs: list[dict], values: dict, label: str) -> 
             wanted = {"/webhooks/allportal", "/webhooks/opentext"}
             if values["ingress"]["adminApi"]:
                 wanted.add("/api/v1")
+            # The console only with both the ingress switch and the console itself on.
+            if values["ingress"].get("console") and \
+                    (values.get("config") or {}).get("console", {}).get("enabled"):
+                wanted.add("/ui/")
             report.check(paths == wanted, f"{label}: ingress paths {paths}, expected {wanted}")
             for p in rule["http"]["paths"]:
                 report.check(p["pathType"] in {"Exact", "Prefix", "ImplementationSpecific"},

@@ -1,10 +1,11 @@
 //! Typed, layered configuration: built-in defaults, then a TOML file, then environment variables
 //! `XECM_BRIDGE__SECTION__KEY`. Every key is documented in `config/example.toml`.
 //!
-//! Each module owns its section: its type, its built-in defaults and its checks (`[server]` and
-//! `[admin]` in `http`, `[store]` in `store`, `[sources.*]` in `ingest`, `[allportal]`,
-//! `[opentext]` and `[callbacks]` in `clients`, `[worker]` and `[audit]` in `worker`, `[log]` in
-//! `telemetry`, `[flows.*]` and `[mapping_check]` in `flows`). This module only composes them into [`Settings`]; only the entry points (the CLI,
+//! Each module owns its section: its type, its built-in defaults and its checks (`[server]`,
+//! `[admin]` and `[console]` in `http`, `[store]` in `store`, `[sources.*]` in `ingest`,
+//! `[allportal]`, `[opentext]` and `[callbacks]` in `clients`, `[worker]` and `[audit]` in
+//! `worker`, `[log]` in `telemetry`, `[flows.*]` and `[mapping_check]` in `flows`). This module
+//! only composes them into [`Settings`]; only the entry points (the CLI,
 //! the server, the demo) use it.
 //!
 //! Loading validates everything up front; each error names the offending key. Secrets are
@@ -24,6 +25,7 @@ use crate::clients::opentext::callback::CallbackShape;
 use crate::clients::{AllportalConfig, OpentextConfig};
 use crate::flows::FlowsConfig;
 use crate::flows::check::MappingCheckConfig;
+use crate::http::console::ConsoleConfig;
 use crate::http::{AdminConfig, ServerConfig};
 use crate::ingest::SourcesConfig;
 use crate::store::StoreConfig;
@@ -40,6 +42,8 @@ pub struct Settings {
     pub server: ServerConfig,
     pub store: StoreConfig,
     pub admin: AdminConfig,
+    /// The operator console under `/ui/` (`[console]`).
+    pub console: ConsoleConfig,
     pub log: LogConfig,
     pub sources: SourcesConfig,
     pub allportal: AllportalConfig,
@@ -61,6 +65,7 @@ pub struct Settings {
 fn defaults() -> String {
     [
         crate::http::config::DEFAULTS,
+        crate::http::console::config::DEFAULTS,
         crate::store::config::DEFAULTS,
         crate::telemetry::DEFAULTS,
         crate::ingest::config::DEFAULTS,
@@ -138,6 +143,7 @@ impl Settings {
         self.server.validate()?;
         self.store.validate()?;
         self.admin.validate()?;
+        self.console.validate()?;
         self.sources.validate()?;
         self.allportal.validate()?;
         self.opentext.validate()?;

@@ -28,7 +28,7 @@ use crate::worker::{Worker, WorkerHandle};
 pub enum Role {
     /// HTTP API and workers.
     All,
-    /// Webhooks and admin API only; no workers.
+    /// Webhooks, admin API and (when enabled) the console; no workers.
     Api,
     /// Workers, plus health and metrics.
     Worker,
@@ -41,6 +41,7 @@ impl Role {
                 RouteGroup::Operations,
                 RouteGroup::Webhooks,
                 RouteGroup::Admin,
+                RouteGroup::Console,
             ],
             Role::Worker => &[RouteGroup::Operations],
         }
@@ -80,6 +81,7 @@ pub async fn build_state(settings: Settings) -> anyhow::Result<AppState> {
     Ok(AppState {
         server: Arc::new(settings.server),
         admin: Arc::new(settings.admin),
+        console: Arc::new(settings.console),
         worker_settings: Arc::new(settings.worker),
         audit_settings: Arc::new(settings.audit),
         router: Arc::new(crate::worker::Router::new(configured.as_worker_flows())),

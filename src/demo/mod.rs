@@ -101,6 +101,10 @@ async fn explore(stack: &Stack) {
     println!("Everything stays up until ctrl-c:");
     println!("  bridge             {}", stack.bridge_url);
     println!(
+        "    console          {}/ui/  (sign in with the token {})",
+        stack.bridge_url, stack.admin_token
+    );
+    println!(
         "    admin API        {}/api/v1/events  (Authorization: Bearer {})",
         stack.bridge_url, stack.admin_token
     );

@@ -196,6 +196,9 @@ drain_secs = 0
 url = "sqlite://{store}"
 [admin]
 token = "{admin}"
+[console]
+enabled = true
+cookie_secure = false
 [log]
 filter = "warn"
 [sources.allportal]

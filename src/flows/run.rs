@@ -74,6 +74,8 @@ impl Plan {
         let mut summary = serde_json::json!({
             "operations": self.operations.len(),
             "changes": self.operations.iter().map(|o| &o.description).collect::<Vec<_>>(),
+            // Each write with its system, for the console's business-object timeline.
+            "writes": self.operations,
         });
         if !self.warnings.is_empty() {
             summary["warnings"] = serde_json::json!(self.warnings);

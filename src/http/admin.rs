@@ -111,6 +111,11 @@ pub async fn status(_: Admin, State(state): State<AppState>) -> Result<Response,
             "last_heartbeat_age_ms": now.saturating_sub(probe.last_heartbeat()),
         })
     });
+    let events_per_minute = state
+        .store
+        .events_per_minute(now - 3_600_000)
+        .await
+        .map_err(store_problem)?;
     Ok(Json(json!({
         "version": env!("CARGO_PKG_VERSION"),
         "uptime_secs": state.started.elapsed().as_secs(),
@@ -121,6 +126,7 @@ pub async fn status(_: Admin, State(state): State<AppState>) -> Result<Response,
         "flows": flows,
         "upstreams": circuits,
         "worker": worker,
+        "events_per_minute": events_per_minute,
     }))
     .into_response())
 }
@@ -129,17 +135,19 @@ pub async fn status(_: Admin, State(state): State<AppState>) -> Result<Response,
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct FilterParams {
-    state: Option<String>,
-    flow: Option<String>,
-    source: Option<String>,
-    kind: Option<String>,
-    object_key: Option<String>,
-    from: Option<String>,
-    to: Option<String>,
+    pub(super) state: Option<String>,
+    pub(super) flow: Option<String>,
+    pub(super) source: Option<String>,
+    pub(super) kind: Option<String>,
+    pub(super) object_key: Option<String>,
+    pub(super) from: Option<String>,
+    pub(super) to: Option<String>,
 }
 
 impl FilterParams {
-    fn into_filter(self) -> Result<EventFilter, Problem> {
+    /// The store's filter; a problem naming the parameter when one is not valid (the console
+    /// checks its filter form with this too).
+    pub(super) fn into_filter(self) -> Result<EventFilter, Problem> {
         if let Some(s) = &self.state {
             let known = [
                 state::PENDING,
@@ -431,4 +439,19 @@ pub async fn audit(_: Admin, State(state): State<AppState>) -> Result<Response, 
         .await
         .map_err(store_problem)?;
     Ok(Json(json!({ "config": *state.audit_settings, "last_round": last })).into_response())
+}
+
+/// `GET /api/v1/objects/{module}/{id}`: the timeline of one business object — its events,
+/// flow runs and the bridge's writes in OpenText and 4ALLPORTAL, oldest first.
+pub async fn object_timeline(
+    _: Admin,
+    State(state): State<AppState>,
+    Path((module, id)): Path<(String, String)>,
+) -> Result<Response, Problem> {
+    let key = format!("{module}/{id}");
+    let timeline =
+        super::timeline::object_timeline(state.store.as_ref(), &state.flows.names(), &key)
+            .await
+            .map_err(store_problem)?;
+    Ok(Json(timeline).into_response())
 }

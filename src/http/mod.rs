@@ -1,4 +1,4 @@
-//! The HTTP surface: webhooks, health, metrics (and, later, the admin API).
+//! The HTTP surface: webhooks, health, metrics, the admin API and the operator console.
 //!
 //! Every route is listed once in [`routes`]; the router is built from that table and a test keeps
 //! the table and `openapi.yaml` in sync both ways.
@@ -28,9 +28,11 @@ use crate::worker::{WorkerConfig, WorkerProbe};
 mod admin;
 pub mod config;
 mod connection;
+pub mod console;
 mod health;
 pub mod listener;
 pub mod problem;
+pub mod timeline;
 mod webhooks;
 
 pub use config::{AdminConfig, ServerConfig};
@@ -45,6 +47,8 @@ pub const REQUEST_ID: &str = "x-request-id";
 pub struct AppState {
     pub server: Arc<ServerConfig>,
     pub admin: Arc<AdminConfig>,
+    /// The operator console's settings (`[console]`).
+    pub console: Arc<console::ConsoleConfig>,
     /// The worker pool's settings (`serve` starts it from these).
     pub worker_settings: Arc<WorkerConfig>,
     /// The drift audit's settings (`[audit]`).
@@ -74,6 +78,10 @@ pub enum RouteGroup {
     Webhooks,
     /// The admin API: the `api` and `all` roles.
     Admin,
+    /// The operator console under `/ui/` (HTML, not part of the API contract, so its routes are
+    /// listed by [`console::router`] rather than here): the `api` and `all` roles, when
+    /// `[console].enabled`.
+    Console,
 }
 
 pub struct Route {
@@ -137,6 +145,12 @@ pub fn routes() -> Vec<Route> {
         route(Method::POST, "/api/v1/plan", Admin, post(admin::plan)),
         route(Method::GET, "/api/v1/flows", Admin, get(admin::flows)),
         route(Method::GET, "/api/v1/audit", Admin, get(admin::audit)),
+        route(
+            Method::GET,
+            "/api/v1/objects/{module}/{id}",
+            Admin,
+            get(admin::object_timeline),
+        ),
     ]
 }
 
@@ -148,6 +162,9 @@ pub fn router(state: AppState, groups: &[RouteGroup]) -> Router {
     let mut router = Router::new();
     for route in routes().into_iter().filter(|r| groups.contains(&r.group)) {
         router = router.route(route.path, route.handler);
+    }
+    if groups.contains(&RouteGroup::Console) && state.console.enabled {
+        router = router.merge(console::router());
     }
     router
         .fallback(webhooks::fallback)

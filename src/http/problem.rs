@@ -120,11 +120,16 @@ pub async fn problem_middleware(request: Request, next: Next) -> Response {
         Some(problem) => problem,
         None => {
             let status = response.status();
+            // The console's error pages are HTML for a person; they stay as they are.
+            let is_page = response
+                .headers()
+                .get(header::CONTENT_TYPE)
+                .is_some_and(|v| v.as_bytes().starts_with(b"text/html"));
             let is_problem = response
                 .headers()
                 .get(header::CONTENT_TYPE)
                 .is_some_and(|v| v.as_bytes().starts_with(PROBLEM_JSON.as_bytes()));
-            if !(status.is_client_error() || status.is_server_error()) || is_problem {
+            if !(status.is_client_error() || status.is_server_error()) || is_problem || is_page {
                 return response;
             }
             Problem::for_status(status)

@@ -294,6 +294,15 @@ pub trait Store: Send + Sync + 'static {
     /// Backlog size, oldest unfinished age, dead letters.
     async fn backlog(&self, now: i64) -> Result<Backlog, StoreError>;
 
+    /// The `limit` most recent flow runs (attempts) for one business object, newest first.
+    async fn object_runs(&self, object_key: &str, limit: i64)
+    -> Result<Vec<ObjectRun>, StoreError>;
+
+    /// Events stored per minute from `since` (unix ms) on, oldest minute first; minutes
+    /// without events are left out. Reads the time-ordered ids, so it stays cheap on a large
+    /// store.
+    async fn events_per_minute(&self, since: i64) -> Result<Vec<MinuteCount>, StoreError>;
+
     // ----- retention -----
 
     /// An upstream answers again: every job waiting for a later attempt is due now, spread over
@@ -528,4 +537,15 @@ pub fn now_millis() -> i64 {
 /// A fresh, time-ordered event id.
 pub fn new_event_id() -> String {
     uuid::Uuid::now_v7().to_string()
+}
+
+/// The smallest event id [`new_event_id`] can give at `millis` (unix ms) or later: a UUIDv7
+/// starts with its 48-bit millisecond timestamp, so ids compare as their creation times.
+pub fn first_event_id_at(millis: i64) -> String {
+    let millis = millis.clamp(0, (1 << 48) - 1) as u64;
+    format!(
+        "{:08x}-{:04x}-0000-0000-000000000000",
+        millis >> 16,
+        millis & 0xffff
+    )
 }

@@ -336,3 +336,23 @@ pub mod intent_state {
     pub const PENDING: &str = "pending";
     pub const DONE: &str = "done";
 }
+
+/// One run of a flow for a business object: an attempt of one job, with the event it ran for
+/// (the business-object timeline).
+#[derive(Debug, Clone, Serialize)]
+pub struct ObjectRun {
+    pub flow: String,
+    pub event_id: String,
+    /// The job's current state.
+    pub job_state: String,
+    #[serde(flatten)]
+    pub attempt: AttemptRecord,
+}
+
+/// Events stored in one minute (the overview's chart).
+#[derive(Debug, Clone, Copy, Serialize, PartialEq, Eq)]
+pub struct MinuteCount {
+    /// Start of the minute, unix milliseconds.
+    pub minute: i64,
+    pub events: i64,
+}

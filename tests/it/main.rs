@@ -13,6 +13,8 @@ mod clients_streaming;
 mod clients_transport;
 mod config;
 mod connections;
+mod console;
+mod console_data;
 mod crash_points;
 mod demo;
 mod drain;
