@@ -32,8 +32,8 @@ use crate::store::{
     AttemptRecord, AttemptResult, Backlog, ClaimRequest, ClaimedJob, ClaimedWork, DocumentRecord,
     EventDetail, EventFilter, EventNote, EventPage, FlowStats, InsertOutcome, IntentRecord,
     JobRecord, JobTransition, LinkRecord, MinuteCount, NO_FLOW_WANTS_IT, NewEvent, ObjectRun, Page,
-    ReplayOutcome, Routing, Source, Store, StoreError, StoredEvent, TeamMembership,
-    WorkflowRecord, WritebackRecord, new_event_id, outcome, state, workflow_state,
+    ReplayOutcome, Routing, Source, Store, StoreError, StoredEvent, TeamMembership, WorkflowRecord,
+    WritebackRecord, new_event_id, outcome, state, workflow_state,
 };
 
 /// A connection (or an open transaction, which dereferences to one).

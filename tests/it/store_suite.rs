@@ -530,6 +530,9 @@ async fn single_event_requests_take_under_2_kib_each(db: &TestDb) {
     let before = db.store.used_bytes().await.unwrap();
     let mut tasks = Vec::new();
     let mut body_bytes = 0;
+    // As many requests in flight as a busy sender's connections, not all 10,000 at once: they
+    // would wait for the PostgreSQL pool longer than its acquire timeout on a loaded machine.
+    let in_flight = std::sync::Arc::new(tokio::sync::Semaphore::new(64));
     for i in 0..REQUESTS {
         let mut text = json!({ "event": "moduleobject_modify", "module": "product",
                                "object_id": i.to_string(), "mod_time": "2026-12-01 10:00:00",
@@ -544,10 +547,11 @@ async fn single_event_requests_take_under_2_kib_each(db: &TestDb) {
         let mut new = event_of(&id, &format!("product/{i}"), &body, 0..body.len());
         // As ingest stores an event no flow wants.
         new.routing = Some(Vec::new());
-        let store = db.store.clone();
-        tasks.push(tokio::spawn(
-            async move { store.insert_events(vec![new]).await },
-        ));
+        let (store, in_flight) = (db.store.clone(), in_flight.clone());
+        tasks.push(tokio::spawn(async move {
+            let _slot = in_flight.acquire().await.expect("semaphore open");
+            store.insert_events(vec![new]).await
+        }));
     }
     for task in tasks {
         task.await.unwrap().unwrap();
