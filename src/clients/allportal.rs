@@ -429,7 +429,8 @@ impl AllportalClient {
             policy,
             clock,
             config.tls(),
-        )?;
+        )?
+        .with_limits(config.limits());
         Ok(Self {
             transport: Arc::new(transport),
             api_key: Arc::new(config.api_key.clone()),

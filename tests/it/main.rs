@@ -23,6 +23,7 @@ mod flows_e2e;
 mod flows_store;
 mod group_commit;
 mod ingest_vectors;
+mod limits;
 mod mapping_values;
 mod observability;
 mod openapi_sync;
