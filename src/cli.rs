@@ -1,4 +1,5 @@
-//! The command line: `serve`, `check-config`, `migrate`, `healthcheck`, `sim`, `demo`.
+//! The command line: `serve`, `check-config`, `migrate`, `healthcheck`, `plan`, `backfill`,
+//! `sim`, `demo`.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
@@ -75,6 +76,29 @@ pub enum Command {
         /// One flow; every flow that wants the event when absent.
         #[arg(long)]
         flow: Option<String>,
+    },
+    /// Enqueue a reconcile of every 4ALLPORTAL object a flow's trigger matches (the objects that
+    /// existed before the flow), page by page, resumable: running the same command again
+    /// (after ctrl-c, a kill or `cancel`) goes on from where it stopped. A running `serve`
+    /// carries out the reconciles (and takes over an interrupted enumeration). Shows a progress
+    /// bar on a terminal, log lines otherwise.
+    Backfill {
+        /// The flow, e.g. `launch`.
+        #[arg(long)]
+        flow: String,
+        /// A 4APQL condition on the trigger module's objects, e.g. `status = 'active'`.
+        #[arg(long = "where", value_name = "CONDITION")]
+        condition: Option<String>,
+        /// Objects enqueued per second, e.g. `20` or `20/s` (default: as fast as 4ALLPORTAL
+        /// answers; OpenText is protected by `opentext.max_requests_per_sec`).
+        #[arg(long, value_parser = parse_rate)]
+        rate: Option<f64>,
+        /// Count the objects and list a few; enqueue nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// Return once every object is enqueued instead of following the reconciles.
+        #[arg(long)]
+        no_wait: bool,
     },
     /// Run a simulator of one upstream system (for exploring and testing; no configuration needed).
     #[cfg(feature = "sim")]
@@ -169,6 +193,21 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             let plans = plan_file(settings, &event, &source, flow.as_deref()).await?;
             println!("{}", serde_json::to_string_pretty(&plans)?);
         }
+        Command::Backfill {
+            flow,
+            condition,
+            rate,
+            dry_run,
+            no_wait,
+        } => {
+            telemetry::init_logging(&settings.log);
+            let request = crate::flows::backfill::BackfillRequest {
+                flow,
+                condition: condition.filter(|c| !c.trim().is_empty()),
+                rate,
+            };
+            return backfill(settings, request, dry_run, !no_wait).await;
+        }
         Command::Healthcheck { .. } => unreachable!("handled above"),
         #[cfg(feature = "sim")]
         Command::Sim(_) | Command::Demo { .. } => unreachable!("handled above"),
@@ -219,6 +258,15 @@ async fn check_config(settings: &Settings, online: bool) -> ExitCode {
     } else {
         eprintln!("the mapping fits OpenText and 4ALLPORTAL");
         ExitCode::SUCCESS
+    }
+}
+
+/// `20` or `20/s`: objects per second.
+fn parse_rate(text: &str) -> Result<f64, String> {
+    let number = text.trim().trim_end_matches("/s");
+    match number.parse::<f64>() {
+        Ok(rate) if rate.is_finite() && rate > 0.0 => Ok(rate),
+        _ => Err(format!("`{text}` is not a positive rate such as `20/s`")),
     }
 }
 
@@ -277,4 +325,149 @@ async fn plan_file(
     }
     state.store.close().await;
     Ok(serde_json::json!({ "plans": plans }))
+}
+
+/// How often `backfill` shows its progress: the bar's refresh, and a log line when stderr is
+/// no terminal.
+const PROGRESS_EVERY: Duration = Duration::from_millis(500);
+const LOG_EVERY: Duration = Duration::from_secs(5);
+
+/// `backfill`: enumerates in this process (unless another holds the backfill) and follows the
+/// progress until every object is enqueued and, with `wait`, reconciled.
+async fn backfill(
+    settings: Settings,
+    request: crate::flows::backfill::BackfillRequest,
+    dry_run: bool,
+    wait: bool,
+) -> anyhow::Result<ExitCode> {
+    use crate::flows::backfill::Backfiller;
+    let upstreams = crate::clients::Upstreams::new(&settings.allportal, &settings.opentext)
+        .context("cannot build the upstream clients")?;
+    let store = store::open(&settings.store).await?;
+    if settings.store.migrate_on_start {
+        store.migrate().await.context("migration failed")?;
+    }
+    let backfiller = Backfiller::new(
+        store.clone(),
+        upstreams.allportal.clone(),
+        settings.flows.clone(),
+        format!("cli:{}", uuid::Uuid::now_v7()),
+    );
+    if dry_run {
+        let found = backfiller.dry_run(&request).await?;
+        println!(
+            "flow {}: {} object(s) of module `{}` match{}",
+            found.flow,
+            found.total,
+            found.module,
+            found
+                .query
+                .as_deref()
+                .map(|q| format!(" `{q}`"))
+                .unwrap_or_default()
+        );
+        for key in &found.sample {
+            println!("  {key}");
+        }
+        store.close().await;
+        return Ok(ExitCode::SUCCESS);
+    }
+    let backfill = backfiller.start(&request).await?;
+    let id = backfill.id.clone();
+    eprintln!("backfill {id} (flow {})", backfill.flow);
+    let stop = CancellationToken::new();
+    let enumerate = if backfiller.lease(&id).await? {
+        let (backfiller, id, stop) = (backfiller.clone(), id.clone(), stop.clone());
+        Some(tokio::spawn(
+            async move { backfiller.run(&id, &stop).await },
+        ))
+    } else {
+        eprintln!("another process enumerates it; following its progress");
+        None
+    };
+    let interrupted = follow(&backfiller, &id, wait, &stop).await;
+    stop.cancel();
+    if let Some(task) = enumerate {
+        task.await.context("the enumeration task failed")??;
+    }
+    let progress = backfiller.progress(&id).await?;
+    store.close().await;
+    println!("{}", serde_json::to_string_pretty(&progress)?);
+    if interrupted? {
+        eprintln!("interrupted: run the same command again to resume backfill {id}");
+        return Ok(ExitCode::FAILURE);
+    }
+    Ok(match progress.backfill.state.as_str() {
+        crate::store::backfill_state::FAILED => ExitCode::FAILURE,
+        _ => ExitCode::SUCCESS,
+    })
+}
+
+/// Shows the progress until the backfill is enumerated (and with `wait` every event final),
+/// stopped, or ctrl-c (`Ok(true)`).
+async fn follow(
+    backfiller: &crate::flows::backfill::Backfiller,
+    id: &str,
+    wait: bool,
+    stop: &CancellationToken,
+) -> anyhow::Result<bool> {
+    use std::io::IsTerminal;
+
+    use crate::store::backfill_state;
+    let bar = std::io::stderr().is_terminal().then(|| {
+        let bar = indicatif::ProgressBar::new(0);
+        bar.set_style(
+            indicatif::ProgressStyle::with_template(
+                "{bar:30} {pos}/{len} {msg} {per_sec} ETA {eta}",
+            )
+            .expect("a valid template"),
+        );
+        bar
+    });
+    let started = std::time::Instant::now();
+    let mut logged = started;
+    let mut signal = std::pin::pin!(tokio::signal::ctrl_c());
+    loop {
+        let p = backfiller.progress(id).await?;
+        let o = &p.outcomes;
+        let finished = o.done + o.skipped + o.failed;
+        // Without waiting the work is the enumeration; with it, the reconciles.
+        let (position, length) = if wait {
+            (finished, p.backfill.total.unwrap_or(p.backfill.found))
+        } else {
+            (
+                p.backfill.found,
+                p.backfill.total.unwrap_or(p.backfill.found),
+            )
+        };
+        let summary = format!(
+            "found {}, enqueued {}, done {}, skipped {}, failed {}",
+            p.backfill.found, o.enqueued, o.done, o.skipped, o.failed
+        );
+        if let Some(bar) = &bar {
+            bar.set_length(length.max(position) as u64);
+            bar.set_position(position as u64);
+            bar.set_message(summary.clone());
+        } else if logged.elapsed() >= LOG_EVERY {
+            logged = std::time::Instant::now();
+            let rate = position as f64 / started.elapsed().as_secs_f64().max(0.001);
+            let eta = (length - position).max(0) as f64 / rate.max(0.001);
+            eprintln!(
+                "backfill {id}: {} {position}/{length}, {summary}, {rate:.1}/s, ETA {eta:.0}s",
+                p.backfill.state
+            );
+        }
+        let enumerated = p.backfill.state != backfill_state::RUNNING;
+        if enumerated && (!wait || p.finished()) {
+            if let Some(bar) = &bar {
+                bar.finish_with_message(summary);
+            }
+            return Ok(false);
+        }
+        tokio::select! {
+            () = tokio::time::sleep(PROGRESS_EVERY) => {}
+            _ = &mut signal => return Ok(true),
+            () = stop.cancelled() => return Ok(true),
+        }
+    }
 }

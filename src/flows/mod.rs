@@ -15,6 +15,7 @@
 //! workflow poller's source).
 
 pub mod archival;
+pub mod backfill;
 pub mod change;
 pub mod check;
 pub mod compliance;

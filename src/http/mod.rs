@@ -137,6 +137,24 @@ pub fn routes() -> Vec<Route> {
         route(Method::POST, "/api/v1/plan", Admin, post(admin::plan)),
         route(Method::GET, "/api/v1/flows", Admin, get(admin::flows)),
         route(Method::GET, "/api/v1/audit", Admin, get(admin::audit)),
+        route(
+            Method::POST,
+            "/api/v1/backfills",
+            Admin,
+            post(admin::start_backfill),
+        ),
+        route(
+            Method::GET,
+            "/api/v1/backfills/{id}",
+            Admin,
+            get(admin::get_backfill),
+        ),
+        route(
+            Method::POST,
+            "/api/v1/backfills/{id}/cancel",
+            Admin,
+            post(admin::cancel_backfill),
+        ),
     ]
 }
 

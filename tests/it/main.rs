@@ -26,6 +26,7 @@ mod ingest_vectors;
 mod limits;
 mod mapping_values;
 mod observability;
+mod onboarding;
 mod openapi_sync;
 mod outage;
 mod plan_cli;
