@@ -100,6 +100,14 @@ pub enum Command {
         #[arg(long)]
         no_wait: bool,
     },
+    /// Register the bridge with an upstream system: `allportal` creates or updates the bridge's
+    /// webhook in 4ALLPORTAL from the configured flows' triggers (found by its URL,
+    /// `server.public_url` + `/webhooks/allportal`) and prints the difference; `opentext`
+    /// prints what the OpenText side must send for callbacks.
+    Register {
+        #[command(subcommand)]
+        system: RegisterSystem,
+    },
     /// Run a simulator of one upstream system (for exploring and testing; no configuration needed).
     #[cfg(feature = "sim")]
     Sim(crate::sim::SimArgs),
@@ -111,6 +119,18 @@ pub enum Command {
         #[arg(long)]
         keep_running: bool,
     },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum RegisterSystem {
+    /// Create or update the 4ALLPORTAL webhook; a second run changes nothing.
+    Allportal {
+        /// Print the difference only.
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// Print the callback URL, signature and body OpenText workflows must send.
+    Opentext,
 }
 
 pub fn run(cli: Cli) -> ExitCode {
@@ -208,6 +228,22 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             };
             return backfill(settings, request, dry_run, !no_wait).await;
         }
+        Command::Register { system } => {
+            telemetry::init_logging(&settings.log);
+            let Some(public_url) = settings.server.public_url.clone() else {
+                eprintln!(
+                    "error: `server.public_url` is not set: the URL under which 4ALLPORTAL and \
+                     OpenText reach the bridge"
+                );
+                return Ok(ExitCode::from(exit_code::INVALID_CONFIG));
+            };
+            match system {
+                RegisterSystem::Allportal { dry_run } => {
+                    return register_allportal(settings, &public_url, dry_run).await;
+                }
+                RegisterSystem::Opentext => print_opentext_callback(&settings, &public_url),
+            }
+        }
         Command::Healthcheck { .. } => unreachable!("handled above"),
         #[cfg(feature = "sim")]
         Command::Sim(_) | Command::Demo { .. } => unreachable!("handled above"),
@@ -246,6 +282,19 @@ async fn check_config(settings: &Settings, online: bool) -> ExitCode {
     for system in &report.unreachable {
         eprintln!("unreachable: {system}");
     }
+    let webhook_drift = match webhook_drift(settings, &upstreams.allportal).await {
+        Ok(drift) => drift,
+        Err(error) => {
+            eprintln!("unreachable: 4ALLPORTAL webhooks: {error}");
+            return ExitCode::from(exit_code::UNREACHABLE);
+        }
+    };
+    if webhook_drift {
+        eprintln!(
+            "the 4ALLPORTAL webhook differs from what the flows need: run `register allportal`"
+        );
+        return ExitCode::from(exit_code::CHECK_FAILED);
+    }
     if !report.problems.is_empty() {
         eprintln!(
             "the mapping does not fit the live systems: {} problem(s)",
@@ -261,12 +310,118 @@ async fn check_config(settings: &Settings, online: bool) -> ExitCode {
     }
 }
 
+/// Where the id of the registered 4ALLPORTAL webhook is remembered (for a 4ALLPORTAL that
+/// cannot list webhooks).
+const REGISTERED_WEBHOOK: &str = "register.allportal.webhook_id";
+
+/// `register allportal [--dry-run]`.
+async fn register_allportal(
+    settings: Settings,
+    public_url: &url::Url,
+    dry_run: bool,
+) -> anyhow::Result<ExitCode> {
+    let upstreams = crate::clients::Upstreams::new(&settings.allportal, &settings.opentext)
+        .context("cannot build the upstream clients")?;
+    let store = store::open(&settings.store).await?;
+    if settings.store.migrate_on_start {
+        store.migrate().await.context("migration failed")?;
+    }
+    let url = crate::flows::register::webhook_url(public_url);
+    let remembered = store.get_cursor(REGISTERED_WEBHOOK).await?;
+    let registration = crate::flows::register::register(
+        &upstreams.allportal,
+        &settings.flows,
+        &url,
+        settings.sources.allportal.secrets.first().cloned(),
+        remembered,
+        dry_run,
+    )
+    .await
+    .context("4ALLPORTAL")?;
+    if let (false, Some(id)) = (dry_run, &registration.id) {
+        store
+            .set_cursor(REGISTERED_WEBHOOK, id, store::now_millis())
+            .await?;
+    }
+    store.close().await;
+    let verb = match (registration.action, dry_run) {
+        ("unchanged", _) => "is up to date",
+        ("create", true) => "would be created",
+        ("create", false) => "created",
+        (_, true) => "would be updated",
+        (_, false) => "updated",
+    };
+    println!("4ALLPORTAL webhook {url} {verb}");
+    for line in &registration.changes {
+        println!("  {line}");
+    }
+    if !registration.compared {
+        println!("  (4ALLPORTAL cannot list webhooks: the registered one could not be compared)");
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `register opentext`: OpenText has no webhook API to register with; what its workflow step
+/// (or script) must send, from this configuration.
+fn print_opentext_callback(settings: &Settings, public_url: &url::Url) {
+    let base = public_url.as_str().trim_end_matches('/');
+    let source = &settings.sources.opentext;
+    println!("OpenText callbacks (docs/opentext-callback.md):");
+    println!("  POST {base}/webhooks/opentext");
+    println!("  Content-Type: application/json");
+    println!(
+        "  signature: {:?}, with the secret of `sources.opentext.secrets` ({} configured)",
+        source.scheme,
+        source.secrets.len()
+    );
+    println!(
+        "  body: one event object or an array of them: type (`workflow.decision` or \
+         `partner_document.approved`), business_object {{ext_system_id = {}, bo_type, bo_id}}, \
+         workflow {{process_id, decision, comment, approver, decided_at}} or document \
+         {{node_id, version, name}} (`[callbacks]` configures another shape)",
+        settings.opentext.ext_system_id
+    );
+    println!(
+        "  OpenText offers no API to register or read such a callback: configure it in the \
+         workflow map or WebReport, then send a test with `docs/opentext-callback.md`'s script."
+    );
+}
+
 /// `20` or `20/s`: objects per second.
 fn parse_rate(text: &str) -> Result<f64, String> {
     let number = text.trim().trim_end_matches("/s");
     match number.parse::<f64>() {
         Ok(rate) if rate.is_finite() && rate > 0.0 => Ok(rate),
         _ => Err(format!("`{text}` is not a positive rate such as `20/s`")),
+    }
+}
+
+/// Compares the registered 4ALLPORTAL webhook with what the flows need (when
+/// `server.public_url` says where it points), printing each difference; `true` on drift.
+async fn webhook_drift(
+    settings: &Settings,
+    allportal: &crate::clients::allportal::AllportalClient,
+) -> Result<bool, crate::clients::UpstreamError> {
+    let Some(public_url) = &settings.server.public_url else {
+        eprintln!("note: `server.public_url` is not set; the 4ALLPORTAL webhook was not checked");
+        return Ok(false);
+    };
+    let url = crate::flows::register::webhook_url(public_url);
+    match crate::flows::register::drift(allportal, &settings.flows, &url).await? {
+        None => {
+            eprintln!("note: 4ALLPORTAL cannot list webhooks; {url} was not compared");
+            Ok(false)
+        }
+        Some(lines) if lines.is_empty() => {
+            eprintln!("the 4ALLPORTAL webhook {url} is as the flows need");
+            Ok(false)
+        }
+        Some(lines) => {
+            for line in lines {
+                eprintln!("problem: 4ALLPORTAL webhook {url}: {line}");
+            }
+            Ok(true)
+        }
     }
 }
 

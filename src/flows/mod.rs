@@ -31,6 +31,7 @@ pub mod intent;
 pub mod mapping;
 pub mod partner;
 pub mod pattern;
+pub mod register;
 pub mod run;
 pub mod schema;
 pub mod snapshot;

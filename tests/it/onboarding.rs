@@ -431,3 +431,185 @@ async fn the_backfill_command_enqueues_and_backfilled_work_respects_the_opentext
         "{peak} OpenText requests in one second, limit 20"
     );
 }
+
+// ----- register allportal: create, no-op, drift, update; only wanted events arrive -----
+
+const SIM_API_KEY: &str = "sim-allportal-api-key";
+
+/// The bridge's configuration with `server.public_url` set to where it listens.
+fn with_public_url(bridge: &SqliteBridge) -> String {
+    let url = format!("http://127.0.0.1:{}", bridge.port);
+    let text = std::fs::read_to_string(&bridge.config).unwrap();
+    let set = text.replacen(
+        "[server]\n",
+        &format!("[server]\npublic_url = \"{url}\"\n"),
+        1,
+    );
+    std::fs::write(&bridge.config, set).unwrap();
+    format!("{url}/webhooks/allportal")
+}
+
+async fn bridge_command(bridge: &SqliteBridge, args: &[&str]) -> (i32, String, String) {
+    let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_xecm-bridge"))
+        .args(args)
+        .arg("--config")
+        .arg(&bridge.config)
+        .output()
+        .await
+        .expect("the command runs");
+    (
+        output.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+async fn registered(sims: &Sims) -> Vec<Value> {
+    reqwest::Client::new()
+        .get(format!("{}/api/system/webhooks", sims.ap.base_url()))
+        .bearer_auth(SIM_API_KEY)
+        .send()
+        .await
+        .expect("list webhooks")
+        .json()
+        .await
+        .expect("webhooks JSON")
+}
+
+#[tokio::test]
+async fn register_creates_then_leaves_alone_then_repairs_the_webhook() {
+    let sims = Sims::start(2, 0).await;
+    let bridge = SqliteBridge::configure(&sims, &["launch"], FAST_WORKER);
+    let url = with_public_url(&bridge);
+
+    let (code, out, err) = bridge_command(&bridge, &["register", "allportal", "--dry-run"]).await;
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains(&format!("{url} would be created")), "{out}");
+    assert!(
+        out.contains("+ moduleobject_modify product where status = 'launch_ready' (simple)"),
+        "{out}"
+    );
+    assert!(
+        out.contains("+ moduleobject_delete product (simple)"),
+        "{out}"
+    );
+    assert!(
+        registered(&sims).await.is_empty(),
+        "a dry run registers nothing"
+    );
+
+    let (code, out, err) = bridge_command(&bridge, &["register", "allportal"]).await;
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("created"), "{out}");
+    let hooks = registered(&sims).await;
+    assert_eq!(hooks.len(), 1, "{hooks:?}");
+    assert_eq!(hooks[0]["url"], url.as_str());
+    assert_eq!(hooks[0]["events"].as_array().unwrap().len(), 3, "{hooks:?}");
+    assert!(
+        hooks[0].get("secret").is_none(),
+        "the secret is never listed"
+    );
+
+    let (code, out, _) = bridge_command(&bridge, &["register", "allportal"]).await;
+    assert_eq!(code, 0);
+    assert!(
+        out.contains("is up to date"),
+        "a second run changes nothing: {out}"
+    );
+    let (code, _, err) = bridge_command(&bridge, &["check-config", "--online"]).await;
+    assert_eq!(code, 0, "{err}");
+    assert!(err.contains("is as the flows need"), "{err}");
+
+    // Someone edits the webhook in 4ALLPORTAL: deletes are no longer sent, files are.
+    let mut edited = hooks[0].clone();
+    edited["events"] = json!([
+        {"type": "moduleobject_create", "module": "product", "query": "status = 'launch_ready'", "contentType": "simple"},
+        {"type": "moduleobject_modify", "module": "product", "query": "status = 'launch_ready'", "contentType": "simple"},
+        {"type": "moduleobject_modify", "module": "file", "contentType": "simple"},
+    ]);
+    let saved = reqwest::Client::new()
+        .post(format!("{}/api/system/webhooks", sims.ap.base_url()))
+        .bearer_auth(SIM_API_KEY)
+        .json(&edited)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(saved.status(), 200);
+    let (code, _, err) = bridge_command(&bridge, &["check-config", "--online"]).await;
+    assert_eq!(code, 4, "drift fails the online check: {err}");
+    assert!(
+        err.contains("+ moduleobject_delete product (simple)"),
+        "{err}"
+    );
+    assert!(err.contains("- moduleobject_modify file (simple)"), "{err}");
+
+    let (code, out, _) = bridge_command(&bridge, &["register", "allportal"]).await;
+    assert_eq!(code, 0);
+    assert!(out.contains("updated"), "{out}");
+    assert!(out.contains("- moduleobject_modify file (simple)"), "{out}");
+    let hooks = registered(&sims).await;
+    assert_eq!(
+        hooks.len(),
+        1,
+        "updated in place, not duplicated: {hooks:?}"
+    );
+    let (_, out, _) = bridge_command(&bridge, &["register", "allportal"]).await;
+    assert!(out.contains("is up to date"), "{out}");
+}
+
+#[tokio::test]
+async fn a_registered_webhook_sends_exactly_the_events_the_flows_want() {
+    let sims = Sims::start(2, 0).await;
+    let bridge = SqliteBridge::configure(&sims, &["launch"], FAST_WORKER);
+    with_public_url(&bridge);
+    let (code, out, err) = bridge_command(&bridge, &["register", "allportal"]).await;
+    assert_eq!(code, 0, "{out}{err}");
+    let process = bridge.start().await;
+    let http = reqwest::Client::new();
+    // Deliveries before the write is answered, so that nothing is still in flight below.
+    http.put(format!("{}/webhook", sims.ap.control_url()))
+        .json(&json!({"before_response": true}))
+        .send()
+        .await
+        .unwrap();
+    let change = |module: &str, id: &str, fields: Value| {
+        http.post(format!("{}/objects/{module}/{id}", sims.ap.control_url()))
+            .json(&fields)
+            .send()
+    };
+    let wanted = &sims.products[0];
+    let drafted = &sims.products[1];
+    // Unwanted: a product that is no longer launch-ready, and an object of another module.
+    let v = |value: &str| json!([{"value": value, "dimensions": null}]);
+    let file = xecm_bridge::sim::allportal::ids::FILE_PUMPS_MANUAL;
+    for (module, id, fields) in [
+        ("product", drafted.as_str(), json!({"status": v("draft")})),
+        ("file", file, json!({"status": v("approved")})),
+        // Wanted: a change of a launch-ready product.
+        ("product", wanted.as_str(), json!({"packaging": v("crate")})),
+    ] {
+        let answer = change(module, id, fields).await.unwrap();
+        assert!(
+            answer.status().is_success(),
+            "{module}/{id}: {}",
+            answer.status()
+        );
+    }
+
+    let events: Value = http
+        .get(format!("{}/api/v1/events?source=allportal", process.base))
+        .bearer_auth(ADMIN_TOKEN)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let keys: Vec<&str> = events["events"]
+        .as_array()
+        .expect("events")
+        .iter()
+        .map(|e| e["object_key"].as_str().unwrap())
+        .collect();
+    assert_eq!(keys, vec![format!("product/{wanted}")], "{events}");
+}
