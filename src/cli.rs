@@ -11,6 +11,7 @@ use clap::{Parser, Subcommand};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Settings;
+use crate::flows::register::WebhookAuth;
 use crate::server::{self, Role};
 use crate::{store, telemetry};
 
@@ -328,11 +329,20 @@ async fn register_allportal(
     }
     let url = crate::flows::register::webhook_url(public_url);
     let remembered = store.get_cursor(REGISTERED_WEBHOOK).await?;
+    let source = &settings.sources.allportal;
+    let auth = match (source.scheme, source.secrets.first().cloned()) {
+        (_, None) => WebhookAuth::None,
+        (crate::ingest::config::SchemeKind::Token, Some(token)) => WebhookAuth::Header {
+            name: source.header_name().to_string(),
+            token,
+        },
+        (_, Some(secret)) => WebhookAuth::Secret(secret),
+    };
     let registration = crate::flows::register::register(
         &upstreams.allportal,
         &settings.flows,
         &url,
-        settings.sources.allportal.secrets.first().cloned(),
+        auth,
         remembered,
         dry_run,
     )

@@ -16,7 +16,7 @@
 
 use std::collections::BTreeSet;
 
-use secrecy::SecretString;
+use secrecy::{ExposeSecret, SecretString};
 use serde::Serialize;
 
 use super::backfill::trigger_query;
@@ -116,14 +116,29 @@ pub struct Registration {
     pub dry_run: bool,
 }
 
+/// How 4ALLPORTAL proves its deliveries, from `[sources.allportal]`.
+pub enum WebhookAuth {
+    /// The `token` scheme: a custom request header carrying the secret.
+    Header {
+        name: String,
+        token: SecretString,
+    },
+    /// The other schemes: the webhook's `secret` field (the simulator signs Standard Webhooks
+    /// with it; what a real 4ALLPORTAL does with it is not documented, see
+    /// `docs/webhooks-allportal.md`).
+    Secret(SecretString),
+    None,
+}
+
 /// Registers the webhook at `url` for `flows`: finds it by URL, and creates or replaces it when
-/// it differs. `remembered` is the id of the last registration, used where 4ALLPORTAL cannot
-/// list webhooks. The secret is sent, never shown.
+/// its events differ (the credential cannot be compared: 4ALLPORTAL does not show it back).
+/// `remembered` is the id of the last registration, used where 4ALLPORTAL cannot list
+/// webhooks. The credential is sent, never shown.
 pub async fn register(
     allportal: &AllportalClient,
     flows: &FlowsConfig,
     url: &str,
-    secret: Option<SecretString>,
+    auth: WebhookAuth,
     remembered: Option<String>,
     dry_run: bool,
 ) -> Result<Registration, UpstreamError> {
@@ -162,12 +177,22 @@ pub async fn register(
     if dry_run || action == "unchanged" {
         return Ok(registration);
     }
+    // Headers someone added in 4ALLPORTAL stay; the token header is (re)set.
+    let mut header = existing.and_then(|w| w.header).unwrap_or_default();
+    let secret = match auth {
+        WebhookAuth::Header { name, token } => {
+            header.insert(name, token.expose_secret().to_string());
+            None
+        }
+        WebhookAuth::Secret(secret) => Some(secret),
+        WebhookAuth::None => None,
+    };
     let saved = allportal
         .save_webhook(&Webhook {
             id: registration.id.clone(),
             active: Some(true),
             url: url.to_string(),
-            header: existing.and_then(|w| w.header),
+            header: (!header.is_empty()).then_some(header),
             secret,
             events: wanted,
         })
