@@ -123,8 +123,34 @@ pub async fn status(_: Admin, State(state): State<AppState>) -> Result<Response,
         "flows": flows,
         "upstreams": circuits,
         "worker": worker,
+        "allportal_webhook": webhook_drift(&state).await,
     }))
     .into_response())
+}
+
+/// How long the status waits for 4ALLPORTAL's webhook list.
+const WEBHOOK_CHECK_BUDGET: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// The registered 4ALLPORTAL webhook compared with what the flows need, asked live (null
+/// without `server.public_url`).
+async fn webhook_drift(state: &AppState) -> serde_json::Value {
+    use crate::flows::register;
+    let Some(public_url) = &state.server.public_url else {
+        return serde_json::Value::Null;
+    };
+    let url = register::webhook_url(public_url);
+    let check = register::drift(&state.upstreams.allportal, state.flows.config(), &url);
+    match tokio::time::timeout(WEBHOOK_CHECK_BUDGET, check).await {
+        Ok(Ok(Some(differences))) => {
+            json!({"url": url, "in_line": differences.is_empty(), "differences": differences})
+        }
+        Ok(Ok(None)) => json!({"url": url, "in_line": null, "differences": [],
+                               "error": "4ALLPORTAL cannot list webhooks"}),
+        Ok(Err(error)) => json!({"url": url, "in_line": null, "differences": [],
+                                 "error": error.to_string()}),
+        Err(_) => json!({"url": url, "in_line": null, "differences": [],
+                         "error": "4ALLPORTAL did not answer in time"}),
+    }
 }
 
 /// Filters shared by listing and bulk replay. Times are RFC 3339.

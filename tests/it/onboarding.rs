@@ -565,6 +565,8 @@ async fn a_registered_webhook_sends_exactly_the_events_the_flows_want() {
     let (code, out, err) = bridge_command(&bridge, &["register", "allportal"]).await;
     assert_eq!(code, 0, "{out}{err}");
     let process = bridge.start().await;
+    let status = process.status().await;
+    assert_eq!(status["allportal_webhook"]["in_line"], true, "{status}");
     let http = reqwest::Client::new();
     // Deliveries before the write is answered, so that nothing is still in flight below.
     http.put(format!("{}/webhook", sims.ap.control_url()))

@@ -17,7 +17,10 @@ use axum::middleware::{from_fn, from_fn_with_state};
 use serde_json::{Value, json};
 
 pub use model::{FieldSchema, ModuleSchema};
-pub use sample::{Catalogue, SeedMedia, SeedObject, ids, sample_catalogue, sample_pdf, sample_png};
+pub use sample::{
+    Catalogue, SeedMedia, SeedObject, generated_product_id, ids, large_catalogue, sample_catalogue,
+    sample_pdf, sample_png,
+};
 
 use super::blob::ScratchDir;
 use super::faults::{FaultSettings, Faults};
