@@ -695,7 +695,7 @@ impl Transport {
         let mut last_error = None;
         loop {
             // Wait for the limiter first: the breaker's verdict is then taken at sending time.
-            let _admission = self.limiter.admit().await;
+            let admission = self.limiter.admit().await;
             let permit = self.breaker.admit(self.clock.now())?;
             let Some(request) = next()? else {
                 // The previous attempt read the streamed body: report its failure.
@@ -706,6 +706,8 @@ impl Transport {
             };
             let started = self.clock.now();
             let outcome = self.attempt(request, deadline, progress).await;
+            // The concurrency slot is for the call in flight, not for a backoff before a retry.
+            drop(admission);
             let now = self.clock.now();
             self.observe(&outcome, now.saturating_duration_since(started));
             let error = match outcome {
