@@ -66,6 +66,17 @@ pub struct BackfillRequest {
     pub rate: Option<f64>,
 }
 
+impl BackfillRequest {
+    fn validate(&self) -> Result<(), BackfillError> {
+        match self.rate {
+            Some(rate) if !(rate.is_finite() && rate > 0.0) => {
+                Err(BackfillError::InvalidRate(rate))
+            }
+            _ => Ok(()),
+        }
+    }
+}
+
 /// What a dry run found.
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct DryRun {
@@ -197,6 +208,7 @@ impl Backfiller {
 
     /// Counts the objects and lists a few, writing nothing.
     pub async fn dry_run(&self, request: &BackfillRequest) -> Result<DryRun, BackfillError> {
+        request.validate()?;
         let module = self.mapping(&request.flow)?.trigger.module.clone();
         let query = self.query(request)?;
         let page = self
@@ -229,11 +241,7 @@ impl Backfiller {
     /// Starts a backfill, or resumes the running or cancelled one of the same flow and
     /// condition (from its cursor). Enumeration is [`Self::run`].
     pub async fn start(&self, request: &BackfillRequest) -> Result<BackfillRecord, BackfillError> {
-        if let Some(rate) = request.rate
-            && !(rate.is_finite() && rate > 0.0)
-        {
-            return Err(BackfillError::InvalidRate(rate));
-        }
+        request.validate()?;
         let query = self.query(request)?;
         let now = now_millis();
         let condition = request.condition.as_deref();

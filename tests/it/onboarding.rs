@@ -265,6 +265,17 @@ async fn a_dry_run_counts_and_samples_without_enqueueing() {
         problem["detail"].as_str().unwrap().contains("nonesuch"),
         "{problem}"
     );
+    let (status, problem) = admin
+        .post(
+            "/api/v1/backfills",
+            json!({"flow": "launch", "rate": 0, "dry_run": true}),
+        )
+        .await;
+    assert_eq!(status, 400, "a rate must be positive, dry run or not");
+    assert!(
+        problem["detail"].as_str().unwrap().contains("rate"),
+        "{problem}"
+    );
 
     let status = process.status().await;
     assert_eq!(
