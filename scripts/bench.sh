@@ -5,6 +5,7 @@
 # Environment (optional):
 #   BENCH_REQUESTS, BENCH_CONCURRENCY   ingest (defaults 20000, 64)
 #   BENCH_TRANSFER_MIB                  transfer size in MiB (default 1024)
+#   BENCH_PRODUCTS, BENCH_OT_RATE, BENCH_WORK_SECS   backfill (defaults 50000, 20, 60)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -22,3 +23,9 @@ for bench in "${benches[@]}"; do
     echo "== cargo bench --bench ${bench}"
     cargo bench --bench "${bench}"
 done
+
+# The backfill benchmark drives the real binary against both simulators as processes.
+echo
+echo "== scripts/bench_backfill.py"
+cargo build
+python3 scripts/bench_backfill.py "${CARGO_TARGET_DIR:-target}/debug/xecm-bridge"

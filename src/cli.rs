@@ -1,4 +1,5 @@
-//! The command line: `serve`, `check-config`, `migrate`, `healthcheck`, `sim`, `demo`.
+//! The command line: `serve`, `check-config`, `migrate`, `healthcheck`, `plan`, `backfill`,
+//! `sim`, `demo`.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
@@ -10,6 +11,7 @@ use clap::{Parser, Subcommand};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Settings;
+use crate::flows::register::WebhookAuth;
 use crate::server::{self, Role};
 use crate::{store, telemetry};
 
@@ -76,6 +78,37 @@ pub enum Command {
         #[arg(long)]
         flow: Option<String>,
     },
+    /// Enqueue a reconcile of every 4ALLPORTAL object a flow's trigger matches (the objects that
+    /// existed before the flow), page by page, resumable: running the same command again
+    /// (after ctrl-c, a kill or `cancel`) goes on from where it stopped. A running `serve`
+    /// carries out the reconciles (and takes over an interrupted enumeration). Shows a progress
+    /// bar on a terminal, log lines otherwise.
+    Backfill {
+        /// The flow, e.g. `launch`.
+        #[arg(long)]
+        flow: String,
+        /// A 4APQL condition on the trigger module's objects, e.g. `status = 'active'`.
+        #[arg(long = "where", value_name = "CONDITION")]
+        condition: Option<String>,
+        /// Objects enqueued per second, e.g. `20` or `20/s` (default: as fast as 4ALLPORTAL
+        /// answers; OpenText is protected by `opentext.max_requests_per_sec`).
+        #[arg(long, value_parser = parse_rate)]
+        rate: Option<f64>,
+        /// Count the objects and list a few; enqueue nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// Return once every object is enqueued instead of following the reconciles.
+        #[arg(long)]
+        no_wait: bool,
+    },
+    /// Register the bridge with an upstream system: `allportal` creates or updates the bridge's
+    /// webhook in 4ALLPORTAL from the configured flows' triggers (found by its URL,
+    /// `server.public_url` + `/webhooks/allportal`) and prints the difference; `opentext`
+    /// prints what the OpenText side must send for callbacks.
+    Register {
+        #[command(subcommand)]
+        system: RegisterSystem,
+    },
     /// Run a simulator of one upstream system (for exploring and testing; no configuration needed).
     #[cfg(feature = "sim")]
     Sim(crate::sim::SimArgs),
@@ -87,6 +120,18 @@ pub enum Command {
         #[arg(long)]
         keep_running: bool,
     },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum RegisterSystem {
+    /// Create or update the 4ALLPORTAL webhook; a second run changes nothing.
+    Allportal {
+        /// Print the difference only.
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// Print the callback URL, signature and body OpenText workflows must send.
+    Opentext,
 }
 
 pub fn run(cli: Cli) -> ExitCode {
@@ -169,6 +214,37 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             let plans = plan_file(settings, &event, &source, flow.as_deref()).await?;
             println!("{}", serde_json::to_string_pretty(&plans)?);
         }
+        Command::Backfill {
+            flow,
+            condition,
+            rate,
+            dry_run,
+            no_wait,
+        } => {
+            telemetry::init_logging(&settings.log);
+            let request = crate::flows::backfill::BackfillRequest {
+                flow,
+                condition: condition.filter(|c| !c.trim().is_empty()),
+                rate,
+            };
+            return backfill(settings, request, dry_run, !no_wait).await;
+        }
+        Command::Register { system } => {
+            telemetry::init_logging(&settings.log);
+            let Some(public_url) = settings.server.public_url.clone() else {
+                eprintln!(
+                    "error: `server.public_url` is not set: the URL under which 4ALLPORTAL and \
+                     OpenText reach the bridge"
+                );
+                return Ok(ExitCode::from(exit_code::INVALID_CONFIG));
+            };
+            match system {
+                RegisterSystem::Allportal { dry_run } => {
+                    return register_allportal(settings, &public_url, dry_run).await;
+                }
+                RegisterSystem::Opentext => print_opentext_callback(&settings, &public_url),
+            }
+        }
         Command::Healthcheck { .. } => unreachable!("handled above"),
         #[cfg(feature = "sim")]
         Command::Sim(_) | Command::Demo { .. } => unreachable!("handled above"),
@@ -207,6 +283,19 @@ async fn check_config(settings: &Settings, online: bool) -> ExitCode {
     for system in &report.unreachable {
         eprintln!("unreachable: {system}");
     }
+    let webhook_drift = match webhook_drift(settings, &upstreams.allportal).await {
+        Ok(drift) => drift,
+        Err(error) => {
+            eprintln!("unreachable: 4ALLPORTAL webhooks: {error}");
+            return ExitCode::from(exit_code::UNREACHABLE);
+        }
+    };
+    if webhook_drift {
+        eprintln!(
+            "the 4ALLPORTAL webhook differs from what the flows need: run `register allportal`"
+        );
+        return ExitCode::from(exit_code::CHECK_FAILED);
+    }
     if !report.problems.is_empty() {
         eprintln!(
             "the mapping does not fit the live systems: {} problem(s)",
@@ -219,6 +308,130 @@ async fn check_config(settings: &Settings, online: bool) -> ExitCode {
     } else {
         eprintln!("the mapping fits OpenText and 4ALLPORTAL");
         ExitCode::SUCCESS
+    }
+}
+
+/// Where the id of the registered 4ALLPORTAL webhook is remembered (for a 4ALLPORTAL that
+/// cannot list webhooks).
+const REGISTERED_WEBHOOK: &str = "register.allportal.webhook_id";
+
+/// `register allportal [--dry-run]`.
+async fn register_allportal(
+    settings: Settings,
+    public_url: &url::Url,
+    dry_run: bool,
+) -> anyhow::Result<ExitCode> {
+    let upstreams = crate::clients::Upstreams::new(&settings.allportal, &settings.opentext)
+        .context("cannot build the upstream clients")?;
+    let store = store::open(&settings.store).await?;
+    if settings.store.migrate_on_start {
+        store.migrate().await.context("migration failed")?;
+    }
+    let url = crate::flows::register::webhook_url(public_url);
+    let remembered = store.get_cursor(REGISTERED_WEBHOOK).await?;
+    let source = &settings.sources.allportal;
+    let auth = match (source.scheme, source.secrets.first().cloned()) {
+        (_, None) => WebhookAuth::None,
+        (crate::ingest::config::SchemeKind::Token, Some(token)) => WebhookAuth::Header {
+            name: source.header_name().to_string(),
+            token,
+        },
+        (_, Some(secret)) => WebhookAuth::Secret(secret),
+    };
+    let registration = crate::flows::register::register(
+        &upstreams.allportal,
+        &settings.flows,
+        &url,
+        auth,
+        remembered,
+        dry_run,
+    )
+    .await
+    .context("4ALLPORTAL")?;
+    if let (false, Some(id)) = (dry_run, &registration.id) {
+        store
+            .set_cursor(REGISTERED_WEBHOOK, id, store::now_millis())
+            .await?;
+    }
+    store.close().await;
+    let verb = match (registration.action, dry_run) {
+        ("unchanged", _) => "is up to date",
+        ("create", true) => "would be created",
+        ("create", false) => "created",
+        (_, true) => "would be updated",
+        (_, false) => "updated",
+    };
+    println!("4ALLPORTAL webhook {url} {verb}");
+    for line in &registration.changes {
+        println!("  {line}");
+    }
+    if !registration.compared {
+        println!("  (4ALLPORTAL cannot list webhooks: the registered one could not be compared)");
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `register opentext`: OpenText has no webhook API to register with; what its workflow step
+/// (or script) must send, from this configuration.
+fn print_opentext_callback(settings: &Settings, public_url: &url::Url) {
+    let base = public_url.as_str().trim_end_matches('/');
+    let source = &settings.sources.opentext;
+    println!("OpenText callbacks (docs/opentext-callback.md):");
+    println!("  POST {base}/webhooks/opentext");
+    println!("  Content-Type: application/json");
+    println!(
+        "  signature: {:?}, with the secret of `sources.opentext.secrets` ({} configured)",
+        source.scheme,
+        source.secrets.len()
+    );
+    println!(
+        "  body: one event object or an array of them: type (`workflow.decision` or \
+         `partner_document.approved`), business_object {{ext_system_id = {}, bo_type, bo_id}}, \
+         workflow {{process_id, decision, comment, approver, decided_at}} or document \
+         {{node_id, version, name}} (`[callbacks]` configures another shape)",
+        settings.opentext.ext_system_id
+    );
+    println!(
+        "  OpenText offers no API to register or read such a callback: configure it in the \
+         workflow map or WebReport, then send a test with `docs/opentext-callback.md`'s script."
+    );
+}
+
+/// `20` or `20/s`: objects per second.
+fn parse_rate(text: &str) -> Result<f64, String> {
+    let number = text.trim().trim_end_matches("/s");
+    match number.parse::<f64>() {
+        Ok(rate) if rate.is_finite() && rate > 0.0 => Ok(rate),
+        _ => Err(format!("`{text}` is not a positive rate such as `20/s`")),
+    }
+}
+
+/// Compares the registered 4ALLPORTAL webhook with what the flows need (when
+/// `server.public_url` says where it points), printing each difference; `true` on drift.
+async fn webhook_drift(
+    settings: &Settings,
+    allportal: &crate::clients::allportal::AllportalClient,
+) -> Result<bool, crate::clients::UpstreamError> {
+    let Some(public_url) = &settings.server.public_url else {
+        eprintln!("note: `server.public_url` is not set; the 4ALLPORTAL webhook was not checked");
+        return Ok(false);
+    };
+    let url = crate::flows::register::webhook_url(public_url);
+    match crate::flows::register::drift(allportal, &settings.flows, &url).await? {
+        None => {
+            eprintln!("note: 4ALLPORTAL cannot list webhooks; {url} was not compared");
+            Ok(false)
+        }
+        Some(lines) if lines.is_empty() => {
+            eprintln!("the 4ALLPORTAL webhook {url} is as the flows need");
+            Ok(false)
+        }
+        Some(lines) => {
+            for line in lines {
+                eprintln!("problem: 4ALLPORTAL webhook {url}: {line}");
+            }
+            Ok(true)
+        }
     }
 }
 
@@ -277,4 +490,149 @@ async fn plan_file(
     }
     state.store.close().await;
     Ok(serde_json::json!({ "plans": plans }))
+}
+
+/// How often `backfill` shows its progress: the bar's refresh, and a log line when stderr is
+/// no terminal.
+const PROGRESS_EVERY: Duration = Duration::from_millis(500);
+const LOG_EVERY: Duration = Duration::from_secs(5);
+
+/// `backfill`: enumerates in this process (unless another holds the backfill) and follows the
+/// progress until every object is enqueued and, with `wait`, reconciled.
+async fn backfill(
+    settings: Settings,
+    request: crate::flows::backfill::BackfillRequest,
+    dry_run: bool,
+    wait: bool,
+) -> anyhow::Result<ExitCode> {
+    use crate::flows::backfill::Backfiller;
+    let upstreams = crate::clients::Upstreams::new(&settings.allportal, &settings.opentext)
+        .context("cannot build the upstream clients")?;
+    let store = store::open(&settings.store).await?;
+    if settings.store.migrate_on_start {
+        store.migrate().await.context("migration failed")?;
+    }
+    let backfiller = Backfiller::new(
+        store.clone(),
+        upstreams.allportal.clone(),
+        settings.flows.clone(),
+        format!("cli:{}", uuid::Uuid::now_v7()),
+    );
+    if dry_run {
+        let found = backfiller.dry_run(&request).await?;
+        println!(
+            "flow {}: {} object(s) of module `{}` match{}",
+            found.flow,
+            found.total,
+            found.module,
+            found
+                .query
+                .as_deref()
+                .map(|q| format!(" `{q}`"))
+                .unwrap_or_default()
+        );
+        for key in &found.sample {
+            println!("  {key}");
+        }
+        store.close().await;
+        return Ok(ExitCode::SUCCESS);
+    }
+    let backfill = backfiller.start(&request).await?;
+    let id = backfill.id.clone();
+    eprintln!("backfill {id} (flow {})", backfill.flow);
+    let stop = CancellationToken::new();
+    let enumerate = if backfiller.lease(&id).await? {
+        let (backfiller, id, stop) = (backfiller.clone(), id.clone(), stop.clone());
+        Some(tokio::spawn(
+            async move { backfiller.run(&id, &stop).await },
+        ))
+    } else {
+        eprintln!("another process enumerates it; following its progress");
+        None
+    };
+    let interrupted = follow(&backfiller, &id, wait, &stop).await;
+    stop.cancel();
+    if let Some(task) = enumerate {
+        task.await.context("the enumeration task failed")??;
+    }
+    let progress = backfiller.progress(&id).await?;
+    store.close().await;
+    println!("{}", serde_json::to_string_pretty(&progress)?);
+    if interrupted? {
+        eprintln!("interrupted: run the same command again to resume backfill {id}");
+        return Ok(ExitCode::FAILURE);
+    }
+    Ok(match progress.backfill.state.as_str() {
+        crate::store::backfill_state::FAILED => ExitCode::FAILURE,
+        _ => ExitCode::SUCCESS,
+    })
+}
+
+/// Shows the progress until the backfill is enumerated (and with `wait` every event final),
+/// stopped, or ctrl-c (`Ok(true)`).
+async fn follow(
+    backfiller: &crate::flows::backfill::Backfiller,
+    id: &str,
+    wait: bool,
+    stop: &CancellationToken,
+) -> anyhow::Result<bool> {
+    use std::io::IsTerminal;
+
+    use crate::store::backfill_state;
+    let bar = std::io::stderr().is_terminal().then(|| {
+        let bar = indicatif::ProgressBar::new(0);
+        bar.set_style(
+            indicatif::ProgressStyle::with_template(
+                "{bar:30} {pos}/{len} {msg} {per_sec} ETA {eta}",
+            )
+            .expect("a valid template"),
+        );
+        bar
+    });
+    let started = std::time::Instant::now();
+    let mut logged = started;
+    let mut signal = std::pin::pin!(tokio::signal::ctrl_c());
+    loop {
+        let p = backfiller.progress(id).await?;
+        let o = &p.outcomes;
+        let finished = o.done + o.skipped + o.failed;
+        // Without waiting the work is the enumeration; with it, the reconciles.
+        let (position, length) = if wait {
+            (finished, p.backfill.total.unwrap_or(p.backfill.found))
+        } else {
+            (
+                p.backfill.found,
+                p.backfill.total.unwrap_or(p.backfill.found),
+            )
+        };
+        let summary = format!(
+            "found {}, enqueued {}, done {}, skipped {}, failed {}",
+            p.backfill.found, o.enqueued, o.done, o.skipped, o.failed
+        );
+        if let Some(bar) = &bar {
+            bar.set_length(length.max(position) as u64);
+            bar.set_position(position as u64);
+            bar.set_message(summary.clone());
+        } else if logged.elapsed() >= LOG_EVERY {
+            logged = std::time::Instant::now();
+            let rate = position as f64 / started.elapsed().as_secs_f64().max(0.001);
+            let eta = (length - position).max(0) as f64 / rate.max(0.001);
+            eprintln!(
+                "backfill {id}: {} {position}/{length}, {summary}, {rate:.1}/s, ETA {eta:.0}s",
+                p.backfill.state
+            );
+        }
+        let enumerated = p.backfill.state != backfill_state::RUNNING;
+        if enumerated && (!wait || p.finished()) {
+            if let Some(bar) = &bar {
+                bar.finish_with_message(summary);
+            }
+            return Ok(false);
+        }
+        tokio::select! {
+            () = tokio::time::sleep(PROGRESS_EVERY) => {}
+            _ = &mut signal => return Ok(true),
+            () = stop.cancelled() => return Ok(true),
+        }
+    }
 }

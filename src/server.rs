@@ -183,6 +183,16 @@ pub async fn run(
     let store = state.store.clone();
     register_metrics(&state, role);
     let worker = role.runs_worker().then(|| start_worker(&state, &shutdown));
+    if role.runs_worker() {
+        // Backfills whose holder stopped (a killed process) go on here.
+        let backfiller = flows::backfill::Backfiller::new(
+            store.clone(),
+            state.upstreams.allportal.clone(),
+            state.flows.config().clone(),
+            format!("worker:{}", uuid::Uuid::now_v7()),
+        );
+        tokio::spawn(backfiller.resume_orphans(shutdown.clone()));
+    }
     state.worker = worker.as_ref().map(WorkerHandle::probe);
     state.shutting_down = shutdown.clone();
     let app = http::router(state, role.route_groups());

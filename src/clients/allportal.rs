@@ -30,6 +30,8 @@ const OBJECT: &str = "/api/modules/{module}/objects/{id}";
 const AUDIT: &str = "/api/modules/{module}/objects/{id}/audit";
 const MEDIA: &str = "/api/modules/{module}/objects/{id}/media";
 const MEDIA_TYPE: &str = "/api/modules/{module}/objects/{id}/media/{type}";
+/// `POST` is in the 2022 spec (§4.1); `GET` (the list) is inferred from newer versions.
+const WEBHOOKS: &str = "/api/system/webhooks";
 
 /// Every route the client sends, `(method, path template)`, relative to the base URL.
 pub const ROUTES: &[(&str, &str)] = &[
@@ -41,7 +43,54 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("PUT", MEDIA),
     ("PUT", MEDIA_TYPE),
     ("GET", MEDIA_TYPE),
+    ("GET", WEBHOOKS),
+    ("POST", WEBHOOKS),
 ];
+
+/// A webhook as 4ALLPORTAL's `Webhook` model has it (`allportal-api.md` §4.1).
+#[derive(Clone, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Webhook {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub active: Option<bool>,
+    pub url: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub header: Option<BTreeMap<String, String>>,
+    /// Write-only: sent when registering, never read back.
+    #[serde(default, skip)]
+    pub secret: Option<SecretString>,
+    #[serde(default)]
+    pub events: Vec<WebhookEvent>,
+}
+
+impl std::fmt::Debug for Webhook {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Webhook")
+            .field("id", &self.id)
+            .field("active", &self.active)
+            .field("url", &self.url)
+            .field("secret", &self.secret.as_ref().map(|_| "<redacted>"))
+            .field("events", &self.events)
+            .finish_non_exhaustive()
+    }
+}
+
+/// One trigger of a [`Webhook`]: an event type, optionally narrowed to a module and a 4APQL query.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct WebhookEvent {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
+    #[serde(rename = "type")]
+    pub kind: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub module: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub query: Option<String>,
+    pub content_type: String,
+}
 
 /// How a written value combines with what is stored (default `overwrite`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -429,7 +478,8 @@ impl AllportalClient {
             policy,
             clock,
             config.tls(),
-        )?;
+        )?
+        .with_limits(config.limits());
         Ok(Self {
             transport: Arc::new(transport),
             api_key: Arc::new(config.api_key.clone()),
@@ -539,6 +589,38 @@ impl AllportalClient {
                 Ok(self
                     .request(Method::GET, MODULE, &[module])?
                     .query(&[("groups", "fields")]))
+            })
+            .await?;
+        decode_json(response, map_error).await
+    }
+
+    /// The registered webhooks, or `None` when this 4ALLPORTAL cannot list them (the 2022 API
+    /// has no list: it answers 404 or 405).
+    pub async fn webhooks(&self) -> Result<Option<Vec<Webhook>>, UpstreamError> {
+        let response = self
+            .transport
+            .send(Deadline::Total, || self.request(Method::GET, WEBHOOKS, &[]))
+            .await?;
+        if matches!(response.status().as_u16(), 404 | 405) {
+            return Ok(None);
+        }
+        decode_json(response, map_error).await.map(Some)
+    }
+
+    /// `POST /api/system/webhooks`: creates the webhook, or replaces the one with its `id`.
+    pub async fn save_webhook(&self, webhook: &Webhook) -> Result<Webhook, UpstreamError> {
+        let body = serde_json::json!({
+            "id": webhook.id,
+            "active": webhook.active,
+            "url": webhook.url,
+            "header": webhook.header,
+            "secret": webhook.secret.as_ref().map(|s| s.expose_secret().to_string()),
+            "events": webhook.events,
+        });
+        let response = self
+            .transport
+            .send(Deadline::Total, || {
+                Ok(self.request(Method::POST, WEBHOOKS, &[])?.json(&body))
             })
             .await?;
         decode_json(response, map_error).await

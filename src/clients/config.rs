@@ -7,6 +7,7 @@ use secrecy::SecretString;
 use serde::{Deserialize, Serialize};
 use url::Url;
 
+use crate::clients::limit::Limits;
 use crate::config_error::{ConfigError, positive};
 use crate::redact;
 
@@ -45,10 +46,25 @@ pub struct AllportalConfig {
     /// Private key (PEM: PKCS#8, PKCS#1 or SEC1) of `client_cert_file`.
     #[serde(default)]
     pub client_key_file: Option<PathBuf>,
+    /// Requests per second to this upstream for all replicas together, paced evenly; 0: no
+    /// limit (see [`crate::clients::limit`]).
+    pub max_requests_per_sec: f64,
+    /// Calls in flight to this upstream for all replicas together; 0: no limit.
+    pub max_concurrent_requests: u32,
+    /// Bridge replicas sharing the two limits above: each replica takes an equal share.
+    pub rate_limit_replicas: u32,
     pub transport: TransportConfig,
 }
 
 impl AllportalConfig {
+    pub fn limits(&self) -> Limits {
+        limits(
+            self.max_requests_per_sec,
+            self.max_concurrent_requests,
+            self.rate_limit_replicas,
+        )
+    }
+
     pub fn tls(&self) -> TlsFiles<'_> {
         TlsFiles {
             ca_file: self.ca_file.as_deref(),
@@ -104,10 +120,26 @@ pub struct OpentextConfig {
     /// Private key (PEM: PKCS#8, PKCS#1 or SEC1) of `client_cert_file`.
     #[serde(default)]
     pub client_key_file: Option<PathBuf>,
+    /// Requests per second to this upstream for all replicas together, paced evenly; 0: no
+    /// limit (see [`crate::clients::limit`]).
+    pub max_requests_per_sec: f64,
+    /// Calls in flight to this upstream for all replicas together; 0: no limit.
+    pub max_concurrent_requests: u32,
+    /// Bridge replicas sharing the two limits above: each replica takes an equal share.
+    pub rate_limit_replicas: u32,
     pub transport: TransportConfig,
 }
 
 impl OpentextConfig {
+    /// Content Server's limits (OTDS, asked only to log in, is not limited).
+    pub fn limits(&self) -> Limits {
+        limits(
+            self.max_requests_per_sec,
+            self.max_concurrent_requests,
+            self.rate_limit_replicas,
+        )
+    }
+
     /// Used for Content Server and OTDS alike.
     pub fn tls(&self) -> TlsFiles<'_> {
         TlsFiles {
@@ -115,6 +147,14 @@ impl OpentextConfig {
             client_cert_file: self.client_cert_file.as_deref(),
             client_key_file: self.client_key_file.as_deref(),
         }
+    }
+}
+
+fn limits(rate: f64, concurrent: u32, replicas: u32) -> Limits {
+    Limits {
+        max_requests_per_sec: rate,
+        max_concurrent_requests: concurrent,
+        replicas,
     }
 }
 
@@ -167,6 +207,10 @@ pub const DEFAULTS: &str = r#"
 base_url = "http://127.0.0.1:9001"
 api_key = ""
 # ca_file, client_cert_file, client_key_file: unset (the system trust store, no client certificate)
+# 0: no limit; both limits are for all replicas together, each takes 1/rate_limit_replicas.
+max_requests_per_sec = 0
+max_concurrent_requests = 0
+rate_limit_replicas = 1
 
 [allportal.transport]
 connect_timeout_secs = 5
@@ -188,6 +232,9 @@ ext_system_id = "4ALLPORTAL"
 multipart_threshold_bytes = 67108864
 multipart_part_bytes = 16777216
 # ca_file, client_cert_file, client_key_file: unset, as for [allportal]
+max_requests_per_sec = 0
+max_concurrent_requests = 0
+rate_limit_replicas = 1
 
 [opentext.transport]
 connect_timeout_secs = 5
@@ -204,6 +251,7 @@ circuit_open_secs = 30
 impl AllportalConfig {
     pub fn validate(&self) -> Result<(), ConfigError> {
         validate_base_url("allportal.base_url", &self.base_url)?;
+        validate_limits("allportal", &self.limits())?;
         self.tls().validate("allportal")?;
         self.transport.validate("allportal.transport")
     }
@@ -238,6 +286,7 @@ impl OpentextConfig {
                 "must be at least 1048576 (1 MiB)",
             ));
         }
+        validate_limits("opentext", &self.limits())?;
         self.tls().validate("opentext")?;
         self.transport.validate("opentext.transport")
     }
@@ -270,6 +319,22 @@ impl TransportConfig {
         }
         Ok(())
     }
+}
+
+fn validate_limits(at: &str, limits: &Limits) -> Result<(), ConfigError> {
+    if !(limits.max_requests_per_sec.is_finite() && limits.max_requests_per_sec >= 0.0) {
+        return Err(ConfigError::key(
+            &format!("{at}.max_requests_per_sec"),
+            "must be 0 (no limit) or a positive number",
+        ));
+    }
+    if limits.replicas == 0 {
+        return Err(ConfigError::key(
+            &format!("{at}.rate_limit_replicas"),
+            "must be at least 1",
+        ));
+    }
+    Ok(())
 }
 
 fn validate_base_url(key: &str, url: &Url) -> Result<(), ConfigError> {

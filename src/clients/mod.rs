@@ -7,6 +7,7 @@ pub mod crash;
 pub mod error;
 pub mod file;
 pub mod health;
+pub mod limit;
 pub mod opentext;
 pub mod transport;
 

@@ -38,6 +38,7 @@ use super::error::{
     is_transient_status,
 };
 use super::health::Health;
+use super::limit::{Limiter, Limits};
 use crate::clients::config::{TlsFiles, TransportConfig};
 
 /// Errors a byte stream may yield.
@@ -465,6 +466,8 @@ pub struct Transport {
     client: reqwest::Client,
     policy: TransportPolicy,
     breaker: CircuitBreaker,
+    /// Rate and concurrency limits, shared by every caller of this upstream.
+    limiter: Limiter,
     health: Arc<Health>,
     /// What the prober asks while the upstream is down (see [`Health`]).
     probe_url: Url,
@@ -522,6 +525,7 @@ impl Transport {
         let name: Arc<str> = Arc::from(name);
         Ok(Self {
             breaker: CircuitBreaker::new(name.clone(), policy.circuit.clone()),
+            limiter: Limiter::new(name.clone(), Limits::UNLIMITED, clock.clone()),
             health: Health::new(name.clone()),
             probe_url: base.clone(),
             name,
@@ -561,6 +565,16 @@ impl Transport {
     /// worker then resumes the work waiting for a retry.
     pub fn recoveries(&self) -> tokio::sync::watch::Receiver<u64> {
         self.health.recoveries()
+    }
+
+    /// Limits the calls to this upstream (default: unlimited); see [`super::limit`].
+    pub fn with_limits(mut self, limits: Limits) -> Self {
+        self.limiter = Limiter::new(self.name.clone(), limits, self.clock.clone());
+        self
+    }
+
+    pub fn limiter(&self) -> &Limiter {
+        &self.limiter
     }
 
     /// What to ask while the upstream is down, below the base URL (default: the base URL).
@@ -680,6 +694,8 @@ impl Transport {
         let mut retry = 0;
         let mut last_error = None;
         loop {
+            // Wait for the limiter first: the breaker's verdict is then taken at sending time.
+            let admission = self.limiter.admit().await;
             let permit = self.breaker.admit(self.clock.now())?;
             let Some(request) = next()? else {
                 // The previous attempt read the streamed body: report its failure.
@@ -690,6 +706,8 @@ impl Transport {
             };
             let started = self.clock.now();
             let outcome = self.attempt(request, deadline, progress).await;
+            // The concurrency slot is for the call in flight, not for a backoff before a retry.
+            drop(admission);
             let now = self.clock.now();
             self.observe(&outcome, now.saturating_duration_since(started));
             let error = match outcome {
@@ -701,7 +719,11 @@ impl Transport {
                 Ok(response) => {
                     permit.record(now, true);
                     self.note_transient_failure();
-                    answer_of(response).await.into_error()
+                    let answer = answer_of(response).await;
+                    if answer.status == http::StatusCode::TOO_MANY_REQUESTS {
+                        self.limiter.too_many_requests(answer.retry_after);
+                    }
+                    answer.into_error()
                 }
                 Err(error) => {
                     permit.record(now, error.is_retryable());

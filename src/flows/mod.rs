@@ -15,6 +15,7 @@
 //! workflow poller's source), [`team`] (the members of each workspace's roles).
 
 pub mod archival;
+pub mod backfill;
 pub mod change;
 pub mod check;
 pub mod compliance;
@@ -30,6 +31,7 @@ pub mod intent;
 pub mod mapping;
 pub mod partner;
 pub mod pattern;
+pub mod register;
 pub mod run;
 pub mod schema;
 pub mod snapshot;

@@ -1,5 +1,6 @@
 //! The admin API under `/api/v1`, behind a bearer token (`[admin].token`): status, events with
-//! their attempt history, replay (one or by filter), and resync of one business object.
+//! their attempt history, replay (one or by filter), resync of one business object, and
+//! backfills (every object a flow's trigger matches).
 
 use axum::Json;
 use axum::extract::rejection::JsonRejection;
@@ -13,6 +14,7 @@ use serde_json::json;
 use subtle::ConstantTimeEq;
 
 use super::{AppState, Problem};
+use crate::flows::backfill::{BackfillError, BackfillRequest, Backfiller};
 use crate::store::{EventFilter, Page, ReplayOutcome, Source, now_millis, state};
 
 /// Largest page of `GET /api/v1/events`.
@@ -127,8 +129,34 @@ pub async fn status(_: Admin, State(state): State<AppState>) -> Result<Response,
         "upstreams": circuits,
         "worker": worker,
         "events_per_minute": events_per_minute,
+        "allportal_webhook": webhook_drift(&state).await,
     }))
     .into_response())
+}
+
+/// How long the status waits for 4ALLPORTAL's webhook list.
+const WEBHOOK_CHECK_BUDGET: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// The registered 4ALLPORTAL webhook compared with what the flows need, asked live (null
+/// without `server.public_url`).
+async fn webhook_drift(state: &AppState) -> serde_json::Value {
+    use crate::flows::register;
+    let Some(public_url) = &state.server.public_url else {
+        return serde_json::Value::Null;
+    };
+    let url = register::webhook_url(public_url);
+    let check = register::drift(&state.upstreams.allportal, state.flows.config(), &url);
+    match tokio::time::timeout(WEBHOOK_CHECK_BUDGET, check).await {
+        Ok(Ok(Some(differences))) => {
+            json!({"url": url, "in_line": differences.is_empty(), "differences": differences})
+        }
+        Ok(Ok(None)) => json!({"url": url, "in_line": null, "differences": [],
+                               "error": "4ALLPORTAL cannot list webhooks"}),
+        Ok(Err(error)) => json!({"url": url, "in_line": null, "differences": [],
+                                 "error": error.to_string()}),
+        Err(_) => json!({"url": url, "in_line": null, "differences": [],
+                         "error": "4ALLPORTAL did not answer in time"}),
+    }
 }
 
 /// Filters shared by listing and bulk replay. Times are RFC 3339.
@@ -454,4 +482,114 @@ pub async fn object_timeline(
             .await
             .map_err(store_problem)?;
     Ok(Json(timeline).into_response())
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BackfillBody {
+    flow: String,
+    /// A 4APQL condition on the trigger module's objects.
+    #[serde(default, rename = "where")]
+    condition: Option<String>,
+    /// Objects enqueued per second.
+    #[serde(default)]
+    rate: Option<f64>,
+    /// Count and list a sample; enqueue nothing.
+    #[serde(default)]
+    dry_run: bool,
+}
+
+fn backfiller(state: &AppState) -> Backfiller {
+    Backfiller::new(
+        state.store.clone(),
+        state.upstreams.allportal.clone(),
+        state.flows.config().clone(),
+        format!("api:{}", uuid::Uuid::now_v7()),
+    )
+}
+
+fn backfill_problem(error: BackfillError) -> Problem {
+    match error {
+        BackfillError::UnknownFlow(_) | BackfillError::InvalidRate(_) => {
+            bad_request(error.to_string())
+        }
+        BackfillError::NotFound(_) => {
+            Problem::new(StatusCode::NOT_FOUND, "not-found", error.to_string())
+        }
+        BackfillError::Upstream(_) => {
+            Problem::new(StatusCode::BAD_GATEWAY, "upstream-error", error.to_string())
+        }
+        BackfillError::Store(error) => store_problem(error),
+    }
+}
+
+/// `POST /api/v1/backfills`: start (or resume) a backfill, or with `dry_run` count what it
+/// would enqueue. The enumeration runs in the background; `GET /api/v1/backfills/{id}` follows it.
+pub async fn start_backfill(
+    _: Admin,
+    State(state): State<AppState>,
+    body: Result<Json<BackfillBody>, JsonRejection>,
+) -> Result<Response, Problem> {
+    let body = json_body(body)?;
+    let request = BackfillRequest {
+        flow: body.flow,
+        condition: body.condition.filter(|c| !c.trim().is_empty()),
+        rate: body.rate,
+    };
+    let backfiller = backfiller(&state);
+    if body.dry_run {
+        let found = backfiller
+            .dry_run(&request)
+            .await
+            .map_err(backfill_problem)?;
+        return Ok(Json(found).into_response());
+    }
+    let backfill = backfiller.start(&request).await.map_err(backfill_problem)?;
+    // Enumerate here when nobody else does; otherwise the holder goes on (or, once its lease
+    // runs out, a worker replica takes over).
+    if backfiller
+        .lease(&backfill.id)
+        .await
+        .map_err(backfill_problem)?
+    {
+        let (id, stop) = (backfill.id.clone(), state.shutting_down.clone());
+        tokio::spawn(async move {
+            if let Err(error) = backfiller.run(&id, &stop).await {
+                tracing::warn!(backfill = %id, %error, "backfill stopped");
+            }
+        });
+    }
+    let progress = self::backfiller(&state)
+        .progress(&backfill.id)
+        .await
+        .map_err(backfill_problem)?;
+    Ok((StatusCode::ACCEPTED, Json(progress)).into_response())
+}
+
+/// `GET /api/v1/backfills/{id}`: the backfill's state, cursor and counts.
+pub async fn get_backfill(
+    _: Admin,
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Response, Problem> {
+    let progress = backfiller(&state)
+        .progress(&id)
+        .await
+        .map_err(backfill_problem)?;
+    Ok(Json(progress).into_response())
+}
+
+/// `POST /api/v1/backfills/{id}/cancel`: stop enumerating; starting the same backfill again
+/// resumes it from its cursor.
+pub async fn cancel_backfill(
+    _: Admin,
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Response, Problem> {
+    let progress = backfiller(&state)
+        .cancel(&id)
+        .await
+        .map_err(backfill_problem)?;
+    tracing::info!(backfill = %id, "backfill cancelled");
+    Ok(Json(progress).into_response())
 }

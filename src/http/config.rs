@@ -33,6 +33,10 @@ pub struct ServerConfig {
     pub max_connections: usize,
     /// Largest request head (request line and headers); larger heads get 431.
     pub max_header_bytes: usize,
+    /// The bridge's URL as 4ALLPORTAL and OpenText reach it (e.g. `https://bridge.example.com`):
+    /// `register` derives the webhook URLs from it. Unset: `register` refuses to run.
+    #[serde(default)]
+    pub public_url: Option<url::Url>,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -55,6 +59,7 @@ header_read_timeout_secs = 10
 idle_timeout_secs = 60
 max_connections = 4096
 max_header_bytes = 65536
+# public_url: unset (`register` needs it)
 
 [admin]
 "#;
@@ -85,6 +90,14 @@ impl ServerConfig {
                     "must be less than `server.shutdown_timeout_secs` ({})",
                     self.shutdown_timeout_secs
                 ),
+            ));
+        }
+        if let Some(url) = &self.public_url
+            && (!matches!(url.scheme(), "http" | "https") || url.query().is_some())
+        {
+            return Err(ConfigError::key(
+                "server.public_url",
+                "must be an http:// or https:// URL without a query",
             ));
         }
         Ok(())

@@ -151,6 +151,24 @@ pub fn routes() -> Vec<Route> {
             Admin,
             get(admin::object_timeline),
         ),
+        route(
+            Method::POST,
+            "/api/v1/backfills",
+            Admin,
+            post(admin::start_backfill),
+        ),
+        route(
+            Method::GET,
+            "/api/v1/backfills/{id}",
+            Admin,
+            get(admin::get_backfill),
+        ),
+        route(
+            Method::POST,
+            "/api/v1/backfills/{id}/cancel",
+            Admin,
+            post(admin::cancel_backfill),
+        ),
     ]
 }
 

@@ -50,6 +50,10 @@ pub struct SimArgs {
     /// Do not load the sample data set at start.
     #[arg(long)]
     pub empty: bool,
+    /// 4ALLPORTAL: also generate this many launch-ready products (spread over the sample's
+    /// families, with its files as assets), e.g. 50000 for the backfill benchmark.
+    #[arg(long, default_value_t = 0)]
+    pub products: usize,
 }
 
 /// Runs one simulator until Ctrl-C (the `sim` subcommand).
@@ -73,7 +77,7 @@ pub async fn run(args: SimArgs) -> anyhow::Result<()> {
                 ..Default::default()
             };
             if !args.empty {
-                opts.seed = Some(allportal::sample_catalogue());
+                opts.seed = Some(allportal::large_catalogue(args.products));
             }
             allportal::spawn(args.listen, opts).await?
         }

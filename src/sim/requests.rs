@@ -16,6 +16,9 @@ pub struct RequestRecord {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub query: Option<String>,
     pub status: u16,
+    /// When the request arrived, unix milliseconds (rates are measured from these).
+    #[serde(default)]
+    pub at_ms: i64,
 }
 
 impl RequestRecord {
@@ -48,6 +51,7 @@ pub(crate) async fn record(State(log): State<RequestLog>, req: Request, next: Ne
     if crate::sim::faults::is_control_path(req.uri().path()) {
         return next.run(req).await;
     }
+    let at_ms = chrono::Utc::now().timestamp_millis();
     let method = req.method().to_string();
     let path = req.uri().path().to_owned();
     let query = req.uri().query().map(str::to_owned);
@@ -57,6 +61,7 @@ pub(crate) async fn record(State(log): State<RequestLog>, req: Request, next: Ne
         path,
         query,
         status: response.status().as_u16(),
+        at_ms,
     });
     response
 }

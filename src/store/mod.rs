@@ -279,6 +279,60 @@ pub trait Store: Send + Sync + 'static {
         }
     }
 
+    // ----- backfills (see `crate::flows::backfill`) -----
+
+    /// Stores a new backfill.
+    async fn create_backfill(&self, backfill: &BackfillRecord) -> Result<(), StoreError>;
+
+    async fn get_backfill(&self, id: &str) -> Result<Option<BackfillRecord>, StoreError>;
+
+    /// The newest running or cancelled backfill of `flow` with this condition: what starting
+    /// the same backfill again resumes.
+    async fn resumable_backfill(
+        &self,
+        flow: &str,
+        condition: Option<&str>,
+    ) -> Result<Option<BackfillRecord>, StoreError>;
+
+    /// Takes the lease of a running backfill for `owner` until `until`: backfill `id`, or with
+    /// `None` the oldest one nobody holds (its holder stopped). `None` when there is none to take.
+    async fn lease_backfill(
+        &self,
+        id: Option<&str>,
+        owner: &str,
+        until: i64,
+        now: i64,
+    ) -> Result<Option<BackfillRecord>, StoreError>;
+
+    /// Records an enqueued page: the new cursor, `found` more objects, 4ALLPORTAL's `total`
+    /// (when known) and the renewed lease. `false` when the backfill is no longer running
+    /// under `owner`'s lease (cancelled, or taken over): the caller stops.
+    #[allow(clippy::too_many_arguments)]
+    async fn advance_backfill(
+        &self,
+        id: &str,
+        owner: &str,
+        cursor: Option<&str>,
+        found: i64,
+        total: Option<i64>,
+        until: i64,
+        now: i64,
+    ) -> Result<bool, StoreError>;
+
+    /// Moves a backfill in one of the states `from` to `to` (with `error`), dropping its
+    /// lease. `false` when it was in none of them.
+    async fn set_backfill_state(
+        &self,
+        id: &str,
+        from: &[&str],
+        to: &str,
+        error: Option<&str>,
+        now: i64,
+    ) -> Result<bool, StoreError>;
+
+    /// What became of the events backfill `id` enqueued.
+    async fn backfill_outcomes(&self, id: &str) -> Result<BackfillOutcomes, StoreError>;
+
     // ----- queries for the admin API -----
 
     /// Events matching `filter`, newest first, without raw bodies.
@@ -484,6 +538,23 @@ fn dependent_resync(
 /// Resyncs themselves fan out to nothing, so a chain of dependencies cannot loop.
 fn fans_out(event: &NewEvent) -> bool {
     event.source == Source::Allportal && event.kind != RESYNC_KIND && event.object_key.is_some()
+}
+
+/// The resync a backfill enqueues for one object of `flow`: its id derives from the backfill
+/// and the object, so enqueueing the same page again (after a crash) stores nothing new.
+pub fn backfill_event(
+    backfill: &str,
+    flow: &str,
+    object_key: &str,
+    now: i64,
+) -> Result<NewEvent, StoreError> {
+    let mut event = resync_event(Some(flow), object_key, now)?;
+    let (raw_body, span) =
+        NewEvent::synthetic_body(&serde_json::json!({ "flow": flow, "backfill": backfill }));
+    event.raw_body = raw_body;
+    event.span = span;
+    event.source_event_id = format!("backfill:{backfill}:{object_key}");
+    Ok(event)
 }
 
 /// The synthetic event behind [`Store::resync`].

@@ -356,3 +356,55 @@ pub struct MinuteCount {
     pub minute: i64,
     pub events: i64,
 }
+
+/// A backfill: the 4ALLPORTAL objects of one flow's trigger, enumerated page by page in id
+/// order, one resync enqueued per object (see `crate::flows::backfill`).
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct BackfillRecord {
+    pub id: String,
+    pub flow: String,
+    /// The operator's 4APQL condition (`--where`), if any.
+    pub condition: Option<String>,
+    /// The whole 4APQL query sent to 4ALLPORTAL (trigger conditions and `condition`).
+    pub query: Option<String>,
+    /// Objects enqueued per second; `None`: as fast as 4ALLPORTAL answers.
+    pub rate: Option<f64>,
+    /// See [`backfill_state`].
+    pub state: String,
+    /// The last object id enqueued: enumeration resumes after it.
+    pub cursor: Option<String>,
+    /// Objects enumerated and enqueued so far.
+    pub found: i64,
+    /// 4ALLPORTAL's count of matching objects when the backfill started.
+    pub total: Option<i64>,
+    pub error: Option<String>,
+    pub created_at: i64,
+    pub updated_at: i64,
+}
+
+/// States of a [`BackfillRecord`].
+pub mod backfill_state {
+    /// Enumerating (or waiting for a process to resume it).
+    pub const RUNNING: &str = "running";
+    /// Every object is enqueued; the runs may still be going.
+    pub const ENUMERATED: &str = "enumerated";
+    /// Stopped by an operator; resumable.
+    pub const CANCELLED: &str = "cancelled";
+    /// Stopped by an error 4ALLPORTAL gave (e.g. an invalid `--where`); the error says which.
+    pub const FAILED: &str = "failed";
+}
+
+/// The events a backfill enqueued, by what became of them.
+#[derive(Debug, Clone, Copy, Default, Serialize, PartialEq, Eq)]
+pub struct BackfillOutcomes {
+    /// Resync events stored for the backfill.
+    pub enqueued: i64,
+    /// Waiting or running.
+    pub pending: i64,
+    /// Reconciled.
+    pub done: i64,
+    /// The flow passed the object over (its trigger conditions do not hold).
+    pub skipped: i64,
+    /// Dead letters.
+    pub failed: i64,
+}

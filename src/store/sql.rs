@@ -29,11 +29,12 @@ use super::{
 };
 use crate::store::text::{escape, unescape, unescape_opt};
 use crate::store::{
-    AttemptRecord, AttemptResult, Backlog, ClaimRequest, ClaimedJob, ClaimedWork, DocumentRecord,
-    EventDetail, EventFilter, EventNote, EventPage, FlowStats, InsertOutcome, IntentRecord,
-    JobRecord, JobTransition, LinkRecord, MinuteCount, NO_FLOW_WANTS_IT, NewEvent, ObjectRun, Page,
-    ReplayOutcome, Routing, Source, Store, StoreError, StoredEvent, TeamMembership, WorkflowRecord,
-    WritebackRecord, new_event_id, outcome, state, workflow_state,
+    AttemptRecord, AttemptResult, BackfillOutcomes, BackfillRecord, Backlog, ClaimRequest,
+    ClaimedJob, ClaimedWork, DocumentRecord, EventDetail, EventFilter, EventNote, EventPage,
+    FlowStats, InsertOutcome, IntentRecord, JobRecord, JobTransition, LinkRecord, MinuteCount,
+    NO_FLOW_WANTS_IT, NewEvent, ObjectRun, Page, ReplayOutcome, Routing, Source, Store, StoreError,
+    StoredEvent, TeamMembership, WorkflowRecord, WritebackRecord, backfill_state, new_event_id,
+    outcome, state, workflow_state,
 };
 
 /// A connection (or an open transaction, which dereferences to one).
@@ -72,6 +73,13 @@ const WORKFLOW_COLUMNS: &str = "process_id, flow, object_key, started_at, state,
 
 const TEAM_COLUMNS: &str = "workspace_id, role_id, member_id, flow, object_key, role_name,
         member_name, created_at";
+
+const BACKFILL_COLUMNS: &str = "id, flow, condition, query, rate, state, cursor, found, total,
+        error, created_at, updated_at";
+
+/// Who may take a backfill's lease: nobody holds it, `$1` does, or it expired before `$3`.
+const BACKFILL_LEASE_FREE: &str = "state = 'running' AND (lease_owner IS NULL
+        OR lease_owner = $1 OR lease_expires_at < $3)";
 
 const DOCUMENT_COLUMNS: &str = "flow, object_key, logical_name, node_id, content_hash,
         source_version, meta_hash, version, updated_at";
@@ -556,6 +564,165 @@ impl Store for Backend {
         .execute(&self.pool)
         .await?;
         Ok(())
+    }
+
+    async fn create_backfill(&self, b: &BackfillRecord) -> Result<(), StoreError> {
+        sqlx::query(&format!(
+            "INSERT INTO backfills ({BACKFILL_COLUMNS})
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)"
+        ))
+        .bind(&b.id)
+        .bind(&b.flow)
+        .bind(b.condition.as_deref().map(escape))
+        .bind(b.query.as_deref().map(escape))
+        .bind(b.rate)
+        .bind(&b.state)
+        .bind(b.cursor.as_deref().map(escape))
+        .bind(b.found)
+        .bind(b.total)
+        .bind(b.error.as_deref().map(escape))
+        .bind(b.created_at)
+        .bind(b.updated_at)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn get_backfill(&self, id: &str) -> Result<Option<BackfillRecord>, StoreError> {
+        let row = sqlx::query(&format!(
+            "SELECT {BACKFILL_COLUMNS} FROM backfills WHERE id = $1"
+        ))
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.map(|r| backfill_from_row(&r)).transpose()
+    }
+
+    async fn resumable_backfill(
+        &self,
+        flow: &str,
+        condition: Option<&str>,
+    ) -> Result<Option<BackfillRecord>, StoreError> {
+        let row = sqlx::query(&format!(
+            "SELECT {BACKFILL_COLUMNS} FROM backfills
+             WHERE flow = $1 AND COALESCE(condition, '') = $2 AND state IN ($3, $4)
+             ORDER BY created_at DESC, id DESC LIMIT 1"
+        ))
+        .bind(flow)
+        .bind(escape(condition.unwrap_or("")))
+        .bind(backfill_state::RUNNING)
+        .bind(backfill_state::CANCELLED)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.map(|r| backfill_from_row(&r)).transpose()
+    }
+
+    async fn lease_backfill(
+        &self,
+        id: Option<&str>,
+        owner: &str,
+        until: i64,
+        now: i64,
+    ) -> Result<Option<BackfillRecord>, StoreError> {
+        // The outer condition is checked again on the row itself, so of two replicas picking
+        // the same backfill only one takes it.
+        let taken: Option<String> = sqlx::query_scalar(&format!(
+            "UPDATE backfills SET lease_owner = $1, lease_expires_at = $2, updated_at = $3
+             WHERE {BACKFILL_LEASE_FREE} AND id = (
+                SELECT id FROM backfills
+                WHERE {BACKFILL_LEASE_FREE} AND ($4 = '' OR id = $4)
+                ORDER BY created_at, id LIMIT 1)
+             RETURNING id"
+        ))
+        .bind(owner)
+        .bind(until)
+        .bind(now)
+        .bind(id.unwrap_or(""))
+        .fetch_optional(&self.pool)
+        .await?;
+        match taken {
+            Some(id) => self.get_backfill(&id).await,
+            None => Ok(None),
+        }
+    }
+
+    async fn advance_backfill(
+        &self,
+        id: &str,
+        owner: &str,
+        cursor: Option<&str>,
+        found: i64,
+        total: Option<i64>,
+        until: i64,
+        now: i64,
+    ) -> Result<bool, StoreError> {
+        let updated = sqlx::query(
+            "UPDATE backfills SET cursor = COALESCE($3, cursor), found = found + $4,
+                total = COALESCE($5, total), lease_expires_at = $6, updated_at = $7
+             WHERE id = $1 AND lease_owner = $2 AND state = 'running'",
+        )
+        .bind(id)
+        .bind(owner)
+        .bind(cursor.map(escape))
+        .bind(found)
+        .bind(total)
+        .bind(until)
+        .bind(now)
+        .execute(&self.pool)
+        .await?;
+        Ok(updated.rows_affected() == 1)
+    }
+
+    async fn set_backfill_state(
+        &self,
+        id: &str,
+        from: &[&str],
+        to: &str,
+        error: Option<&str>,
+        now: i64,
+    ) -> Result<bool, StoreError> {
+        let mut q = QueryBuilder::<Db>::new("UPDATE backfills SET state = ");
+        q.push_bind(to)
+            .push(", error = ")
+            .push_bind(error.map(escape))
+            .push(", lease_owner = NULL, lease_expires_at = NULL, updated_at = ")
+            .push_bind(now)
+            .push(" WHERE id = ")
+            .push_bind(id)
+            .push(" AND state IN (");
+        let mut states = q.separated(", ");
+        for state in from {
+            states.push_bind(*state);
+        }
+        q.push(")");
+        let updated = q.build().execute(&self.pool).await?;
+        Ok(updated.rows_affected() == 1)
+    }
+
+    async fn backfill_outcomes(&self, id: &str) -> Result<BackfillOutcomes, StoreError> {
+        // The events' ids all start with `backfill:<id>:`; `;` follows `:`, so the range is
+        // exactly them, read from the (source, source_event_id) index.
+        let rows: Vec<(String, i64)> = sqlx::query_as(
+            "SELECT state, COUNT(*) FROM events
+             WHERE source = $1 AND source_event_id >= $2 AND source_event_id < $3
+             GROUP BY state",
+        )
+        .bind(Source::Allportal.as_str())
+        .bind(escape(&format!("backfill:{id}:")))
+        .bind(escape(&format!("backfill:{id};")))
+        .fetch_all(&self.pool)
+        .await?;
+        let mut outcomes = BackfillOutcomes::default();
+        for (event_state, count) in rows {
+            outcomes.enqueued += count;
+            match event_state.as_str() {
+                state::DONE => outcomes.done += count,
+                state::IGNORED => outcomes.skipped += count,
+                state::DEAD => outcomes.failed += count,
+                _ => outcomes.pending += count,
+            }
+        }
+        Ok(outcomes)
     }
 
     async fn record_workflow(&self, workflow: &WorkflowRecord) -> Result<(), StoreError> {
@@ -1251,6 +1418,23 @@ async fn existing_id(tx: &mut Conn, event: &NewEvent) -> Result<String, StoreErr
             .fetch_one(&mut *tx)
             .await?,
     )
+}
+
+fn backfill_from_row(row: &DbRow) -> Result<BackfillRecord, StoreError> {
+    Ok(BackfillRecord {
+        id: row.try_get("id")?,
+        flow: row.try_get("flow")?,
+        condition: unescape_opt(row.try_get("condition")?),
+        query: unescape_opt(row.try_get("query")?),
+        rate: row.try_get("rate")?,
+        state: row.try_get("state")?,
+        cursor: unescape_opt(row.try_get("cursor")?),
+        found: row.try_get("found")?,
+        total: row.try_get("total")?,
+        error: unescape_opt(row.try_get("error")?),
+        created_at: row.try_get("created_at")?,
+        updated_at: row.try_get("updated_at")?,
+    })
 }
 
 /// JSON kept as bytes (an event's slice of its body, the kept headers).

@@ -117,6 +117,11 @@ const FAMILIES: &[(&str, Kind, &str)] = &[
         "Duration of one call to an upstream system.",
     ),
     (
+        "xecm_upstream_limiter_wait_seconds",
+        Kind::Histogram,
+        "Time one call to an upstream waited for its rate and concurrency limits (and a 429 pause).",
+    ),
+    (
         "xecm_upstream_circuit_state",
         Kind::Gauge,
         "Circuit breaker per upstream: 0 closed, 1 half-open, 2 open.",
@@ -288,5 +293,7 @@ pub fn register_upstream(upstream: &str) {
         .increment(0);
     }
     let _ = metrics::histogram!("xecm_upstream_request_duration_seconds", "upstream" => upstream.clone());
+    let _ =
+        metrics::histogram!("xecm_upstream_limiter_wait_seconds", "upstream" => upstream.clone());
     metrics::gauge!("xecm_upstream_circuit_state", "upstream" => upstream).increment(0.0);
 }

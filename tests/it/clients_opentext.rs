@@ -38,6 +38,9 @@ fn config(server: &MockServer, auth: OpentextAuth) -> OpentextConfig {
         ca_file: None,
         client_cert_file: None,
         client_key_file: None,
+        max_requests_per_sec: 0.0,
+        max_concurrent_requests: 0,
+        rate_limit_replicas: 1,
         transport: TransportConfig {
             connect_timeout_secs: 2,
             request_timeout_secs: 10,

@@ -172,6 +172,9 @@ fn clients(base: &str, threshold: u64) -> (AllportalClient, OpentextClient) {
         ca_file: None,
         client_cert_file: None,
         client_key_file: None,
+        max_requests_per_sec: 0.0,
+        max_concurrent_requests: 0,
+        rate_limit_replicas: 1,
         transport: transport(),
     })
     .unwrap();
@@ -190,6 +193,9 @@ fn clients(base: &str, threshold: u64) -> (AllportalClient, OpentextClient) {
         ca_file: None,
         client_cert_file: None,
         client_key_file: None,
+        max_requests_per_sec: 0.0,
+        max_concurrent_requests: 0,
+        rate_limit_replicas: 1,
         transport: transport(),
     })
     .unwrap();

@@ -81,6 +81,9 @@ fn config(sim: &SimHandle, auth: OpentextAuth) -> OpentextConfig {
         ca_file: None,
         client_cert_file: None,
         client_key_file: None,
+        max_requests_per_sec: 0.0,
+        max_concurrent_requests: 0,
+        rate_limit_replicas: 1,
         transport: transport(),
     }
 }

@@ -168,6 +168,9 @@ fn allportal_client(front: SocketAddr, tls: Tls<'_>) -> AllportalClient {
         ca_file: tls.ca.map(Path::to_path_buf),
         client_cert_file: tls.client.map(|(c, _)| c.to_path_buf()),
         client_key_file: tls.client.map(|(_, k)| k.to_path_buf()),
+        max_requests_per_sec: 0.0,
+        max_concurrent_requests: 0,
+        rate_limit_replicas: 1,
         transport: transport(),
     })
     .expect("client builds")
@@ -278,6 +281,9 @@ async fn opentext_over_tls_with_ca_and_client_certificate() {
         ca_file: ca.map(Path::to_path_buf),
         client_cert_file: Some(pki.client_cert_file.clone()),
         client_key_file: Some(pki.client_key_file.clone()),
+        max_requests_per_sec: 0.0,
+        max_concurrent_requests: 0,
+        rate_limit_replicas: 1,
         transport: transport(),
     };
 

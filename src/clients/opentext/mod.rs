@@ -133,7 +133,8 @@ impl OpentextClient {
             clock,
             config.tls(),
         )?
-        .with_probe(&["api"]);
+        .with_probe(&["api"])
+        .with_limits(config.limits());
         Ok(Self {
             inner: Arc::new(Inner {
                 transport,

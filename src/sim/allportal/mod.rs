@@ -6,6 +6,7 @@ mod control;
 mod model;
 mod query;
 mod sample;
+mod webhooks;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -16,7 +17,10 @@ use axum::middleware::{from_fn, from_fn_with_state};
 use serde_json::{Value, json};
 
 pub use model::{FieldSchema, ModuleSchema};
-pub use sample::{Catalogue, SeedMedia, SeedObject, ids, sample_catalogue, sample_pdf, sample_png};
+pub use sample::{
+    Catalogue, SeedMedia, SeedObject, generated_product_id, ids, large_catalogue, sample_catalogue,
+    sample_pdf, sample_png,
+};
 
 use super::blob::ScratchDir;
 use super::faults::{FaultSettings, Faults};
@@ -90,6 +94,8 @@ pub(crate) struct Sim {
     faults: Faults,
     log: RequestLog,
     webhook: Arc<RwLock<WebhookTarget>>,
+    /// Webhooks registered through `POST /api/system/webhooks`, by id.
+    hooks: Arc<RwLock<BTreeMap<String, webhooks::Webhook>>>,
     auto_webhooks: Arc<std::sync::atomic::AtomicBool>,
     webhooks_before_response: Arc<std::sync::atomic::AtomicBool>,
     http: reqwest::Client,
@@ -114,6 +120,7 @@ pub async fn spawn(listen: SocketAddr, opts: AllportalSimOptions) -> anyhow::Res
             url: opts.webhook_url.as_ref().map(|u| u.to_string()),
             secret: opts.webhook_secret.clone(),
         })),
+        hooks: Arc::default(),
         auto_webhooks: Arc::new(opts.auto_webhooks.into()),
         webhooks_before_response: Arc::new(opts.webhooks_before_response.into()),
         http: reqwest::Client::builder()
@@ -124,7 +131,9 @@ pub async fn spawn(listen: SocketAddr, opts: AllportalSimOptions) -> anyhow::Res
     if let Some(seed) = &opts.seed {
         control::load_catalogue(&sim, seed).map_err(|e| anyhow::anyhow!("seed: {e}"))?;
     }
-    let api = api::router(sim.clone()).layer(from_fn_with_state(sim.clone(), api::require_api_key));
+    let api = api::router(sim.clone())
+        .merge(webhooks::router(sim.clone()))
+        .layer(from_fn_with_state(sim.clone(), api::require_api_key));
     let router = Router::new()
         .merge(api)
         .nest("/_sim", control::router(sim.clone()))
@@ -184,10 +193,18 @@ impl Sim {
     /// answer (`webhooks_before_response`) or in the background after it.
     pub(crate) async fn after_write(&self, module: &str, ids: &[(String, &'static str)]) {
         use std::sync::atomic::Ordering;
+        let before = self.webhooks_before_response.load(Ordering::Relaxed);
+        let registered = self.deliver_registered(module, ids);
+        if before {
+            futures::future::join_all(registered).await;
+        } else {
+            for delivery in registered {
+                tokio::spawn(delivery);
+            }
+        }
         if !self.auto_webhooks.load(Ordering::Relaxed) {
             return;
         }
-        let before = self.webhooks_before_response.load(Ordering::Relaxed);
         for (id, event) in ids {
             let sim = self.clone();
             let (module, id, event) = (module.to_owned(), id.clone(), *event);
@@ -202,6 +219,49 @@ impl Sim {
                 tokio::spawn(send);
             }
         }
+    }
+}
+
+impl Sim {
+    /// The deliveries of each write to every registered webhook that wants it (see
+    /// [`webhooks`]), one per webhook.
+    fn deliver_registered(
+        &self,
+        module: &str,
+        ids: &[(String, &'static str)],
+    ) -> Vec<impl std::future::Future<Output = WebhookDelivery> + Send + 'static> {
+        let mut deliveries = Vec::new();
+        let fallback = self
+            .webhook
+            .read()
+            .expect("webhook poisoned")
+            .secret
+            .clone();
+        let hooks: Vec<webhooks::Webhook> = self
+            .hooks
+            .read()
+            .expect("webhooks poisoned")
+            .values()
+            .cloned()
+            .collect();
+        let store = self.store.read().expect("store poisoned");
+        for (id, event) in ids {
+            let object = store.object(module, id);
+            for hook in hooks.iter().filter(|h| h.wants(event, module, object)) {
+                let Some(secret) = hook.secret.clone().or_else(|| fallback.clone()) else {
+                    continue;
+                };
+                let body = json!({
+                    "event": event,
+                    "module": module,
+                    "object_id": id,
+                    "mod_time": object.map_or_else(|| format_time(chrono::Utc::now()), |o| format_time(o.mod_time)),
+                });
+                let (http, url) = (self.http.clone(), hook.url.clone());
+                deliveries.push(async move { deliver(&http, &url, &secret, body).await });
+            }
+        }
+        deliveries
     }
 }
 

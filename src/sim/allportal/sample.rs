@@ -244,6 +244,36 @@ fn managed(login: &str, mut object: SeedObject) -> SeedObject {
     object
 }
 
+/// The id of generated product `n` (see [`large_catalogue`]).
+pub fn generated_product_id(n: usize) -> String {
+    format!("c1000000-0000-4000-8000-{n:012}")
+}
+
+/// The sample catalogue plus `products` generated launch-ready products, spread over the two
+/// sample families, each with the sample's datasheet and image as assets: a catalogue large
+/// enough to measure a backfill against (e.g. 50,000).
+pub fn large_catalogue(products: usize) -> Catalogue {
+    use ids::*;
+    let mut catalogue = sample_catalogue();
+    catalogue.objects.extend((0..products).map(|n| {
+        let family = if n % 2 == 0 {
+            FAMILY_PUMPS
+        } else {
+            FAMILY_VALVES
+        };
+        product(
+            &generated_product_id(n),
+            &format!("Generated product {n}"),
+            &format!("Generiertes Produkt {n}"),
+            &format!("8{n:07}"),
+            "launch_ready",
+            family,
+            &[FILE_A100_DATASHEET, FILE_A100_IMAGE],
+        )
+    }));
+    catalogue
+}
+
 /// Several products in two families, assets of real file types, a customer, an opportunity and a
 /// partner. Ids are in [`ids`].
 pub fn sample_catalogue() -> Catalogue {
@@ -508,6 +538,31 @@ fn sample_pricing_json() -> Vec<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_large_catalogue_adds_distinct_launch_ready_products_in_both_families() {
+        let sample = sample_catalogue().objects.len();
+        let large = large_catalogue(1000);
+        assert_eq!(large.objects.len(), sample + 1000);
+        let ids: std::collections::BTreeSet<&str> =
+            large.objects.iter().map(|o| o.id.as_str()).collect();
+        assert_eq!(ids.len(), large.objects.len(), "ids are distinct");
+        let generated = &large.objects[sample..];
+        assert!(
+            generated
+                .iter()
+                .all(|o| o.fields["status"][0]["value"] == "launch_ready")
+        );
+        for family in [ids::FAMILY_PUMPS, ids::FAMILY_VALVES] {
+            assert_eq!(
+                generated
+                    .iter()
+                    .filter(|o| o.fields["family"][0]["value"] == family)
+                    .count(),
+                500
+            );
+        }
+    }
 
     #[test]
     fn png_has_valid_signature_and_chunk_crcs() {
