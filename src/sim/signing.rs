@@ -2,6 +2,8 @@
 //! external senders, so they must not share code with the bridge's verifier (a shared bug would
 //! then pass every test).
 
+use std::collections::BTreeMap;
+
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use hmac::{Hmac, Mac};
@@ -44,11 +46,13 @@ pub struct WebhookDelivery {
     pub body: serde_json::Value,
 }
 
-/// Posts `body` to `url` signed with `secret`; never fails: transport errors are reported.
+/// Posts `body` to `url` signed with `secret`, with `headers` added (a registered webhook's
+/// custom headers); never fails: transport errors are reported.
 pub(crate) async fn deliver(
     client: &reqwest::Client,
     url: &str,
     secret: &str,
+    headers: &BTreeMap<String, String>,
     body: serde_json::Value,
 ) -> WebhookDelivery {
     let webhook_id = format!("msg_{}", uuid::Uuid::new_v4().simple());
@@ -68,8 +72,11 @@ pub(crate) async fn deliver(
             return delivery;
         }
     };
-    let sent = client
-        .post(url)
+    let mut request = client.post(url);
+    for (name, value) in headers {
+        request = request.header(name, value);
+    }
+    let sent = request
         .header("content-type", "application/json")
         .header("webhook-id", &webhook_id)
         .header("webhook-timestamp", timestamp.to_string())

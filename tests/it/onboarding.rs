@@ -626,3 +626,66 @@ async fn a_registered_webhook_sends_exactly_the_events_the_flows_want() {
         .collect();
     assert_eq!(keys, vec![format!("product/{wanted}")], "{events}");
 }
+
+/// With the `token` scheme, `register` puts the token into the webhook's custom header and
+/// 4ALLPORTAL sends it with every delivery: the registered webhook's events are accepted.
+#[tokio::test]
+async fn a_webhook_registered_for_the_token_scheme_delivers_authenticated_events() {
+    const TOKEN: &str = "a-webhook-token-for-the-test";
+    let sims = Sims::start(2, 0).await;
+    let bridge = SqliteBridge::configure(&sims, &["launch"], FAST_WORKER);
+    with_public_url(&bridge);
+    let text = std::fs::read_to_string(&bridge.config).unwrap();
+    let (head, rest) = text
+        .split_once("[sources.allportal]\n")
+        .expect("a sources section");
+    let (_, tail) = rest.split_once('\n').expect("its secrets line");
+    std::fs::write(
+        &bridge.config,
+        format!(
+            "{head}[sources.allportal]\nscheme = \"token\"\nheader = \"x-bridge-token\"\n\
+             secrets = [\"{TOKEN}\"]\n{tail}"
+        ),
+    )
+    .unwrap();
+    let (code, out, err) = bridge_command(&bridge, &["register", "allportal"]).await;
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(
+        !out.contains(TOKEN) && !err.contains(TOKEN),
+        "the token is never printed"
+    );
+    let process = bridge.start().await;
+    let http = reqwest::Client::new();
+    http.put(format!("{}/webhook", sims.ap.control_url()))
+        .json(&json!({"before_response": true}))
+        .send()
+        .await
+        .unwrap();
+    let wanted = &sims.products[0];
+    let answer = http
+        .post(format!(
+            "{}/objects/product/{wanted}",
+            sims.ap.control_url()
+        ))
+        .json(&json!({"packaging": [{"value": "crate", "dimensions": null}]}))
+        .send()
+        .await
+        .unwrap();
+    assert!(answer.status().is_success(), "{}", answer.status());
+    let events: Value = http
+        .get(format!("{}/api/v1/events?source=allportal", process.base))
+        .bearer_auth(ADMIN_TOKEN)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let keys: Vec<&str> = events["events"]
+        .as_array()
+        .expect("events")
+        .iter()
+        .map(|e| e["object_key"].as_str().unwrap())
+        .collect();
+    assert_eq!(keys, vec![format!("product/{wanted}")], "{events}");
+}

@@ -186,7 +186,7 @@ impl Sim {
             "object_id": object_id,
             "mod_time": mod_time,
         });
-        Ok(deliver(&self.http, &url, &secret, body).await)
+        Ok(deliver(&self.http, &url, &secret, &BTreeMap::new(), body).await)
     }
 
     /// After a write: sends the change webhooks when automatic webhooks are on, before the
@@ -258,7 +258,8 @@ impl Sim {
                     "mod_time": object.map_or_else(|| format_time(chrono::Utc::now()), |o| format_time(o.mod_time)),
                 });
                 let (http, url) = (self.http.clone(), hook.url.clone());
-                deliveries.push(async move { deliver(&http, &url, &secret, body).await });
+                let headers = hook.header.clone().unwrap_or_default();
+                deliveries.push(async move { deliver(&http, &url, &secret, &headers, body).await });
             }
         }
         deliveries

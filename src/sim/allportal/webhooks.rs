@@ -6,8 +6,8 @@
 //!
 //! After every object write, each active webhook with an event entry whose `type`, `module` and
 //! 4APQL `query` match the object gets one delivery (the simulator's change body, signed as
-//! Standard Webhooks with the webhook's `secret`, else the simulator's). Every `contentType`
-//! gets that body; custom `header`s are stored, not sent.
+//! Standard Webhooks with the webhook's `secret`, else the simulator's), with the webhook's
+//! custom `header`s (e.g. the token a receiver checks). Every `contentType` gets that body.
 
 use std::collections::BTreeMap;
 

@@ -211,7 +211,7 @@ impl Sim {
         let target = self.callback.read().expect("callback poisoned").clone();
         let url = target.url.ok_or("no callback URL configured")?;
         let secret = target.secret.ok_or("no callback secret configured")?;
-        let delivery = deliver(&self.http, &url, &secret, body).await;
+        let delivery = deliver(&self.http, &url, &secret, &Default::default(), body).await;
         self.store
             .write()
             .expect("store poisoned")
