@@ -401,8 +401,11 @@ fn print_opentext_callback(settings: &Settings, public_url: &url::Url) {
 fn parse_rate(text: &str) -> Result<f64, String> {
     let number = text.trim().trim_end_matches("/s");
     match number.parse::<f64>() {
-        Ok(rate) if rate.is_finite() && rate > 0.0 => Ok(rate),
-        _ => Err(format!("`{text}` is not a positive rate such as `20/s`")),
+        Ok(rate) if rate.is_finite() && rate >= crate::flows::backfill::MIN_RATE => Ok(rate),
+        _ => Err(format!(
+            "`{text}` is not a rate of at least {}/s, such as `20/s`",
+            crate::flows::backfill::MIN_RATE
+        )),
     }
 }
 

@@ -48,7 +48,7 @@ pub enum BackfillError {
     UnknownFlow(String),
     #[error("backfill `{0}` does not exist")]
     NotFound(String),
-    #[error("`rate` must be a positive number of objects per second, not {0}")]
+    #[error("`rate` must be at least {MIN_RATE} objects per second (one per 100 s), not {0}")]
     InvalidRate(f64),
     #[error("4ALLPORTAL: {0}")]
     Upstream(#[from] UpstreamError),
@@ -66,10 +66,14 @@ pub struct BackfillRequest {
     pub rate: Option<f64>,
 }
 
+/// The slowest backfill: one object per 100 s. A slower rate is no throttle but a stall (and
+/// its pause per page would not fit a timer).
+pub const MIN_RATE: f64 = 0.01;
+
 impl BackfillRequest {
     fn validate(&self) -> Result<(), BackfillError> {
         match self.rate {
-            Some(rate) if !(rate.is_finite() && rate > 0.0) => {
+            Some(rate) if !(rate.is_finite() && rate >= MIN_RATE) => {
                 Err(BackfillError::InvalidRate(rate))
             }
             _ => Ok(()),

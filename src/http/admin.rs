@@ -510,10 +510,9 @@ fn backfiller(state: &AppState) -> Backfiller {
 
 fn backfill_problem(error: BackfillError) -> Problem {
     match error {
-        BackfillError::UnknownFlow(_) | BackfillError::InvalidRate(_) => {
-            bad_request(error.to_string())
-        }
-        BackfillError::NotFound(_) => {
+        BackfillError::InvalidRate(_) => bad_request(error.to_string()),
+        // As `plan` and `resync` answer a flow that is not configured.
+        BackfillError::UnknownFlow(_) | BackfillError::NotFound(_) => {
             Problem::new(StatusCode::NOT_FOUND, "not-found", error.to_string())
         }
         BackfillError::Upstream(_) => {

@@ -260,7 +260,10 @@ async fn a_dry_run_counts_and_samples_without_enqueueing() {
     let (status, problem) = admin
         .post("/api/v1/backfills", json!({"flow": "nonesuch"}))
         .await;
-    assert_eq!(status, 400);
+    assert_eq!(
+        status, 404,
+        "as plan and resync answer a flow that is not configured"
+    );
     assert!(
         problem["detail"].as_str().unwrap().contains("nonesuch"),
         "{problem}"
