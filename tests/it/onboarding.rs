@@ -478,6 +478,27 @@ async fn bridge_command(bridge: &SqliteBridge, args: &[&str]) -> (i32, String, S
     )
 }
 
+/// The object keys of the 4ALLPORTAL events the bridge at `base` stored, newest first, and the
+/// admin API's answer they come from.
+async fn allportal_event_keys(http: &reqwest::Client, base: &str) -> (Vec<String>, Value) {
+    let events: Value = http
+        .get(format!("{base}/api/v1/events?source=allportal"))
+        .bearer_auth(ADMIN_TOKEN)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let keys = events["events"]
+        .as_array()
+        .expect("events")
+        .iter()
+        .map(|e| e["object_key"].as_str().unwrap().to_string())
+        .collect();
+    (keys, events)
+}
+
 async fn registered(sims: &Sims) -> Vec<Value> {
     reqwest::Client::new()
         .get(format!("{}/api/system/webhooks", sims.ap.base_url()))
@@ -612,21 +633,7 @@ async fn a_registered_webhook_sends_exactly_the_events_the_flows_want() {
         );
     }
 
-    let events: Value = http
-        .get(format!("{}/api/v1/events?source=allportal", process.base))
-        .bearer_auth(ADMIN_TOKEN)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let keys: Vec<&str> = events["events"]
-        .as_array()
-        .expect("events")
-        .iter()
-        .map(|e| e["object_key"].as_str().unwrap())
-        .collect();
+    let (keys, events) = allportal_event_keys(&http, &process.base).await;
     assert_eq!(keys, vec![format!("product/{wanted}")], "{events}");
 }
 
@@ -675,20 +682,6 @@ async fn a_webhook_registered_for_the_token_scheme_delivers_authenticated_events
         .await
         .unwrap();
     assert!(answer.status().is_success(), "{}", answer.status());
-    let events: Value = http
-        .get(format!("{}/api/v1/events?source=allportal", process.base))
-        .bearer_auth(ADMIN_TOKEN)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let keys: Vec<&str> = events["events"]
-        .as_array()
-        .expect("events")
-        .iter()
-        .map(|e| e["object_key"].as_str().unwrap())
-        .collect();
+    let (keys, events) = allportal_event_keys(&http, &process.base).await;
     assert_eq!(keys, vec![format!("product/{wanted}")], "{events}");
 }
