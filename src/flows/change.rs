@@ -135,7 +135,7 @@ pub(crate) async fn forward(
             .await?;
     }
     ws_state.categories = Some(categories_hash);
-    super::team::ensure(flow, run, &scope, &key, &[], ws).await?;
+    super::team::ensure(flow, run, &scope, &key, &[], ws, &mut ws_state).await?;
     let mut documents =
         change_documents(flow, run, &scope, ws, object, &change_id, &changes).await?;
     let placed = flow.ensure_content(run, ws, &scope, &[]).await?;

@@ -384,7 +384,7 @@ impl MappedFlow {
         // The engine verifies categories on every run; a hash cached by the change flow's own
         // path saves nothing here.
         state.categories = None;
-        super::team::ensure(self, run, scope, &target.key, &target.items, ws).await?;
+        super::team::ensure(self, run, scope, &target.key, &target.items, ws, &mut state).await?;
         self.ensure_relations(run, scope, ws, &mut state).await?;
         let placed = self.ensure_content(run, ws, scope, &target.items).await?;
         self.steps

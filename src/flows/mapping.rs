@@ -150,6 +150,11 @@ pub struct TeamRoleConfig {
     /// workspace and its immediate sub-items.
     #[serde(default = "default_apply_to")]
     pub apply_to: u8,
+    /// More permissions on folders of the workspace, by folder path below it (`A/B`): the
+    /// role's Assigned Access on that folder and everything in it (a partner role that may add
+    /// documents only in its upload folder). A missing folder is created.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub folders: BTreeMap<String, Vec<String>>,
 }
 
 fn default_apply_to() -> u8 {
@@ -589,6 +594,37 @@ fn check_categories(
     Ok(())
 }
 
+/// A role's permissions: known names only, and none on an archive, whose roles are made
+/// read-only after the team is set.
+fn check_permissions(
+    at: &str,
+    permissions: &[String],
+    read_only: bool,
+) -> Result<(), MappingError> {
+    if read_only {
+        return Err(err(
+            at,
+            "the archive's roles are made read-only after the team is set; \
+             permissions here would be overwritten on every archive",
+        ));
+    }
+    match permissions
+        .iter()
+        .find(|p| !ROLE_PERMISSIONS.contains(&p.as_str()))
+    {
+        Some(bad) => Err(err(
+            at,
+            format!("`{bad}` is not one of {}", ROLE_PERMISSIONS.join(", ")),
+        )),
+        None => Ok(()),
+    }
+}
+
+/// The number of folder names in a path below a workspace (`A/B` → 2).
+pub(crate) fn folder_segments(path: &str) -> usize {
+    path.split('/').filter(|s| !s.trim().is_empty()).count()
+}
+
 fn check_team_member(at: &str, member: &TeamMemberConfig) -> Result<(), MappingError> {
     let given: Vec<&str> = [
         ("field", member.field.is_some()),
@@ -760,23 +796,23 @@ impl FlowMapping {
             for (i, member) in config.members.iter().enumerate() {
                 check_team_member(&format!("{at}.members[{i}]"), member)?;
             }
-            if let Some(permissions) = &config.permissions {
-                if read_only {
-                    return Err(err(
-                        format!("{at}.permissions"),
-                        "the archive's roles are made read-only after the team is set; \
-                         permissions here would be overwritten on every archive",
-                    ));
-                }
-                if let Some(bad) = permissions
-                    .iter()
-                    .find(|p| !ROLE_PERMISSIONS.contains(&p.as_str()))
-                {
-                    return Err(err(
-                        format!("{at}.permissions"),
-                        format!("`{bad}` is not one of {}", ROLE_PERMISSIONS.join(", ")),
-                    ));
-                }
+            let folders = config
+                .folders
+                .iter()
+                .map(|(path, p)| (format!("{at}.folders.\"{path}\""), p));
+            for (at, permissions) in config
+                .permissions
+                .iter()
+                .map(|p| (format!("{at}.permissions"), p))
+                .chain(folders)
+            {
+                check_permissions(&at, permissions, read_only)?;
+            }
+            if let Some(path) = config.folders.keys().find(|p| folder_segments(p) == 0) {
+                return Err(err(
+                    format!("{at}.folders.\"{path}\""),
+                    "must name a folder of the workspace (`A` or `A/B`)",
+                ));
             }
             if config.apply_to > 3 {
                 return Err(err(format!("{at}.apply_to"), "must be 0, 1, 2 or 3"));

@@ -52,9 +52,24 @@ pub(crate) struct LinkState {
     /// `archival`: the records are final; nothing changes in the workspace any more.
     #[serde(default, skip_serializing_if = "is_false")]
     pub finalized: bool,
+    /// Team roles whose permissions the bridge set, by role id: what it set and the `perms`
+    /// OpenText reported afterwards. The roles answer carries only that integer, whose bits no
+    /// reference defines; an unchanged integer for an unchanged mapping means nothing to do.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub role_permissions: BTreeMap<i64, RolePermissions>,
     /// Keys of other versions, kept as they are.
     #[serde(flatten)]
     pub other: Map<String, Value>,
+}
+
+/// Permissions the bridge set on one workspace role.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub(crate) struct RolePermissions {
+    /// The permission names set, sorted.
+    pub set: Vec<String>,
+    pub apply_to: u8,
+    /// The role's `perms` as OpenText reported it after they were set.
+    pub perms: Value,
 }
 
 /// The object a change workspace reviews.

@@ -10,7 +10,13 @@
 //!   the next run completes instead of an untracked member;
 //! - removes only memberships the bridge recorded that no longer apply (a product manager who
 //!   changed), then forgets the record; members added by hand have no record and stay;
-//! - sets a role's permissions when the mapping names them and they differ.
+//! - sets a role's permissions when the mapping names them and they differ, and its Assigned
+//!   Access on the folders the mapping names (`folders`), added or replaced when it differs.
+//!
+//! A role's permissions are compared with the names OpenText lists when it lists them; the
+//! roles answer of the Business Workspaces API carries only an integer `perms`, so the link's
+//! state keeps what the bridge set and the `perms` read back afterwards, and the role is set
+//! again only when the mapping or that integer changed (someone edited the role).
 //!
 //! A member OpenText does not know is logged, counted (`xecm_team_unresolved_total`) and
 //! reported in the run's result; the run goes on unless the team is `strict`.
@@ -32,6 +38,7 @@ use super::error::{FlowError, FlowResult};
 use super::fields::{FieldRef, Scope, value_text};
 use super::mapping::{MemberBy, PartnerMode, TeamConfig, TeamMemberConfig};
 use super::run::{Run, System, is_planned};
+use super::state::{LinkState, RolePermissions};
 use crate::clients::UpstreamError;
 use crate::clients::allportal::ModuleObject;
 use crate::clients::opentext::members::MemberKey;
@@ -52,7 +59,8 @@ type Resolved = BTreeMap<String, BTreeMap<i64, (Member, Wanted)>>;
 
 /// Keeps the team of workspace `ws`, whose link key is `key` and whose content subjects are
 /// `items` (the engine and the change flow call this once the workspace exists, before the
-/// flow's last steps, so archival's read-only rule comes after the team).
+/// flow's last steps, so archival's read-only rule comes after the team). `state` is the
+/// link's, saved by the caller.
 pub(crate) async fn ensure(
     flow: &MappedFlow,
     run: &mut Run<'_>,
@@ -60,6 +68,7 @@ pub(crate) async fn ensure(
     key: &str,
     items: &[&ModuleObject],
     ws: NodeId,
+    state: &mut LinkState,
 ) -> FlowResult<()> {
     let Some(team) = &flow.mapping.team else {
         return Ok(());
@@ -74,11 +83,19 @@ pub(crate) async fn ensure(
     let resolved = resolve(flow, run, team, wanted).await?;
     if is_planned(ws) {
         for (role, members) in &resolved {
-            if let Some(permissions) = team.roles.get(role).and_then(|r| r.permissions.as_ref()) {
+            let config = team.roles.get(role);
+            if let Some(permissions) = config.and_then(|r| r.permissions.as_ref()) {
                 run.write(
                     System::Opentext,
                     "set_role_permissions",
                     permissions_text(role, permissions),
+                );
+            }
+            for (path, permissions) in config.map(|c| &c.folders).into_iter().flatten() {
+                run.write(
+                    System::Opentext,
+                    "set_folder_permissions",
+                    folder_text(role, path, permissions),
                 );
             }
             for (member, _) in members.values() {
@@ -89,10 +106,11 @@ pub(crate) async fn ensure(
     }
     let roles = run.env.opentext.workspace_roles(ws).await?;
     let records = run.env.store.team_memberships(ws).await?;
+    ensure_role_permissions(flow, run, ws, &roles, state).await?;
     for (name, config) in &team.roles {
         let role = role_named(&roles, name, flow.name, ws)?;
-        if let Some(permissions) = &config.permissions {
-            ensure_permissions(run, ws, role, name, permissions, config.apply_to).await?;
+        for (path, permissions) in &config.folders {
+            ensure_folder_permissions(run, ws, role, name, path, permissions).await?;
         }
     }
     // Every role the team names or the bridge made a member in (a role dropped from the
@@ -232,37 +250,118 @@ fn role_named<'r>(roles: &'r [Role], name: &str, flow: &str, ws: NodeId) -> Flow
         })
 }
 
-/// Sets the role's permissions when they differ from the mapping's. A role answer without a
-/// `permissions` list cannot be compared and is set.
-async fn ensure_permissions(
+/// Sets each team role's permissions the mapping names when they differ (module docs), then
+/// reads the roles once more to record the `perms` each role set now has.
+async fn ensure_role_permissions(
+    flow: &MappedFlow,
+    run: &mut Run<'_>,
+    ws: NodeId,
+    roles: &[Role],
+    state: &mut LinkState,
+) -> FlowResult<()> {
+    let Some(team) = &flow.mapping.team else {
+        return Ok(());
+    };
+    let mut set = BTreeMap::new();
+    for (name, config) in &team.roles {
+        let Some(permissions) = &config.permissions else {
+            continue;
+        };
+        let role = role_named(roles, name, flow.name, ws)?;
+        let wanted: BTreeSet<&str> = permissions.iter().map(String::as_str).collect();
+        let done = match &role.permissions {
+            Some(listed) => listed.iter().map(String::as_str).collect::<BTreeSet<_>>() == wanted,
+            None => state.role_permissions.get(&role.id).is_some_and(|r| {
+                r.apply_to == config.apply_to
+                    && r.set.iter().map(String::as_str).eq(wanted.iter().copied())
+                    && role.perms.as_ref() == Some(&r.perms)
+            }),
+        };
+        if done
+            || !run.write(
+                System::Opentext,
+                "set_role_permissions",
+                permissions_text(name, permissions),
+            )
+        {
+            continue;
+        }
+        let list: Vec<&str> = wanted.into_iter().collect();
+        run.env
+            .opentext
+            .update_role_permissions(ws, role.id, &list, config.apply_to)
+            .await?;
+        let names = list.iter().map(|p| (*p).to_string()).collect();
+        set.insert(role.id, (names, config.apply_to));
+    }
+    if set.is_empty() {
+        return Ok(());
+    }
+    for role in run.env.opentext.workspace_roles(ws).await? {
+        if let (Some((set, apply_to)), Some(perms)) = (set.remove(&role.id), role.perms) {
+            let record = RolePermissions {
+                set,
+                apply_to,
+                perms,
+            };
+            state.role_permissions.insert(role.id, record);
+        }
+    }
+    Ok(())
+}
+
+/// Gives `role` the `permissions` on the workspace's folder `path` (and everything in it) as
+/// an Assigned Access entry: added when the folder has none for the role, replaced when its
+/// permissions differ.
+async fn ensure_folder_permissions(
     run: &mut Run<'_>,
     ws: NodeId,
     role: &Role,
     name: &str,
+    path: &str,
     permissions: &[String],
-    apply_to: u8,
 ) -> FlowResult<()> {
+    let folder = run.ensure_folder_path(ws, path).await?;
     let wanted: BTreeSet<&str> = permissions.iter().map(String::as_str).collect();
-    let current: Option<BTreeSet<&str>> = role
-        .permissions
-        .as_ref()
-        .map(|p| p.iter().map(String::as_str).collect());
-    if current.as_ref() == Some(&wanted) {
-        return Ok(());
-    }
-    if run.write(
-        System::Opentext,
-        "set_role_permissions",
-        permissions_text(name, permissions),
-    ) {
-        let list: Vec<&str> = permissions.iter().map(String::as_str).collect();
+    let current = if is_planned(folder) {
+        None
+    } else {
         run.env
             .opentext
-            .update_role_permissions(ws, role.id, &list, apply_to)
+            .node_permissions(folder)
+            .await?
+            .into_iter()
+            .find(|a| a.kind == "custom" && a.right_id == Some(role.id))
+    };
+    let held = current.as_ref().map(|a| {
+        a.permissions
+            .iter()
+            .map(String::as_str)
+            .collect::<BTreeSet<_>>()
+    });
+    if held.as_ref() == Some(&wanted)
+        || !run.write(
+            System::Opentext,
+            "set_folder_permissions",
+            folder_text(name, path, permissions),
+        )
+    {
+        return Ok(());
+    }
+    let list: Vec<&str> = wanted.into_iter().collect();
+    let ot = &run.env.opentext;
+    if current.is_some() {
+        ot.update_node_permission(folder, role.id, &list, APPLY_TO_FOLDER_AND_CONTENT)
+            .await?;
+    } else {
+        ot.add_node_permission(folder, role.id, &list, APPLY_TO_FOLDER_AND_CONTENT)
             .await?;
     }
     Ok(())
 }
+
+/// A folder's Assigned Access covers the folder and everything in it.
+const APPLY_TO_FOLDER_AND_CONTENT: u8 = 2;
 
 /// Adds the wanted members of one role that OpenText does not list, removes the members the
 /// bridge made that are no longer wanted, and forgets records OpenText no longer shows.
@@ -344,6 +443,13 @@ fn add_text(member: &Member, role: &str) -> String {
         MemberType::Group => "group",
     };
     format!("add {kind} `{}` to role `{role}`", member.name)
+}
+
+fn folder_text(role: &str, path: &str, permissions: &[String]) -> String {
+    format!(
+        "give role `{role}` {} on folder `{path}`",
+        permissions.join(", ")
+    )
 }
 
 fn permissions_text(role: &str, permissions: &[String]) -> String {

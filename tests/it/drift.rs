@@ -284,8 +284,8 @@ async fn account_and_partner_workspaces_are_verified_with_a_bounded_number_of_re
     println!("partner: {} reads: {reads:#?}", reads.len());
     // One workspace per partner product (two): each looked up and listed, with one listing
     // per folder holding content (three for the pump, one for the other product); in each,
-    // the team's roles and the members of its two.
-    assert_eq!(reads.len(), 8 + 2 * 3, "{reads:#?}");
+    // the team's roles, the members of its two and the Assigned Access of the upload folder.
+    assert_eq!(reads.len(), 8 + 2 * 4, "{reads:#?}");
     bridge.stop().await;
 }
 

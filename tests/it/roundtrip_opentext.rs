@@ -818,6 +818,58 @@ async fn records_are_classified_finalized_held_and_the_workspace_made_read_only(
 }
 
 #[tokio::test]
+async fn a_role_gets_assigned_access_on_a_folder_and_it_is_replaced_when_it_differs() {
+    let sim = start().await;
+    let ot = client(&sim);
+    let ws = new_workspace(&ot, "Pump A100", "B-1002").await;
+    let folder = ot
+        .create_folder(ws, "Partner Uploads")
+        .await
+        .expect("folder");
+    let role = ot.workspace_roles(ws).await.expect("roles")[0].id;
+    let custom = |access: Vec<xecm_bridge::clients::opentext::Access>| {
+        access
+            .into_iter()
+            .filter(|a| a.kind == "custom")
+            .map(|a| (a.right_id, a.permissions))
+            .collect::<Vec<_>>()
+    };
+    let before = ot.node_permissions(folder).await.expect("permissions");
+    assert!(before.iter().any(|a| a.kind == "owner"), "{before:?}");
+    assert!(custom(before).is_empty());
+
+    ot.add_node_permission(folder, role, &["see", "see_contents", "add_items"], 2)
+        .await
+        .expect("add");
+    let listed = custom(ot.node_permissions(folder).await.expect("permissions"));
+    assert_eq!(
+        listed,
+        [(
+            Some(role),
+            vec!["see".into(), "see_contents".into(), "add_items".into()]
+        )]
+    );
+    // Twice is refused: an entry is replaced, not added again.
+    let again = ot.add_node_permission(folder, role, &["see"], 2).await;
+    assert!(again.is_err(), "{again:?}");
+    ot.update_node_permission(folder, role, &["see", "see_contents"], 2)
+        .await
+        .expect("update");
+    let listed = custom(ot.node_permissions(folder).await.expect("permissions"));
+    assert_eq!(
+        listed,
+        [(Some(role), vec!["see".into(), "see_contents".into()])]
+    );
+    // The first add was answered 200, the second refused.
+    let path = format!("/otcs/cs/api/v2/nodes/{folder}/permissions/custom");
+    assert_eq!(requests_to(&sim, "POST", &path)[..2], [200, 400]);
+    let unknown = ot
+        .update_node_permission(folder, 999_999, &["see"], 0)
+        .await;
+    assert!(unknown.is_err(), "{unknown:?}");
+}
+
+#[tokio::test]
 async fn an_outage_with_retry_after_is_waited_out() {
     let sim = start().await;
     let ot = client(&sim);

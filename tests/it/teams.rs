@@ -90,6 +90,56 @@ async fn add_by_hand(ot: &SimHandle, ws: i64, role: i64, member: i64) {
     assert!(status.is_success(), "{status}");
 }
 
+/// Gives role `role` every permission on workspace `ws`, as an OpenText administrator might.
+async fn set_role_by_hand(ot: &SimHandle, ws: i64, role: i64) {
+    let (http, ticket) = admin(ot).await;
+    let body =
+        json!({"permissions": ["see", "see_contents", "modify", "add_items"], "apply_to": 2});
+    let status = http
+        .put(format!(
+            "{}/api/v2/businessworkspaces/{ws}/roles/{role}",
+            ot.base_url()
+        ))
+        .header("OTCSTicket", ticket)
+        .form(&[("body", body.to_string())])
+        .send()
+        .await
+        .expect("set role")
+        .status();
+    assert!(status.is_success(), "{status}");
+}
+
+/// The Assigned Access entries of `node` (right id, sorted permissions), read through the API.
+async fn folder_access(ot: &SimHandle, node: i64) -> Vec<(i64, Value)> {
+    let (http, ticket) = admin(ot).await;
+    let answer: Value = http
+        .get(format!("{}/api/v2/nodes/{node}/permissions", ot.base_url()))
+        .header("OTCSTicket", ticket)
+        .send()
+        .await
+        .expect("permissions")
+        .json()
+        .await
+        .expect("json");
+    answer["results"]
+        .as_array()
+        .expect("results")
+        .iter()
+        .map(|r| &r["data"]["permissions"])
+        .filter(|e| e["type"] == "custom")
+        .map(|e| {
+            let mut names: Vec<String> = e["permissions"]
+                .as_array()
+                .expect("names")
+                .iter()
+                .map(|n| n.as_str().unwrap().to_string())
+                .collect();
+            names.sort();
+            (e["right_id"].as_i64().unwrap(), json!(names))
+        })
+        .collect()
+}
+
 /// Changes an object as a 4ALLPORTAL user, without a webhook.
 async fn change(bridge_ap: &SimHandle, module: &str, id: &str, fields: Value) {
     let status = reqwest::Client::new()
@@ -382,6 +432,45 @@ async fn a_partner_uploads_only_once_the_bridge_made_their_group_a_member() {
     let (http2, guest) = login(&bridge.ot, "nd.guest", "sim-nd.guest-password").await;
     let (status, _) = upload_as(&bridge.ot, &http2, &guest, folder, "other.txt").await;
     assert_eq!(status, 400);
+    // The role sees the workspace but adds documents only in its upload folder: the folder's
+    // Assigned Access names the role, and another folder of the workspace refuses the upload.
+    let (_, role, _) = role_members(&bridge.ot, "partner_product", &bo_id, "Partners");
+    let access = folder_access(&bridge.ot, folder).await;
+    assert!(
+        access.contains(&(role, json!(["add_items", "modify", "see", "see_contents"]))),
+        "{access:?}"
+    );
+    let other = nodes.child(ws, "Channel Content")["id"].as_i64().unwrap();
+    let (status, answer) = upload_as(&bridge.ot, &http, &ticket, other, "elsewhere.txt").await;
+    assert_eq!(
+        status, 400,
+        "only the upload folder takes documents: {answer}"
+    );
+
+    // A rerun writes nothing: the role's permissions are known by the `perms` read back after
+    // they were set (the roles answer lists no names), the folder's by its Assigned Access.
+    bridge.clear_logs();
+    bridge
+        .webhook("partner", partner, "moduleobject_modify")
+        .await;
+    assert_eq!(bridge.ot_writes(), Vec::<String>::new());
+    // Someone widens the role in OpenText: the next run sets the mapping's permissions again.
+    set_role_by_hand(&bridge.ot, ws["id"].as_i64().unwrap(), role).await;
+    bridge.clear_logs();
+    bridge
+        .webhook("partner", partner, "moduleobject_modify")
+        .await;
+    let role_path = format!("/roles/{role}");
+    assert_eq!(
+        bridge
+            .ot_writes()
+            .iter()
+            .filter(|w| w.ends_with(&role_path))
+            .count(),
+        1,
+        "{:?}",
+        bridge.ot_writes()
+    );
 
     // Approved internally, the document comes back into 4ALLPORTAL (the return path).
     let answer: Value = bridge
@@ -677,6 +766,16 @@ fn a_team_mapping_is_checked_at_load_and_each_error_names_its_key() {
             "[roles.Legal]\npermissions = [\"see\", \"upload\"]",
             "flows.launch.team.roles.\"Legal\".permissions",
             "`upload` is not one of",
+        ),
+        (
+            "[roles.Legal.folders]\n\"Contracts\" = [\"see\", \"upload\"]",
+            "flows.launch.team.roles.\"Legal\".folders.\"Contracts\"",
+            "`upload` is not one of",
+        ),
+        (
+            "[roles.Legal.folders]\n\" / \" = [\"see\"]",
+            "flows.launch.team.roles.\"Legal\".folders.\" / \"",
+            "must name a folder",
         ),
         (
             "[roles.Legal]\napply_to = 7",

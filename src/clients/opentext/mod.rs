@@ -1,6 +1,6 @@
 //! OpenText Content Server / Extended ECM client: ticket session, business workspaces, folders,
 //! documents and versions (streamed uploads, Large File Upload above a threshold), categories,
-//! workflows, records management and workspace roles.
+//! workflows, records management, workspace roles and Assigned Access on folders.
 //!
 //! Encoding follows what OpenText's servers accept (reference §1.2): writes are
 //! `application/x-www-form-urlencoded` with one `body` field holding JSON; uploads are
@@ -12,6 +12,7 @@ pub mod callback;
 mod definitions;
 pub mod members;
 mod nodes;
+mod permissions;
 mod records;
 pub mod routes;
 pub mod types;
@@ -37,6 +38,7 @@ use crate::clients::config::OpentextConfig;
 pub use definitions::{
     AttributeDefinition, AttributeType, CategoryDefinition, Hold, WorkspaceType,
 };
+pub use permissions::Access;
 pub use types::*;
 
 /// Name of this upstream in metrics and errors.

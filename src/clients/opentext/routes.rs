@@ -49,6 +49,12 @@ pub const VERSION_ADD: Route = route("POST", "/api/v2/nodes/{id}/versions");
 /// v1 on purpose: OpenText's own client streams downloads through v1 ("V2 has issues").
 pub const CONTENT: Route = route("GET", "/api/v1/nodes/{id}/content");
 
+// Assigned Access of a node (a workspace role is a right too, inside its workspace).
+pub const NODE_PERMISSIONS: Route = route("GET", "/api/v2/nodes/{id}/permissions");
+pub const NODE_PERMISSION_ADD: Route = route("POST", "/api/v2/nodes/{id}/permissions/custom");
+pub const NODE_PERMISSION_UPDATE: Route =
+    route("PUT", "/api/v2/nodes/{id}/permissions/custom/{right_id}");
+
 // Categories.
 pub const CATEGORIES: Route = route("GET", "/api/v2/nodes/{id}/categories");
 pub const CATEGORY_APPLY: Route = route("POST", "/api/v2/nodes/{id}/categories");
@@ -114,6 +120,9 @@ pub const ROUTES: &[Route] = &[
     VERSIONS_LIST,
     VERSION_ADD,
     CONTENT,
+    NODE_PERMISSIONS,
+    NODE_PERMISSION_ADD,
+    NODE_PERMISSION_UPDATE,
     CATEGORIES,
     CATEGORY_APPLY,
     CATEGORY_UPDATE,

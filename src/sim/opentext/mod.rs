@@ -13,6 +13,7 @@ mod members;
 mod model;
 mod nodes;
 mod params;
+mod permissions;
 mod respond;
 mod rm;
 mod seed;
@@ -127,6 +128,7 @@ fn api_routes() -> Router<Sim> {
         .route("/api/v2/members", get(members::search))
         .merge(workspaces::routes())
         .merge(nodes::routes())
+        .merge(permissions::routes())
         .merge(workflows::routes())
         .merge(rm::routes())
 }

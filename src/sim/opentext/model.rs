@@ -135,6 +135,30 @@ pub(crate) struct Node {
     pub(crate) holds: BTreeSet<i64>,
     pub(crate) finalized: bool,
     pub(crate) revision: u64,
+    /// Assigned Access: users, groups or (inside a workspace) workspace roles, with their
+    /// permissions on this node and, as `apply_to` says, on what is below it.
+    pub(crate) acl: Vec<AssignedAccess>,
+}
+
+/// One Assigned Access entry of a node.
+#[derive(Debug, Clone, Serialize)]
+pub(crate) struct AssignedAccess {
+    pub(crate) right_id: i64,
+    pub(crate) permissions: Vec<String>,
+    /// 0 this item, 1 sub-items, 2 both, 3 this item and its immediate sub-items.
+    pub(crate) apply_to: i64,
+}
+
+impl AssignedAccess {
+    /// Whether the entry, set on a node `depth` levels above the one asked about (0: on it),
+    /// covers that node.
+    fn covers(&self, depth: usize) -> bool {
+        match depth {
+            0 => self.apply_to != 1,
+            1 => self.apply_to != 0,
+            _ => matches!(self.apply_to, 1 | 2),
+        }
+    }
 }
 
 impl Node {
@@ -351,6 +375,7 @@ impl Store {
                 holds: BTreeSet::new(),
                 finalized: false,
                 revision: 1,
+                acl: Vec::new(),
             },
         );
     }
@@ -376,7 +401,9 @@ impl Store {
 
     /// Whether `user_id` may do `permission` (`add_items`, `modify`, …) on `node_id`: outside
     /// business workspaces always (the simulator keeps no other access control lists); inside
-    /// one, when the user or a group of theirs is a member of a workspace role that has it.
+    /// one, when the user, a group of theirs or a workspace role they hold has it, from the
+    /// role's workspace permissions or from an Assigned Access entry on the node or above it
+    /// that covers the node.
     pub(crate) fn permitted(&self, user_id: i64, node_id: i64, permission: &str) -> bool {
         if self.is_admin(user_id) {
             return true;
@@ -384,19 +411,43 @@ impl Store {
         let Some(ws) = self.enclosing_workspace(node_id) else {
             return true;
         };
-        let groups: Vec<i64> = self
+        let mut rights: Vec<i64> = self
             .seed
             .groups
             .iter()
             .filter(|g| g.members.contains(&user_id))
             .map(|g| g.id)
             .collect();
-        ws.roles.iter().any(|role| {
-            role.permissions.iter().any(|p| p == permission)
-                && role
-                    .members
-                    .iter()
-                    .any(|m| *m == user_id || groups.contains(m))
+        rights.push(user_id);
+        let roles: Vec<&Role> = ws
+            .roles
+            .iter()
+            .filter(|role| role.members.iter().any(|m| rights.contains(m)))
+            .collect();
+        if roles
+            .iter()
+            .any(|role| role.permissions.iter().any(|p| p == permission))
+        {
+            return true;
+        }
+        rights.extend(roles.iter().map(|role| role.id));
+        self.ancestry(node_id).enumerate().any(|(depth, node)| {
+            node.acl.iter().any(|entry| {
+                entry.covers(depth)
+                    && rights.contains(&entry.right_id)
+                    && entry.permissions.iter().any(|p| p == permission)
+            })
+        })
+    }
+
+    /// `node_id` and the nodes above it, up to and including its business workspace.
+    fn ancestry(&self, node_id: i64) -> impl Iterator<Item = &Node> {
+        let mut next = Some(node_id);
+        std::iter::from_fn(move || {
+            let node = self.nodes.get(&next?)?;
+            let top = node.workspace.is_some() || node.parent_id == node.id || node.parent_id == 0;
+            next = (!top).then_some(node.parent_id);
+            Some(node)
         })
     }
 

@@ -546,7 +546,8 @@ async fn remove_reference(State(sim): State<Sim>, Path(id): Path<i64>, params: P
     }
 }
 
-/// Permission names as a bit mask (the `perms` integer), in the order the spec lists them.
+/// Permission names as a bit mask (the `perms` integer), in the order the spec lists them. The
+/// roles answer carries only this integer (as the reference's example shows), no names.
 fn perms_mask(permissions: &[String]) -> i64 {
     super::model::FULL_PERMISSIONS
         .iter()
@@ -559,8 +560,7 @@ fn perms_mask(permissions: &[String]) -> i64 {
 fn role_json(role: &Role) -> Value {
     json!({"data": {"properties": {
         "id": role.id, "name": role.name, "description": role.description, "leader": role.leader,
-        "perms": perms_mask(&role.permissions), "permissions": role.permissions,
-        "apply_to": role.apply_to, "inherited_from_id": null,
+        "perms": perms_mask(&role.permissions), "inherited_from_id": null,
     }}})
 }
 
