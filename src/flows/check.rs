@@ -293,6 +293,13 @@ impl FlowCheck<'_> {
         for (i, a) in content.assets.iter().enumerate() {
             named.push((format!("{}.content.assets[{i}].folder", self.at), &a.folder));
         }
+        let team = self.mapping.team.iter().flat_map(|t| &t.roles);
+        for (role, config) in team {
+            for path in config.folders.keys() {
+                let key = format!("{}.team.roles.\"{role}\".folders.\"{path}\"", self.at);
+                named.push((key, path));
+            }
+        }
         for (key, path) in named {
             let first = path.split('/').next().unwrap_or_default().trim();
             if first.is_empty() || first.contains('{') || existing.iter().any(|e| e == first) {

@@ -109,6 +109,11 @@ async fn a_broken_mapping_names_each_wrong_id() {
         let mut assets = assets;
         assets[0] = toml::Value::Table(first);
         table(family, &["content"]).insert("assets".into(), toml::Value::Array(assets));
+        let partners = table(flows, &["partner", "team", "roles", "Partners", "folders"]);
+        let upload = partners
+            .remove("Partner Uploads")
+            .expect("the example's upload folder");
+        partners.insert("Partner Upload".into(), upload);
     });
     let output = check_online(&path);
     let err = stderr(&output);
@@ -163,6 +168,10 @@ async fn a_broken_mapping_names_each_wrong_id() {
         (
             "flows.family.content.assets[0].folder",
             "`Datasheet`: the template 20107 has folders Datasheets, Manuals",
+        ),
+        (
+            "flows.partner.team.roles.\"Partners\".folders.\"Partner Upload\"",
+            "`Partner Upload`: the template",
         ),
     ];
     for (key, text) in expect {
