@@ -1167,20 +1167,23 @@ pub(super) async fn insert_requests(
     tx: &mut Conn,
     requests: &[&[NewEvent]],
 ) -> Result<Inserted, StoreError> {
-    let mut bodies: HashMap<(usize, usize), i64> = HashMap::new();
-    let mut events: Vec<(&NewEvent, String, i64)> = Vec::new();
+    // The events of one request share its body (the same bytes): one row per request.
+    let mut slots: HashMap<(usize, usize), usize> = HashMap::new();
+    let mut senders: Vec<&NewEvent> = Vec::new();
+    let mut body_of = Vec::new();
     for event in requests.iter().flat_map(|events| events.iter()) {
         let key = (event.raw_body.as_ptr() as usize, event.raw_body.len());
-        let body_id = match bodies.get(&key) {
-            Some(id) => *id,
-            None => {
-                let id = insert_body(tx, event).await?;
-                bodies.insert(key, id);
-                id
-            }
-        };
-        events.push((event, new_event_id(), body_id));
+        let slot = *slots.entry(key).or_insert_with(|| {
+            senders.push(event);
+            senders.len() - 1
+        });
+        body_of.push((event, slot));
     }
+    let body_ids = insert_bodies(tx, &senders).await?;
+    let events: Vec<(&NewEvent, String, i64)> = body_of
+        .into_iter()
+        .map(|(event, slot)| (event, new_event_id(), body_ids[slot]))
+        .collect();
     let mut inserted = HashSet::new();
     for chunk in events.chunks(ROWS_PER_STATEMENT) {
         inserted.extend(insert_rows(tx, chunk).await?);
@@ -1210,7 +1213,7 @@ pub(super) async fn insert_requests(
         join_waiting_retries(tx, chunk).await?;
         new_work = true;
     }
-    for body_id in bodies.values().filter(|id| !kept_bodies.contains(*id)) {
+    for body_id in body_ids.iter().filter(|id| !kept_bodies.contains(*id)) {
         sqlx::query("DELETE FROM bodies WHERE id = $1")
             .bind(body_id)
             .execute(&mut *tx)
@@ -1287,10 +1290,13 @@ async fn dependent_resyncs(
 /// Stores `resyncs` (pending, for the worker to route); a resync stored before (its cause
 /// delivered again) is not stored twice. Whether any was new.
 async fn insert_resyncs(tx: &mut Conn, resyncs: &[NewEvent]) -> Result<bool, StoreError> {
-    let mut rows = Vec::with_capacity(resyncs.len());
-    for resync in resyncs {
-        rows.push((resync, new_event_id(), insert_body(tx, resync).await?));
-    }
+    let senders: Vec<&NewEvent> = resyncs.iter().collect();
+    let body_ids = insert_bodies(tx, &senders).await?;
+    let rows: Vec<(&NewEvent, String, i64)> = resyncs
+        .iter()
+        .zip(body_ids)
+        .map(|(resync, body_id)| (resync, new_event_id(), body_id))
+        .collect();
     let mut inserted = HashSet::new();
     for chunk in rows.chunks(ROWS_PER_STATEMENT) {
         inserted.extend(insert_rows(tx, chunk).await?);
@@ -1334,16 +1340,39 @@ async fn insert_jobs(
 }
 
 /// Stores the body (and kept headers) of `event`'s request; returns its id.
-async fn insert_body(tx: &mut Conn, event: &NewEvent) -> Result<i64, StoreError> {
-    let headers = serde_json::to_vec(&event.headers)
-        .map_err(|e| StoreError::Invalid(format!("headers: {e}")))?;
-    Ok(
-        sqlx::query_scalar("INSERT INTO bodies (body, headers) VALUES ($1, $2) RETURNING id")
-            .bind(event.raw_body.as_ref())
-            .bind(headers)
-            .fetch_one(&mut *tx)
-            .await?,
-    )
+/// Stores the body and headers of each request (given by one of its events) with one
+/// statement per chunk; returns the new ids in the order of `requests`.
+async fn insert_bodies(tx: &mut Conn, requests: &[&NewEvent]) -> Result<Vec<i64>, StoreError> {
+    let mut ids = Vec::with_capacity(requests.len());
+    for chunk in requests.chunks(ROWS_PER_STATEMENT) {
+        let mut headers = Vec::with_capacity(chunk.len());
+        for event in chunk {
+            headers.push(
+                serde_json::to_vec(&event.headers)
+                    .map_err(|e| StoreError::Invalid(format!("headers: {e}")))?,
+            );
+        }
+        let mut query = QueryBuilder::<Db>::new("INSERT INTO bodies (body, headers) ");
+        query.push_values(chunk.iter().zip(&headers), |mut row, (event, headers)| {
+            row.push_bind(event.raw_body.as_ref())
+                .push_bind(headers.as_slice());
+        });
+        query.push(" RETURNING id");
+        let mut new: Vec<i64> = query.build_query_scalar().fetch_all(&mut *tx).await?;
+        // RETURNING promises no order, but the rows are inserted in the order of the VALUES
+        // and each takes a larger id than the one before (SQLite's rowid, PostgreSQL's
+        // sequence), so ascending ids are the requests' order.
+        new.sort_unstable();
+        if new.len() != chunk.len() {
+            return Err(StoreError::Invalid(format!(
+                "{} bodies stored for {} requests",
+                new.len(),
+                chunk.len()
+            )));
+        }
+        ids.extend(new);
+    }
+    Ok(ids)
 }
 
 /// Inserts the rows that are new; returns the ids of those inserted.
