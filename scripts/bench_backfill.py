@@ -8,13 +8,22 @@ Measures, in one run, with the real binary (`xecm-bridge serve` on SQLite):
   2. that every product was enqueued exactly once (`found` = `enqueued` = 4ALLPORTAL's total);
   3. the bridge's peak resident memory (VmHWM of both bridge processes);
   4. the OpenText request rate while the worker runs the backfilled launches, per one-second
-     window of the OpenText simulator's request log, against `opentext.max_requests_per_sec`.
+     window of the OpenText simulator's request log, against `opentext.max_requests_per_sec`;
+  5. with BENCH_FINISH=1 only: after that window, the worker runs until every backfilled launch
+     is done (a progress line every 30 s), then one check from the outside, after the fact:
+     the OpenText simulator's state holds exactly one launch workspace per launch-ready product
+     of the 4ALLPORTAL simulator (none missing, none duplicated), and the bridge's events API
+     shows every backfilled event done and none dead; with the time to finish and the OpenText
+     requests from the start of the window to the end. Exit status 1 if the check fails.
 
 Usage: scripts/bench_backfill.py [path/to/xecm-bridge]   (default: target/debug/xecm-bridge)
-Environment: BENCH_PRODUCTS (50000), BENCH_OT_RATE (20), BENCH_WORK_SECS (60).
+Environment: BENCH_PRODUCTS (50000), BENCH_OT_RATE (20), BENCH_WORK_SECS (60),
+BENCH_FINISH (unset: stop after the window; 1: run to completion, e.g. with BENCH_OT_RATE=1000),
+BENCH_FINISH_SECS (10800: the bound on the wait for completion).
 Figures go to stdout; BENCHMARKS.md records them. Every wait is bounded.
 """
 
+import collections
 import json
 import os
 import signal
@@ -23,6 +32,8 @@ import subprocess
 import sys
 import tempfile
 import time
+import tomllib
+import urllib.parse
 import urllib.request
 
 BIN = sys.argv[1] if len(sys.argv) > 1 else os.path.join(
@@ -30,6 +41,9 @@ BIN = sys.argv[1] if len(sys.argv) > 1 else os.path.join(
 PRODUCTS = int(os.environ.get("BENCH_PRODUCTS", "50000"))
 OT_RATE = int(os.environ.get("BENCH_OT_RATE", "20"))
 WORK_SECS = int(os.environ.get("BENCH_WORK_SECS", "60"))
+FINISH = os.environ.get("BENCH_FINISH", "") == "1"
+FINISH_SECS = int(os.environ.get("BENCH_FINISH_SECS", "10800"))
+PROGRESS_EVERY = 30
 TOKEN = "bench-admin-token-0123456789"
 SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
 DEADLINE = 600
@@ -43,13 +57,13 @@ def free_port():
     return port
 
 
-def http(method, url, body=None, token=TOKEN):
+def http(method, url, body=None, token=TOKEN, timeout=60):
     data = json.dumps(body).encode() if body is not None else None
     req = urllib.request.Request(url, data=data, method=method)
     req.add_header("content-type", "application/json")
     if token:
         req.add_header("authorization", f"Bearer {token}")
-    with urllib.request.urlopen(req, timeout=60) as r:
+    with urllib.request.urlopen(req, timeout=timeout) as r:
         text = r.read()
         return json.loads(text) if text else None
 
@@ -73,6 +87,139 @@ def peak_rss_mib(pid):
             if line.startswith("VmHWM:"):
                 return int(line.split()[1]) / 1024
     return 0.0
+
+
+def max_per_second(times):
+    """The most arrival times (sorted, ms) within any one-second window [t, t + 1 s)."""
+    peak = 0
+    j = 0
+    for i, t in enumerate(times):
+        while j < len(times) and times[j] < t + 1000:
+            j += 1
+        peak = max(peak, j - i)
+    return peak
+
+
+def request_times(ot):
+    """The arrival times (ms, sorted) of every API request in the OpenText simulator's log."""
+    # A whole run's log is large: give the simulator time to serialise it.
+    log_ = http("GET", f"{ot}/_sim/requests", token=None, timeout=600)
+    records = log_ if isinstance(log_, list) else log_.get("requests", [])
+    return sorted(r["at_ms"] for r in records)
+
+
+def wait_for_finish(bridge, bid, t_start):
+    """Lets the worker run until no backfilled event is pending, within FINISH_SECS; prints
+    done / total / rate every PROGRESS_EVERY seconds. Returns the last progress and the time
+    since the backfill started."""
+    end = time.monotonic() + FINISH_SECS
+    last_line, last_done = time.monotonic(), None
+    while True:
+        progress = http("GET", f"{bridge}/api/v1/backfills/{bid}")
+        now = time.monotonic()
+        if progress["state"] == "enumerated" and progress["pending"] == 0:
+            return progress, now - t_start
+        if now > end:
+            sys.exit(f"timed out after {FINISH_SECS} s waiting for the backfill to finish: "
+                     f"{progress}")
+        if last_done is None:
+            last_done = progress["done"]
+        if now - last_line >= PROGRESS_EVERY:
+            rate = (progress["done"] - last_done) / (now - last_line)
+            print(f"  {now - t_start:6.0f} s: {progress['done']} / {progress['total']} done, "
+                  f"{progress['failed']} failed, {rate:.1f} launches/s", flush=True)
+            last_line, last_done = now, progress["done"]
+        time.sleep(1)
+
+
+def launch_mapping(config):
+    """(ext_system_id, bo_type) the launch flow registers its workspaces under."""
+    with open(config, "rb") as f:
+        cfg = tomllib.load(f)
+    ext = os.environ.get("XECM_BRIDGE__OPENTEXT__EXT_SYSTEM_ID",
+                         cfg.get("opentext", {}).get("ext_system_id", "4ALLPORTAL"))
+    return ext, cfg["flows"]["launch"]["workspace"]["bo_type"]
+
+
+def launch_ready_products(ap):
+    """The ids of every product the 4ALLPORTAL simulator holds with status launch_ready."""
+    products = http("GET", f"{ap}/_sim/state", token=None, timeout=600)["objects"].get("product", {})
+    return {pid for pid, obj in products.items()
+            if any(v.get("value") == "launch_ready" for v in obj.get("status", []))}
+
+
+def launch_workspaces(ot, ext, bo_type):
+    """How many workspaces of the OpenText simulator are registered under each product id."""
+    nodes = http("GET", f"{ot}/_sim/state", token=None, timeout=600)["nodes"]
+    counts = collections.Counter()
+    for node in nodes:
+        for ref in (node.get("workspace") or {}).get("references", []):
+            if ref["ext_system_id"] == ext and ref["bo_type"] == bo_type:
+                counts[ref["bo_id"]] += 1
+    return counts, len(nodes)
+
+
+def backfilled_events(bridge, bid):
+    """The state of every event the backfill stored (ids `backfill:<bid>:<object key>`), counted,
+    and when the last of them changed (unix ms), read page by page from the admin API."""
+    prefix = f"backfill:{bid}:"
+    states = collections.Counter()
+    last_change = 0
+    after = None
+    while True:
+        query = {"kind": "resync", "flow": "launch", "limit": 500}
+        if after:
+            query["after"] = after
+        page = http("GET", f"{bridge}/api/v1/events?{urllib.parse.urlencode(query)}")
+        for event in page["events"]:
+            if event["source_event_id"].startswith(prefix):
+                states[event["state"]] += 1
+                last_change = max(last_change, event.get("updated_at") or 0)
+        after = page.get("next_cursor")
+        if not after:
+            return states, last_change
+
+
+def finish(bridge, ot, ap, bid, config, t_start, times_before):
+    """BENCH_FINISH: runs the backfill to completion, then checks its outcome once. Returns
+    whether every product has exactly one launch workspace and every event is done.
+    `times_before`: the OpenText requests from the simulator's start to the window's."""
+    print(f"running the backfill to completion (bound {FINISH_SECS} s) ...", flush=True)
+    progress, seen_secs = wait_for_finish(bridge, bid, t_start)
+    times = sorted(times_before + request_times(ot))
+    ext, bo_type = launch_mapping(config)
+    wanted = launch_ready_products(ap)
+    workspaces, node_count = launch_workspaces(ot, ext, bo_type)
+    missing = sorted(wanted - workspaces.keys())
+    duplicated = sorted(pid for pid, n in workspaces.items() if n > 1)
+    unexpected = sorted(workspaces.keys() - wanted)
+    states, last_change = backfilled_events(bridge, bid)
+    dead_letters = http("GET", f"{bridge}/api/v1/status")["dead_letters"]
+    span = (times[-1] - times[0]) / 1000 if len(times) > 1 else 0
+    # From the store: the backfill's creation to the last change of one of its events (the
+    # polling above only bounds it from above).
+    finish_secs = (last_change - progress["created_at"]) / 1000
+    print(f"time to finish:                    {finish_secs:.1f} s from the backfill's start to "
+          f"its last event done (seen done {seen_secs:.1f} s after the start)")
+    print(f"backfill at the end:               {progress['done']} done, "
+          f"{progress['skipped']} skipped, {progress['failed']} failed, "
+          f"{progress['pending']} pending of {progress['enqueued']} enqueued")
+    print(f"OpenText requests in all:          {len(times)} over {span:.1f} s "
+          f"= {len(times) / span if span else 0:.1f}/s, max per 1 s window "
+          f"{max_per_second(times)} (limit {OT_RATE})")
+    print(f"launch-ready products (4ALLPORTAL): {len(wanted)}")
+    print(f"launch workspaces (OpenText):      {sum(workspaces.values())} for "
+          f"{len(workspaces)} products, {node_count} nodes in all")
+    print(f"duplicates found:                  {len(duplicated)} {duplicated[:5]}")
+    print(f"missing:                           {len(missing)} {missing[:5]}")
+    print(f"not launch-ready but a workspace:  {len(unexpected)} {unexpected[:5]}")
+    print(f"backfilled events by state:        {dict(sorted(states.items()))} "
+          f"(dead letters in the status: {dead_letters})")
+    all_done = (states.get("done", 0) == progress["enqueued"] == sum(states.values())
+                and states.get("dead", 0) == 0 and dead_letters == 0)
+    ok = not missing and not duplicated and not unexpected and all_done
+    print(f"every product exactly once, every event done: {ok}")
+    return ok
 
 
 def main():
@@ -112,6 +259,7 @@ def main():
         wait_until("readiness", lambda: urllib.request.urlopen(f"{bridge}/readyz").status == 200)
         return p
 
+    proc = None
     try:
         wait_until("the simulators", lambda: http("GET", f"{ap}/_sim/state", token=None))
         proc = start()
@@ -128,9 +276,11 @@ def main():
         proc.wait()
         t_kill = time.monotonic()
         proc = start()
+        # A small catalogue (a few hundred products) can be enumerated completely before the
+        # kill: there is nothing left to take over then, and `enumerated` ends the wait.
         resumed = wait_until("the takeover", lambda: (
-            lambda f: f if f > killed else None)(
-            http("GET", f"{bridge}/api/v1/backfills/{bid}")["found"]))
+            lambda p: p["found"] if p["found"] > killed or p["state"] == "enumerated" else None)(
+            http("GET", f"{bridge}/api/v1/backfills/{bid}")))
         takeover = time.monotonic() - t_kill
         t_resumed = time.monotonic()
         done = wait_until("enumeration after the restart", lambda: (
@@ -139,23 +289,19 @@ def main():
         second_phase = time.monotonic() - t_resumed
         rss.append(peak_rss_mib(proc.pid))
         enumerate_secs = (done["updated_at"] - done["created_at"]) / 1000
+        # To count the whole run with BENCH_FINISH, keep what the clearing below drops.
+        times_before = request_times(ot) if FINISH else []
         http("DELETE", f"{ot}/_sim/requests", token=None)
         time.sleep(WORK_SECS)
         progress = http("GET", f"{bridge}/api/v1/backfills/{bid}")
         rss.append(peak_rss_mib(proc.pid))
-        log_ = http("GET", f"{ot}/_sim/requests", token=None)
-        records = log_ if isinstance(log_, list) else log_.get("requests", [])
-        times = sorted(r["at_ms"] for r in records)
-        peak = 0
-        j = 0
-        for i, t in enumerate(times):
-            while j < len(times) and times[j] < t + 1000:
-                j += 1
-            peak = max(peak, j - i)
+        times = request_times(ot)
+        peak = max_per_second(times)
         span = (times[-1] - times[0]) / 1000 if len(times) > 1 else 0
         print(f"products generated:                {PRODUCTS}")
         print(f"launch-ready in 4ALLPORTAL (total): {done['total']}")
-        print(f"found when killed (kill -9):       >= {killed}")
+        print(f"found when killed (kill -9):       >= {killed}"
+              + (" (enumeration had ended before the kill)" if killed == done["found"] else ""))
         print(f"found / enqueued after restart:    {done['found']} / {done['enqueued']}")
         print(f"exactly once:                      {done['found'] == done['enqueued'] == done['total']}")
         print(f"enumeration + enqueue (incl. kill, restart, lease takeover): {enumerate_secs:.1f} s")
@@ -170,9 +316,14 @@ def main():
         print(f"OpenText requests in the window:   {len(times)} over {span:.1f} s "
               f"= {len(times) / span if span else 0:.1f}/s")
         print(f"OpenText max per 1 s window:       {peak} (limit {OT_RATE})")
+        ok = not FINISH or finish(bridge, ot, ap, bid, config, t_start, times_before)
         proc.send_signal(signal.SIGTERM)
         proc.wait(timeout=60)
+        if not ok:
+            sys.exit(1)
     finally:
+        if proc is not None and proc.poll() is None:  # a bounded wait ran out: stop the bridge too
+            proc.kill()
         for p in sims:
             p.send_signal(signal.SIGTERM)
         for p in sims:

@@ -1,6 +1,8 @@
 //! The per-upstream limiter: the rate the OpenText simulator sees (counted per one-second window
-//! from its request log's arrival times, never from how long the test took), the per-replica
-//! share, a 429 with `Retry-After` pausing and slowing every call, and the configuration keys.
+//! from its request log's arrival times, never from how long the test took), the calls in flight
+//! the simulator sees (its own count, with an injected latency so that calls overlap there), the
+//! per-replica share of both, a 429 with `Retry-After` pausing and slowing every call, and the
+//! configuration keys.
 
 use std::net::SocketAddr;
 use std::pin::Pin;
@@ -22,7 +24,7 @@ use xecm_bridge::config::Settings;
 use xecm_bridge::sim::opentext::{
     self, OpentextSimOptions, SAMPLE_ADMIN_PASSWORD, SAMPLE_ADMIN_USER,
 };
-use xecm_bridge::sim::{RequestRecord, SimHandle};
+use xecm_bridge::sim::{FaultSettings, RequestRecord, SimHandle};
 
 fn any_port() -> SocketAddr {
     "127.0.0.1:0".parse().expect("socket address")
@@ -101,8 +103,9 @@ async fn the_upstream_never_sees_more_than_the_configured_rate() {
     let log = sim.requests();
     assert_eq!(log.len(), 46, "45 reads and one login: {log:?}");
     let peak = max_per_second(&log);
-    // Evenly paced at 50 ms: 20 per window, one more for arrival-time rounding.
-    assert!(peak <= 21, "{peak} requests in one second, limit 20");
+    // Paced at 95 % (1/19 s apart), 21 requests span 1.05 s: arrival jitter up to 50 ms cannot
+    // put more than 20 into one window.
+    assert!(peak <= 20, "{peak} requests in one second, limit 20");
     assert!(
         peak >= 15,
         "the limiter should not be far below its rate: {peak}"
@@ -112,7 +115,8 @@ async fn the_upstream_never_sees_more_than_the_configured_rate() {
 #[tokio::test]
 async fn replicas_share_the_rate() {
     let sim = start_opentext().await;
-    // Two replicas of one installation limited to 20/s together: 10/s each.
+    // Two replicas of one installation limited to 20/s together: 10/s each, paced at 9.5/s, so
+    // each puts at most 10 into any one-second window whatever the other one's phase.
     let replicas = [
         OpentextClient::new(&config(&sim, 20.0, 2)).expect("client"),
         OpentextClient::new(&config(&sim, 20.0, 2)).expect("client"),
@@ -123,7 +127,7 @@ async fn replicas_share_the_rate() {
     assert_eq!(log.len(), 52, "2 × (25 reads and one login)");
     let peak = max_per_second(&log);
     assert!(
-        peak <= 22,
+        peak <= 20,
         "{peak} requests in one second, limit 20 for both replicas"
     );
 }
@@ -138,6 +142,89 @@ async fn without_a_limit_nothing_waits() {
         max_per_second(&sim.requests()) > 20,
         "unlimited calls are not paced"
     );
+}
+
+/// A client of `sim` with `max_concurrent_requests` for `replicas` replicas and no rate limit.
+fn concurrency_config(sim: &SimHandle, concurrent: u32, replicas: u32) -> OpentextConfig {
+    OpentextConfig {
+        max_concurrent_requests: concurrent,
+        ..config(sim, 0.0, replicas)
+    }
+}
+
+/// Makes the simulator hold every API request for `latency_ms` before answering it, so that
+/// calls allowed to run at once do overlap at the upstream.
+fn slow_down(sim: &SimHandle, latency_ms: u64) {
+    sim.set_faults(FaultSettings {
+        latency_ms,
+        ..FaultSettings::default()
+    });
+}
+
+/// The simulator's own count of API requests in flight now and the peak since it started, from
+/// the headers of `GET /_sim/requests`.
+async fn in_flight(sim: &SimHandle) -> (usize, usize) {
+    let response = reqwest::get(format!("{}/requests", sim.control_url()))
+        .await
+        .expect("the request log answers");
+    let header = |name: &str| -> usize {
+        response
+            .headers()
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("`{name}` header: {:?}", response.headers()))
+    };
+    (header("x-sim-in-flight"), header("x-sim-peak-in-flight"))
+}
+
+#[tokio::test]
+async fn the_upstream_never_sees_more_calls_in_flight_than_the_limit() {
+    let sim = start_opentext().await;
+    slow_down(&sim, 100);
+    let client = OpentextClient::new(&concurrency_config(&sim, 3, 1)).expect("client");
+    read_nodes(std::slice::from_ref(&client), 30).await;
+
+    assert_eq!(sim.requests().len(), 31, "30 reads and one login");
+    let (now, peak) = in_flight(&sim).await;
+    assert_eq!(now, 0, "every call was answered");
+    assert!(peak <= 3, "{peak} calls in flight at once, limit 3");
+    // 30 reads of 100 ms each wait for the three slots: the limit is reached, not undercut.
+    assert_eq!(peak, 3, "the limiter should use all three slots");
+}
+
+#[tokio::test]
+async fn replicas_share_the_calls_in_flight() {
+    let sim = start_opentext().await;
+    slow_down(&sim, 100);
+    // Two replicas of one installation limited to 4 calls in flight together: 2 each.
+    let replicas = [
+        OpentextClient::new(&concurrency_config(&sim, 4, 2)).expect("client"),
+        OpentextClient::new(&concurrency_config(&sim, 4, 2)).expect("client"),
+    ];
+    read_nodes(&replicas, 30).await;
+
+    assert_eq!(sim.requests().len(), 62, "2 × (30 reads and one login)");
+    let (now, peak) = in_flight(&sim).await;
+    assert_eq!(now, 0, "every call was answered");
+    assert!(
+        peak <= 4,
+        "{peak} calls in flight at once, limit 4 for both replicas"
+    );
+    assert_eq!(peak, 4, "both replicas' two slots should overlap");
+}
+
+#[tokio::test]
+async fn without_a_concurrency_limit_calls_overlap_at_the_upstream() {
+    let sim = start_opentext().await;
+    slow_down(&sim, 100);
+    let client = OpentextClient::new(&concurrency_config(&sim, 0, 1)).expect("client");
+    read_nodes(std::slice::from_ref(&client), 30).await;
+
+    // The measurement can fail: unlimited, the 30 parallel reads overlap far beyond 3.
+    let (now, peak) = in_flight(&sim).await;
+    assert_eq!(now, 0, "every call was answered");
+    assert!(peak > 3, "unlimited calls overlap: peak {peak}");
 }
 
 /// A clock whose sleeps return at once and move time forward; it remembers every sleep.

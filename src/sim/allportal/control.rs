@@ -135,8 +135,10 @@ async fn state(State(sim): State<Sim>) -> Response {
     axum::Json(state_json(&sim)).into_response()
 }
 
+/// The request log as a JSON array; the requests in flight and their peak in headers (the
+/// same as the OpenText simulator's).
 async fn requests(State(sim): State<Sim>) -> Response {
-    axum::Json(sim.log.snapshot()).into_response()
+    (sim.log.in_flight_headers(), axum::Json(sim.log.snapshot())).into_response()
 }
 
 async fn clear_requests(State(sim): State<Sim>) -> Response {

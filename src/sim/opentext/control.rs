@@ -80,8 +80,10 @@ async fn state(State(sim): State<Sim>) -> Response {
     ok(state_json(&sim))
 }
 
+/// The request log as a JSON array; the requests in flight and their peak in headers, so that
+/// callers reading the array stay as they are.
 async fn requests(State(sim): State<Sim>) -> Response {
-    ok(json!(sim.log.snapshot()))
+    (sim.log.in_flight_headers(), ok(json!(sim.log.snapshot()))).into_response()
 }
 
 async fn clear_requests(State(sim): State<Sim>) -> Response {
