@@ -68,10 +68,6 @@ pub struct SqliteStore {
     guard: DiskGuard,
 }
 
-/// The inbox writer's page cache: 32 MiB (a negative `cache_size` is KiB), enough for the
-/// indexes of about a million events; memory is taken only as the cache fills.
-const WRITER_CACHE_SIZE: &str = "-32768";
-
 impl std::fmt::Debug for SqliteStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("SqliteStore").finish_non_exhaustive()
@@ -110,13 +106,9 @@ impl SqliteStore {
         let wakeup = Arc::new(Notify::new());
         // The inbox writer keeps a connection of its own (no pool round trip on the hot path)
         // with FULL synchronisation: a commit is on disk before any webhook is acknowledged.
-        // Its page cache is larger than SQLite's 2 MiB default: every event inserts into the
-        // unique (source, delivery id) index, whose random keys touch pages all over it, and once
-        // that index outgrows the cache each insert reads pages back from the file.
         let connection = options
             .clone()
             .synchronous(SqliteSynchronous::Full)
-            .pragma("cache_size", WRITER_CACHE_SIZE)
             .connect()
             .await?;
         let write_lock = Arc::new(tokio::sync::Mutex::new(()));
