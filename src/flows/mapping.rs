@@ -594,12 +594,20 @@ fn check_categories(
     Ok(())
 }
 
-/// A role's permissions: known names only, and none on an archive, whose roles are made
-/// read-only after the team is set.
+/// Permission names of an Assigned Access entry on a node (CS-SPEC, `permissions/custom`): a
+/// role's, but `edit_permissions` where a role has `edit`.
+fn node_permissions() -> Vec<&'static str> {
+    let role = ROLE_PERMISSIONS.iter().filter(|p| **p != "edit").copied();
+    role.chain(["edit_permissions"]).collect()
+}
+
+/// Permissions of a role or a folder: names from `known` only, and none on an archive, whose
+/// roles are made read-only after the team is set.
 fn check_permissions(
     at: &str,
     permissions: &[String],
     read_only: bool,
+    known: &[&str],
 ) -> Result<(), MappingError> {
     if read_only {
         return Err(err(
@@ -608,13 +616,10 @@ fn check_permissions(
              permissions here would be overwritten on every archive",
         ));
     }
-    match permissions
-        .iter()
-        .find(|p| !ROLE_PERMISSIONS.contains(&p.as_str()))
-    {
+    match permissions.iter().find(|p| !known.contains(&p.as_str())) {
         Some(bad) => Err(err(
             at,
-            format!("`{bad}` is not one of {}", ROLE_PERMISSIONS.join(", ")),
+            format!("`{bad}` is not one of {}", known.join(", ")),
         )),
         None => Ok(()),
     }
@@ -800,13 +805,12 @@ impl FlowMapping {
                 .folders
                 .iter()
                 .map(|(path, p)| (format!("{at}.folders.\"{path}\""), p));
-            for (at, permissions) in config
-                .permissions
-                .iter()
-                .map(|p| (format!("{at}.permissions"), p))
-                .chain(folders)
-            {
-                check_permissions(&at, permissions, read_only)?;
+            if let Some(permissions) = &config.permissions {
+                let at = format!("{at}.permissions");
+                check_permissions(&at, permissions, read_only, &ROLE_PERMISSIONS)?;
+            }
+            for (at, permissions) in folders {
+                check_permissions(&at, permissions, read_only, &node_permissions())?;
             }
             if let Some(path) = config.folders.keys().find(|p| folder_segments(p) == 0) {
                 return Err(err(

@@ -73,40 +73,44 @@ async fn admin(ot: &SimHandle) -> (reqwest::Client, String) {
     login(ot, ot_sim::SAMPLE_ADMIN_USER, ot_sim::SAMPLE_ADMIN_PASSWORD).await
 }
 
-/// Adds `member` to a role by hand, as an OpenText administrator would.
-async fn add_by_hand(ot: &SimHandle, ws: i64, role: i64, member: i64) {
+/// A form write to the OpenText API as its administrator (a change made by hand).
+async fn by_hand(ot: &SimHandle, method: reqwest::Method, path: &str, form: &[(&str, String)]) {
     let (http, ticket) = admin(ot).await;
     let status = http
-        .post(format!(
-            "{}/api/v2/businessworkspaces/{ws}/roles/{role}/members",
-            ot.base_url()
-        ))
+        .request(method, format!("{}{path}", ot.base_url()))
         .header("OTCSTicket", ticket)
-        .form(&[("id", member.to_string())])
+        .form(form)
         .send()
         .await
-        .expect("add member")
+        .expect("OpenText call")
         .status();
-    assert!(status.is_success(), "{status}");
+    assert!(status.is_success(), "{path}: {status}");
+}
+
+/// Adds `member` to a role by hand, as an OpenText administrator would.
+async fn add_by_hand(ot: &SimHandle, ws: i64, role: i64, member: i64) {
+    let path = format!("/api/v2/businessworkspaces/{ws}/roles/{role}/members");
+    by_hand(
+        ot,
+        reqwest::Method::POST,
+        &path,
+        &[("id", member.to_string())],
+    )
+    .await;
 }
 
 /// Gives role `role` every permission on workspace `ws`, as an OpenText administrator might.
 async fn set_role_by_hand(ot: &SimHandle, ws: i64, role: i64) {
-    let (http, ticket) = admin(ot).await;
     let body =
         json!({"permissions": ["see", "see_contents", "modify", "add_items"], "apply_to": 2});
-    let status = http
-        .put(format!(
-            "{}/api/v2/businessworkspaces/{ws}/roles/{role}",
-            ot.base_url()
-        ))
-        .header("OTCSTicket", ticket)
-        .form(&[("body", body.to_string())])
-        .send()
-        .await
-        .expect("set role")
-        .status();
-    assert!(status.is_success(), "{status}");
+    let path = format!("/api/v2/businessworkspaces/{ws}/roles/{role}");
+    by_hand(
+        ot,
+        reqwest::Method::PUT,
+        &path,
+        &[("body", body.to_string())],
+    )
+    .await;
 }
 
 /// The Assigned Access entries of `node` (right id, sorted permissions), read through the API.
@@ -746,6 +750,7 @@ secrets = ["whsec_C2FVsBQIhrscChlQIMV+b5sSYspob7oD"]
 #[test]
 fn a_team_mapping_is_checked_at_load_and_each_error_names_its_key() {
     assert!(with_team("strict = true\n[roles.Legal]\nmembers = [{ group = \"Legal\" }]").is_ok());
+    assert!(with_team("[roles.Legal.folders]\n\"Contracts\" = [\"edit_permissions\"]").is_ok());
     let cases = [
         (
             "[roles.Legal]\nmembers = [{ group = \"Legal\", user = \"jdoe\" }]",
@@ -771,6 +776,12 @@ fn a_team_mapping_is_checked_at_load_and_each_error_names_its_key() {
             "[roles.Legal.folders]\n\"Contracts\" = [\"see\", \"upload\"]",
             "flows.launch.team.roles.\"Legal\".folders.\"Contracts\"",
             "`upload` is not one of",
+        ),
+        (
+            // A folder's Assigned Access names `edit_permissions` where a role has `edit`.
+            "[roles.Legal.folders]\n\"Contracts\" = [\"see\", \"edit\"]",
+            "flows.launch.team.roles.\"Legal\".folders.\"Contracts\"",
+            "`edit` is not one of",
         ),
         (
             "[roles.Legal.folders]\n\" / \" = [\"see\"]",

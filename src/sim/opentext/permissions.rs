@@ -14,23 +14,14 @@ use serde_json::{Value, json};
 
 use super::Sim;
 use super::auth::Caller;
-use super::model::{AssignedAccess, OtError, Store};
+use super::model::{AssignedAccess, MEMBER_PERMISSIONS, OtError, Store};
 use super::params::Params;
 use super::respond::{links, ok};
 
-/// The permission names the spec allows on a node.
-const NODE_PERMISSIONS: [&str; 10] = [
-    "see",
-    "see_contents",
-    "modify",
-    "edit_attributes",
-    "add_items",
-    "reserve",
-    "add_major_version",
-    "delete_versions",
-    "delete",
-    "edit_permissions",
-];
+/// The permission names the spec allows on a node: a member's, and `edit_permissions`.
+fn node_permissions() -> impl Iterator<Item = &'static str> {
+    MEMBER_PERMISSIONS.into_iter().chain(["edit_permissions"])
+}
 
 pub(crate) fn routes() -> Router<Sim> {
     Router::new()
@@ -56,7 +47,7 @@ async fn list(
 ) -> Response {
     let store = sim.store.read().expect("store poisoned");
     let result = visible(&store, &caller, id).map(|node| {
-        let owner: Vec<String> = NODE_PERMISSIONS.iter().map(|p| (*p).to_owned()).collect();
+        let owner: Vec<String> = node_permissions().map(str::to_owned).collect();
         let mut results = vec![entry_json("owner", node.owner_id, &owner)];
         results.extend(
             node.acl
@@ -197,7 +188,7 @@ fn permissions(params: &Params) -> Result<Vec<String>, OtError> {
     };
     match names
         .iter()
-        .find(|p| !NODE_PERMISSIONS.contains(&p.as_str()))
+        .find(|p| !node_permissions().any(|known| known == p.as_str()))
     {
         Some(bad) => Err(OtError(400, format!("Invalid permission '{bad}'"))),
         None => Ok(names),
