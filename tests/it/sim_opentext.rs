@@ -532,6 +532,69 @@ async fn folders_documents_versions_content_and_name_validation() {
 }
 
 #[tokio::test]
+async fn a_moved_or_deleted_node_leaves_its_folders_listing() {
+    let sim = start(None).await;
+    let mut ot = Ot::login(&sim).await;
+    let ws = create_launch_workspace(&mut ot, "4712", "Valve").await;
+    let mut ids = Vec::new();
+    for name in ["From", "To"] {
+        let folder = json!({"type": 0, "parent_id": ws, "name": name});
+        let (status, made) = ot
+            .body(reqwest::Method::POST, "/api/v2/nodes", folder)
+            .await;
+        assert_eq!(status, 200, "{made}");
+        ids.push(
+            made["results"]["data"]["properties"]["id"]
+                .as_i64()
+                .unwrap(),
+        );
+    }
+    let (from, to) = (ids[0], ids[1]);
+    let child = json!({"type": 0, "parent_id": from, "name": "Moving"});
+    let (_, moving) = ot.body(reqwest::Method::POST, "/api/v2/nodes", child).await;
+    let moving = moving["results"]["data"]["properties"]["id"]
+        .as_i64()
+        .unwrap();
+    let names = |listing: &Value| -> Vec<String> {
+        listing["results"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|n| {
+                n["data"]["properties"]["name"]
+                    .as_str()
+                    .unwrap()
+                    .to_string()
+            })
+            .collect()
+    };
+    let (status, _) = ot
+        .body(
+            reqwest::Method::PUT,
+            &format!("/api/v2/nodes/{moving}"),
+            json!({"parent_id": to}),
+        )
+        .await;
+    assert_eq!(status, 200);
+    let (_, listing) = ot.get(&format!("/api/v2/nodes/{from}/nodes")).await;
+    assert!(names(&listing).is_empty(), "{listing}");
+    let (_, listing) = ot.get(&format!("/api/v2/nodes/{to}/nodes")).await;
+    assert_eq!(names(&listing), ["Moving"]);
+    let (status, _) = ot
+        .body(
+            reqwest::Method::DELETE,
+            &format!("/api/v2/nodes/{to}"),
+            json!({}),
+        )
+        .await;
+    assert_eq!(status, 200);
+    let (_, listing) = ot.get(&format!("/api/v2/nodes/{ws}/nodes")).await;
+    assert!(!names(&listing).contains(&"To".to_string()), "{listing}");
+    let (status, _) = ot.get(&format!("/api/v2/nodes/{moving}")).await;
+    assert_ne!(status, 200, "a deleted folder's child is gone too");
+}
+
+#[tokio::test]
 async fn category_update_with_metadata_token_and_conflict() {
     let sim = start(None).await;
     let mut ot = Ot::login(&sim).await;

@@ -1,7 +1,7 @@
 //! OpenText state: a node tree (folders, documents with versions, business workspaces),
 //! category values, RM data and holds, workflows, and large-file upload sessions.
 
-use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 
 use chrono::{DateTime, Utc};
 use serde::Serialize;
@@ -223,6 +223,11 @@ pub(crate) struct UploadSession {
 pub(crate) struct Store {
     pub(crate) seed: OpentextSeed,
     pub(crate) nodes: BTreeMap<i64, Node>,
+    /// Child ids by parent, in id order: a listing reads its folder's children, not every
+    /// node (a catalogue of 50,000 workspaces holds about a million nodes).
+    children: HashMap<i64, BTreeSet<i64>>,
+    /// The ids of the business workspaces, for the workspace search.
+    pub(crate) workspace_ids: BTreeSet<i64>,
     next_id: i64,
     pub(crate) drafts: BTreeMap<i64, Draft>,
     pub(crate) processes: BTreeMap<i64, Process>,
@@ -255,6 +260,8 @@ impl Store {
         let mut store = Self {
             seed,
             nodes: BTreeMap::new(),
+            children: HashMap::new(),
+            workspace_ids: BTreeSet::new(),
             next_id: 100_000,
             drafts: BTreeMap::new(),
             processes: BTreeMap::new(),
@@ -357,6 +364,7 @@ impl Store {
 
     fn insert_raw(&mut self, id: i64, parent_id: i64, name: &str, node_type: i64, owner_id: i64) {
         let now = Utc::now();
+        self.children.entry(parent_id).or_default().insert(id);
         self.nodes.insert(
             id,
             Node {
@@ -504,7 +512,32 @@ impl Store {
     }
 
     pub(crate) fn children(&self, parent: i64) -> impl Iterator<Item = &Node> {
-        self.nodes.values().filter(move |n| n.parent_id == parent)
+        let ids = self.children.get(&parent).into_iter().flatten();
+        ids.filter_map(|id| self.nodes.get(id))
+    }
+
+    /// Removes one node (its children are the caller's to remove) from the nodes and the
+    /// indexes.
+    pub(crate) fn remove_node(&mut self, id: i64) {
+        if let Some(node) = self.nodes.remove(&id)
+            && let Some(siblings) = self.children.get_mut(&node.parent_id)
+        {
+            siblings.remove(&id);
+        }
+        self.children.remove(&id);
+        self.workspace_ids.remove(&id);
+        self.recent.retain(|r| *r != id);
+    }
+
+    /// Moves node `id` below `parent`.
+    pub(crate) fn move_node(&mut self, id: i64, parent: i64) -> Result<(), OtError> {
+        let node = self.node_mut(id)?;
+        let old = std::mem::replace(&mut node.parent_id, parent);
+        if let Some(siblings) = self.children.get_mut(&old) {
+            siblings.remove(&id);
+        }
+        self.children.entry(parent).or_default().insert(id);
+        Ok(())
     }
 
     pub(crate) fn child_named(&self, parent: i64, name: &str) -> Option<&Node> {
@@ -782,6 +815,7 @@ impl Store {
             related: Vec::new(),
             roles,
         });
+        self.workspace_ids.insert(id);
         if let Some(cat) = wtype.category_id {
             self.set_category(id, cat, Vec::new(), true)?;
         }

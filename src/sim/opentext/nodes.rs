@@ -180,7 +180,7 @@ fn create_node_inner(
     if let Some(categories) = categories
         && let Err(err) = store.apply_category_values(id, &categories)
     {
-        store.nodes.remove(&id);
+        store.remove_node(id);
         return Err(err);
     }
     Ok(id)
@@ -249,8 +249,8 @@ async fn update_node(State(sim): State<Sim>, Path(id): Path<i64>, params: Params
         if parent != node.parent_id && !store.node(parent)?.is_container() {
             return Err(not_accessible());
         }
+        store.move_node(id, parent)?;
         let target = store.node_mut(id)?;
-        target.parent_id = parent;
         target.name = name;
         if let Some(description) = params.str("description") {
             target.description = description;
@@ -286,8 +286,7 @@ async fn delete_node(State(sim): State<Sim>, Path(id): Path<i64>) -> Response {
     }
     let parent = node.parent_id;
     for i in ids {
-        store.nodes.remove(&i);
-        store.recent.retain(|r| *r != i);
+        store.remove_node(i);
     }
     store.touch(parent);
     ok(json!({"results": {}}))

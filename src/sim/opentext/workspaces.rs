@@ -103,12 +103,7 @@ async fn search(State(sim): State<Sim>, params: Params) -> Response {
     let store = sim.store.read().expect("store poisoned");
     let expanded = params.bool("expanded_view").unwrap_or(false);
     let candidates: Vec<i64> = if expanded {
-        store
-            .nodes
-            .values()
-            .filter(|n| n.workspace.is_some())
-            .map(|n| n.id)
-            .collect()
+        store.workspace_ids.iter().copied().collect()
     } else {
         store.recent.iter().copied().collect()
     };
@@ -261,10 +256,9 @@ fn create_one(store: &mut Store, body: &Params, caller: &Caller) -> Result<i64, 
     if let Err(err) = apply_roles(store, id, body, caller) {
         // Content Server creates a workspace in one transaction: undo on failure.
         for child in store.descendants(id) {
-            store.nodes.remove(&child);
+            store.remove_node(child);
         }
-        store.nodes.remove(&id);
-        store.recent.retain(|r| *r != id);
+        store.remove_node(id);
         return Err(err);
     }
     Ok(id)
@@ -289,15 +283,13 @@ async fn create(
 }
 
 fn find_by_bo(store: &Store, wtype: &SeedWorkspaceType, bo: &BoRef) -> Option<i64> {
-    store
-        .nodes
-        .values()
-        .find(|n| {
-            n.workspace
-                .as_ref()
-                .is_some_and(|w| w.wksp_type_id == wtype.id && w.references.contains(bo))
-        })
-        .map(|n| n.id)
+    store.workspace_ids.iter().copied().find(|id| {
+        store
+            .nodes
+            .get(id)
+            .and_then(|n| n.workspace.as_ref())
+            .is_some_and(|w| w.wksp_type_id == wtype.id && w.references.contains(bo))
+    })
 }
 
 fn upsert_one(
