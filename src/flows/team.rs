@@ -268,9 +268,9 @@ async fn ensure_role_permissions(
             continue;
         };
         let role = role_named(roles, name, flow.name, ws)?;
-        let wanted: BTreeSet<&str> = permissions.iter().map(String::as_str).collect();
+        let wanted = name_set(permissions);
         let done = match &role.permissions {
-            Some(listed) => listed.iter().map(String::as_str).collect::<BTreeSet<_>>() == wanted,
+            Some(listed) => name_set(listed) == wanted,
             None => state.role_permissions.get(&role.id).is_some_and(|r| {
                 r.apply_to == config.apply_to
                     && r.set.iter().map(String::as_str).eq(wanted.iter().copied())
@@ -322,7 +322,7 @@ async fn ensure_folder_permissions(
     permissions: &[String],
 ) -> FlowResult<()> {
     let folder = run.ensure_folder_path(ws, path).await?;
-    let wanted: BTreeSet<&str> = permissions.iter().map(String::as_str).collect();
+    let wanted = name_set(permissions);
     let current = if is_planned(folder) {
         None
     } else {
@@ -333,13 +333,9 @@ async fn ensure_folder_permissions(
             .into_iter()
             .find(|a| a.kind == "custom" && a.right_id == Some(role.id))
     };
-    let held = current.as_ref().map(|a| {
-        a.permissions
-            .iter()
-            .map(String::as_str)
-            .collect::<BTreeSet<_>>()
-    });
-    if held.as_ref() == Some(&wanted)
+    if current
+        .as_ref()
+        .is_some_and(|a| name_set(&a.permissions) == wanted)
         || !run.write(
             System::Opentext,
             "set_folder_permissions",
@@ -358,6 +354,11 @@ async fn ensure_folder_permissions(
             .await?;
     }
     Ok(())
+}
+
+/// Permission names as a set: OpenText's order and repetitions carry no meaning.
+fn name_set(names: &[String]) -> BTreeSet<&str> {
+    names.iter().map(String::as_str).collect()
 }
 
 /// A folder's Assigned Access covers the folder and everything in it.
