@@ -17,6 +17,7 @@ mod guard;
 pub mod model;
 pub mod postgres;
 pub mod sqlite;
+mod sqlite_writer;
 mod text;
 
 pub use config::StoreConfig;
@@ -80,6 +81,36 @@ pub struct NewEvent {
 
 impl NewEvent {
     /// Body and span of an event that did not come over HTTP: its payload is its body.
+    /// The state an event is stored in: `pending` until routed; routed at ingest, `routed`,
+    /// `dead` (a dead letter) or (no flow wants it) `ignored`.
+    pub(crate) fn initial_state(&self) -> &'static str {
+        if self.dead_letter.is_some() {
+            return state::DEAD;
+        }
+        match &self.routing {
+            None => state::PENDING,
+            Some(flows) if flows.is_empty() => state::IGNORED,
+            Some(_) => state::ROUTED,
+        }
+    }
+
+    /// The reason stored with an event that is finished at ingest.
+    pub(crate) fn initial_error(&self) -> Option<&str> {
+        match self.initial_state() {
+            state::DEAD => self.dead_letter.as_deref(),
+            state::IGNORED => Some(NO_FLOW_WANTS_IT),
+            _ => None,
+        }
+    }
+
+    /// The key its jobs serialise on: its object (stored escaped), or the event `id` itself.
+    pub(crate) fn job_key(&self, id: &str) -> String {
+        match &self.object_key {
+            Some(key) => text::escape(key).into_owned(),
+            None => format!("event/{id}"),
+        }
+    }
+
     pub fn synthetic_body(payload: &serde_json::Value) -> (Bytes, Range<usize>) {
         let body = Bytes::from(payload.to_string());
         let span = 0..body.len();
@@ -137,7 +168,17 @@ pub enum StoreError {
     Config(String),
     #[error("invalid request: {0}")]
     Invalid(String),
+    /// The SQLite inbox writer's statements (its own driver, see `sqlite_writer`).
+    #[error("database error: {0}")]
+    Write(String),
 }
+
+/// Moves a job to the latest retry its (flow, object key) waits for, if any is later.
+const JOIN_WAITING_RETRY: &str = "UPDATE jobs SET next_attempt_at = COALESCE(
+        (SELECT MAX(w.next_attempt_at) FROM jobs w
+         WHERE w.flow = jobs.flow AND w.object_key = jobs.object_key
+           AND w.state = 'pending' AND w.last_error IS NOT NULL
+           AND w.next_attempt_at > jobs.next_attempt_at), jobs.next_attempt_at)";
 
 #[async_trait]
 pub trait Store: Send + Sync + 'static {

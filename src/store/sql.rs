@@ -17,7 +17,7 @@
 //! Every statement numbers its parameters (`$1`), which both dialects accept; JSON values are
 //! bound as [`serde_json::Value`] (SQLite: text, PostgreSQL: `jsonb`).
 
-use std::collections::{BTreeSet, HashMap, HashSet};
+use std::collections::BTreeSet;
 
 use async_trait::async_trait;
 use sqlx::migrate::Migrator;
@@ -31,10 +31,10 @@ use crate::store::text::{escape, unescape, unescape_opt};
 use crate::store::{
     AttemptRecord, AttemptResult, BackfillOutcomes, BackfillRecord, Backlog, ClaimRequest,
     ClaimedJob, ClaimedWork, DocumentRecord, EventDetail, EventFilter, EventNote, EventPage,
-    FlowStats, InsertOutcome, IntentRecord, JobRecord, JobTransition, LinkRecord, MinuteCount,
-    NO_FLOW_WANTS_IT, NewEvent, ObjectRun, Page, ReplayOutcome, Routing, Source, Store, StoreError,
-    StoredEvent, TeamMembership, WorkflowRecord, WritebackRecord, backfill_state, new_event_id,
-    outcome, state, workflow_state,
+    FlowStats, InsertOutcome, IntentRecord, JOIN_WAITING_RETRY, JobRecord, JobTransition,
+    LinkRecord, MinuteCount, NO_FLOW_WANTS_IT, NewEvent, ObjectRun, Page, ReplayOutcome, Routing,
+    Source, Store, StoreError, StoredEvent, TeamMembership, WorkflowRecord, WritebackRecord,
+    backfill_state, outcome, state, workflow_state,
 };
 
 /// A connection (or an open transaction, which dereferences to one).
@@ -45,10 +45,6 @@ type DbRow = <Db as Database>::Row;
 const LEASE_EXPIRED: &str = "lease expired before the attempt finished (worker stopped?)";
 /// The message recorded on an attempt given back at shutdown.
 const RELEASED_AT_SHUTDOWN: &str = "released at shutdown before it finished";
-
-/// Rows per multi-row insert (at most 15 parameters each: well under SQLite's 32766 and
-/// PostgreSQL's 65535 bind parameters per statement).
-const ROWS_PER_STATEMENT: usize = 500;
 
 /// Keys tried per claim before giving up the round (another replica holds them).
 const CLAIM_TRIES: usize = 5;
@@ -1148,307 +1144,6 @@ fn missing_migrations(migrator: &Migrator, applied: &[i64]) -> Result<(), StoreE
     }
 }
 
-// ----- inbox -----
-
-/// What [`insert_requests`] did.
-pub(super) struct Inserted {
-    /// Per request, per event.
-    pub outcomes: Vec<Vec<InsertOutcome>>,
-    /// Whether the worker has something new to do (jobs, or events to route).
-    pub new_work: bool,
-}
-
-/// Writes the events of several requests inside the caller's transaction. Each request's body
-/// is stored once (the events of one request share one `Bytes`), the events with multi-row
-/// inserts, and the jobs of events routed at ingest with them. A duplicate (of a stored event
-/// or of one earlier in these requests) names the id stored first; a body none of whose events
-/// was new is not kept.
-pub(super) async fn insert_requests(
-    tx: &mut Conn,
-    requests: &[&[NewEvent]],
-) -> Result<Inserted, StoreError> {
-    // The events of one request share its body (the same bytes): one row per request.
-    let mut slots: HashMap<(usize, usize), usize> = HashMap::new();
-    let mut senders: Vec<&NewEvent> = Vec::new();
-    let mut body_of = Vec::new();
-    for event in requests.iter().flat_map(|events| events.iter()) {
-        let key = (event.raw_body.as_ptr() as usize, event.raw_body.len());
-        let slot = *slots.entry(key).or_insert_with(|| {
-            senders.push(event);
-            senders.len() - 1
-        });
-        body_of.push((event, slot));
-    }
-    let body_ids = insert_bodies(tx, &senders).await?;
-    let events: Vec<(&NewEvent, String, i64)> = body_of
-        .into_iter()
-        .map(|(event, slot)| (event, new_event_id(), body_ids[slot]))
-        .collect();
-    let mut inserted = HashSet::new();
-    for chunk in events.chunks(ROWS_PER_STATEMENT) {
-        inserted.extend(insert_rows(tx, chunk).await?);
-    }
-    let causes: Vec<&NewEvent> = events
-        .iter()
-        .filter(|(event, id, _)| inserted.contains(id) && crate::store::fans_out(event))
-        .map(|(event, _, _)| *event)
-        .collect();
-    let resyncs = dependent_resyncs(tx, &causes).await?;
-    let mut new_work = insert_resyncs(tx, &resyncs).await?;
-    let mut stored: HashMap<(Source, &str), String> = HashMap::new();
-    let mut kept_bodies = HashSet::new();
-    let mut jobs = Vec::new();
-    for (event, id, body_id) in &events {
-        if inserted.contains(id) {
-            stored.insert((event.source, &event.source_event_id), id.clone());
-            kept_bodies.insert(*body_id);
-            match &event.routing {
-                None => new_work = true,
-                Some(flows) => jobs.extend(flows.iter().map(|flow| (*event, id, flow))),
-            }
-        }
-    }
-    for chunk in jobs.chunks(ROWS_PER_STATEMENT) {
-        insert_jobs(tx, chunk).await?;
-        join_waiting_retries(tx, chunk).await?;
-        new_work = true;
-    }
-    for body_id in body_ids.iter().filter(|id| !kept_bodies.contains(*id)) {
-        sqlx::query("DELETE FROM bodies WHERE id = $1")
-            .bind(body_id)
-            .execute(&mut *tx)
-            .await?;
-    }
-    let mut outcomes = Vec::with_capacity(events.len());
-    for (event, id, _) in &events {
-        let key = (event.source, event.source_event_id.as_str());
-        outcomes.push(if inserted.contains(id) {
-            InsertOutcome::Accepted(id.clone())
-        } else if let Some(first) = stored.get(&key) {
-            InsertOutcome::Duplicate(first.clone())
-        } else {
-            InsertOutcome::Duplicate(existing_id(tx, event).await?)
-        });
-    }
-    let mut outcomes = outcomes.into_iter();
-    let outcomes = requests
-        .iter()
-        .map(|events| outcomes.by_ref().take(events.len()).collect())
-        .collect();
-    Ok(Inserted { outcomes, new_work })
-}
-
-/// The resyncs of the runs that depend on the objects of `causes` (the dependency index), found
-/// with one query per chunk, in the transaction that stores the causes.
-async fn dependent_resyncs(
-    tx: &mut Conn,
-    causes: &[&NewEvent],
-) -> Result<Vec<NewEvent>, StoreError> {
-    let keys: BTreeSet<String> = causes
-        .iter()
-        .filter_map(|e| e.object_key.as_deref())
-        .map(|k| escape(k).into_owned())
-        .collect();
-    let keys: Vec<String> = keys.into_iter().collect();
-    let mut dependents: HashMap<String, Vec<(String, String)>> = HashMap::new();
-    for chunk in keys.chunks(ROWS_PER_STATEMENT) {
-        let mut query = QueryBuilder::<Db>::new(
-            "SELECT dependency, flow, object_key FROM dependencies WHERE dependency IN (",
-        );
-        let mut list = query.separated(", ");
-        for key in chunk {
-            list.push_bind(key.as_str());
-        }
-        query.push(") ORDER BY flow, object_key");
-        let rows: Vec<(String, String, String)> =
-            query.build_query_as().fetch_all(&mut *tx).await?;
-        for (dependency, flow, key) in rows {
-            dependents
-                .entry(unescape(dependency))
-                .or_default()
-                .push((flow, unescape(key)));
-        }
-    }
-    let mut resyncs = Vec::new();
-    for cause in causes {
-        let key = cause.object_key.as_deref().unwrap_or_default();
-        let Some(runs) = dependents.get(key) else {
-            continue;
-        };
-        tracing::info!(
-            object_key = key,
-            dependents = runs.len(),
-            "resyncing the runs that use the event's object"
-        );
-        for (flow, object_key) in runs {
-            resyncs.push(crate::store::dependent_resync(cause, flow, object_key)?);
-        }
-    }
-    Ok(resyncs)
-}
-
-/// Stores `resyncs` (pending, for the worker to route); a resync stored before (its cause
-/// delivered again) is not stored twice. Whether any was new.
-async fn insert_resyncs(tx: &mut Conn, resyncs: &[NewEvent]) -> Result<bool, StoreError> {
-    let senders: Vec<&NewEvent> = resyncs.iter().collect();
-    let body_ids = insert_bodies(tx, &senders).await?;
-    let rows: Vec<(&NewEvent, String, i64)> = resyncs
-        .iter()
-        .zip(body_ids)
-        .map(|(resync, body_id)| (resync, new_event_id(), body_id))
-        .collect();
-    let mut inserted = HashSet::new();
-    for chunk in rows.chunks(ROWS_PER_STATEMENT) {
-        inserted.extend(insert_rows(tx, chunk).await?);
-    }
-    for (_, id, body_id) in &rows {
-        if !inserted.contains(id) {
-            sqlx::query("DELETE FROM bodies WHERE id = $1")
-                .bind(body_id)
-                .execute(&mut *tx)
-                .await?;
-        }
-    }
-    Ok(!inserted.is_empty())
-}
-
-/// The jobs of events routed at ingest: one per (event, flow).
-async fn insert_jobs(
-    tx: &mut Conn,
-    jobs: &[(&NewEvent, &String, &String)],
-) -> Result<(), StoreError> {
-    let mut query = QueryBuilder::<Db>::new(
-        "INSERT INTO jobs (event_id, flow, object_key, state, age_from, next_attempt_at,
-                           created_at, updated_at) ",
-    );
-    query.push_values(jobs, |mut row, (event, id, flow)| {
-        let key = match &event.object_key {
-            Some(key) => escape(key).into_owned(),
-            None => format!("event/{id}"),
-        };
-        row.push_bind(id.as_str())
-            .push_bind(flow.as_str())
-            .push_bind(key)
-            .push_bind(state::PENDING)
-            .push_bind(event.received_at)
-            .push_bind(event.received_at)
-            .push_bind(event.received_at)
-            .push_bind(event.received_at);
-    });
-    query.build().execute(&mut *tx).await?;
-    Ok(())
-}
-
-/// Stores the body (and kept headers) of `event`'s request; returns its id.
-/// Stores the body and headers of each request (given by one of its events) with one
-/// statement per chunk; returns the new ids in the order of `requests`.
-async fn insert_bodies(tx: &mut Conn, requests: &[&NewEvent]) -> Result<Vec<i64>, StoreError> {
-    let mut ids = Vec::with_capacity(requests.len());
-    for chunk in requests.chunks(ROWS_PER_STATEMENT) {
-        let mut headers = Vec::with_capacity(chunk.len());
-        for event in chunk {
-            headers.push(
-                serde_json::to_vec(&event.headers)
-                    .map_err(|e| StoreError::Invalid(format!("headers: {e}")))?,
-            );
-        }
-        let mut query = QueryBuilder::<Db>::new("INSERT INTO bodies (body, headers) ");
-        query.push_values(chunk.iter().zip(&headers), |mut row, (event, headers)| {
-            row.push_bind(event.raw_body.as_ref())
-                .push_bind(headers.as_slice());
-        });
-        query.push(" RETURNING id");
-        let mut new: Vec<i64> = query.build_query_scalar().fetch_all(&mut *tx).await?;
-        // RETURNING promises no order, but the rows are inserted in the order of the VALUES
-        // and each takes a larger id than the one before (SQLite's rowid, PostgreSQL's
-        // sequence), so ascending ids are the requests' order.
-        new.sort_unstable();
-        if new.len() != chunk.len() {
-            return Err(StoreError::Invalid(format!(
-                "{} bodies stored for {} requests",
-                new.len(),
-                chunk.len()
-            )));
-        }
-        ids.extend(new);
-    }
-    Ok(ids)
-}
-
-/// Inserts the rows that are new; returns the ids of those inserted.
-async fn insert_rows(
-    tx: &mut Conn,
-    rows: &[(&NewEvent, String, i64)],
-) -> Result<Vec<String>, StoreError> {
-    let offset = |at: usize| {
-        i32::try_from(at).map_err(|_| StoreError::Invalid("the body exceeds 2 GiB".into()))
-    };
-    let mut spans = Vec::with_capacity(rows.len());
-    for (event, _, _) in rows {
-        spans.push((offset(event.span.start)?, offset(event.span.end)?));
-    }
-    let mut query = QueryBuilder::<Db>::new(
-        "INSERT INTO events (id, source, source_event_id, kind, module, object_id, object_key,
-                             body_id, body_start, body_end, received_at, next_attempt_at,
-                             updated_at, state, last_error) ",
-    );
-    query.push_values(
-        rows.iter().zip(spans),
-        |mut row, ((event, id, body_id), span)| {
-            let text = |value: &Option<String>| value.as_deref().map(|v| escape(v).into_owned());
-            row.push_bind(id.as_str())
-                .push_bind(event.source.as_str())
-                .push_bind(escape(&event.source_event_id).into_owned())
-                .push_bind(escape(&event.kind).into_owned())
-                .push_bind(text(&event.module))
-                .push_bind(text(&event.object_id))
-                .push_bind(text(&event.object_key))
-                .push_bind(*body_id)
-                .push_bind(span.0)
-                .push_bind(span.1)
-                .push_bind(event.received_at)
-                .push_bind(event.received_at)
-                .push_bind(event.received_at)
-                .push_bind(initial_state(event))
-                .push_bind(initial_error(event));
-        },
-    );
-    query.push(" ON CONFLICT (source, source_event_id) DO NOTHING RETURNING id");
-    Ok(query.build_query_scalar().fetch_all(&mut *tx).await?)
-}
-
-/// `pending` until routed; routed at ingest, `routed`, `dead` (a dead letter) or (no flow
-/// wants it) `ignored`.
-fn initial_state(event: &NewEvent) -> &'static str {
-    if event.dead_letter.is_some() {
-        return state::DEAD;
-    }
-    match &event.routing {
-        None => state::PENDING,
-        Some(flows) if flows.is_empty() => state::IGNORED,
-        Some(_) => state::ROUTED,
-    }
-}
-
-/// The reason stored with an event that is finished at ingest.
-fn initial_error(event: &NewEvent) -> Option<&str> {
-    match initial_state(event) {
-        state::DEAD => event.dead_letter.as_deref(),
-        state::IGNORED => Some(NO_FLOW_WANTS_IT),
-        _ => None,
-    }
-}
-
-async fn existing_id(tx: &mut Conn, event: &NewEvent) -> Result<String, StoreError> {
-    Ok(
-        sqlx::query_scalar("SELECT id FROM events WHERE source = $1 AND source_event_id = $2")
-            .bind(event.source.as_str())
-            .bind(escape(&event.source_event_id))
-            .fetch_one(&mut *tx)
-            .await?,
-    )
-}
-
 fn backfill_from_row(row: &DbRow) -> Result<BackfillRecord, StoreError> {
     Ok(BackfillRecord {
         id: row.try_get("id")?,
@@ -1599,29 +1294,6 @@ async fn join_waiting_retry(tx: &mut Conn, event_id: &str) -> Result<(), StoreEr
     .bind(event_id)
     .execute(&mut *tx)
     .await?;
-    Ok(())
-}
-
-/// Moves a job to the latest retry its (flow, object key) waits for, if any is later.
-const JOIN_WAITING_RETRY: &str = "UPDATE jobs SET next_attempt_at = COALESCE(
-        (SELECT MAX(w.next_attempt_at) FROM jobs w
-         WHERE w.flow = jobs.flow AND w.object_key = jobs.object_key
-           AND w.state = 'pending' AND w.last_error IS NOT NULL
-           AND w.next_attempt_at > jobs.next_attempt_at), jobs.next_attempt_at)";
-
-/// [`join_waiting_retry`] for the jobs inserted at ingest, in one statement.
-async fn join_waiting_retries(
-    tx: &mut Conn,
-    jobs: &[(&NewEvent, &String, &String)],
-) -> Result<(), StoreError> {
-    let mut query = QueryBuilder::<Db>::new(JOIN_WAITING_RETRY);
-    query.push(" WHERE state = 'pending' AND event_id IN (");
-    let mut ids = query.separated(", ");
-    for (_, id, _) in jobs {
-        ids.push_bind(id.as_str());
-    }
-    query.push(")");
-    query.build().execute(&mut *tx).await?;
     Ok(())
 }
 

@@ -1,11 +1,10 @@
 //! The embedded SQLite store (WAL; the inbox writer commits with `synchronous = FULL`).
 //!
 //! The store's logic is shared with PostgreSQL (see [`sql`](self::sql)); this file holds what
-//! SQLite does differently. Inserts go through one writer task that practises **group
-//! commit**: whatever requests are waiting when a transaction starts are written in that one
-//! transaction and made durable by one fsync; each request is answered only after the commit
-//! that holds its events. Other write transactions are serialised in this process by an async
-//! lock and start with `BEGIN IMMEDIATE`, so claims need no row locks.
+//! SQLite does differently. Webhook inserts go through the inbox writer, a thread of its own
+//! that practises **group commit** ([`sqlite_writer`](super::sqlite_writer)). Other write
+//! transactions are serialised in this process by an async lock and start with
+//! `BEGIN IMMEDIATE`, so claims need no row locks.
 
 use std::str::FromStr;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -16,12 +15,12 @@ use sqlx::migrate::Migrator;
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
-use sqlx::{ConnectOptions as _, Connection as _, Sqlite, SqliteConnection, Transaction};
+use sqlx::{Sqlite, Transaction};
 use tokio::sync::{Notify, mpsc, oneshot};
-use tokio::task::JoinHandle;
 
 use super::StoreConfig;
 use super::guard::DiskGuard;
+use super::sqlite_writer::{self as writer, WriteRequest};
 use super::{InsertOutcome, NewEvent, StoreError};
 
 // The query code in `sql.rs` is compiled once per dialect; its `super` is this module.
@@ -44,21 +43,10 @@ const USED_BYTES: &str = "SELECT (p.page_count - f.freelist_count) * s.page_size
 
 pub static MIGRATOR: Migrator = sqlx::migrate!("./migrations/sqlite");
 
-/// Longest wait for more requests to join a group commit while under load (see [`Writer::run`]).
-const GATHER_WINDOW: Duration = Duration::from_micros(500);
-
-/// Requests queued for the writer; bounded so that a stalled disk pushes back on ingest.
-const WRITE_QUEUE: usize = 4096;
-
-struct WriteRequest {
-    events: Vec<NewEvent>,
-    reply: oneshot::Sender<Result<Vec<InsertOutcome>, StoreError>>,
-}
-
 pub struct SqliteStore {
     pool: SqlitePool,
     writer: Mutex<Option<mpsc::Sender<WriteRequest>>>,
-    writer_task: Mutex<Option<JoinHandle<()>>>,
+    writer_stopped: Mutex<Option<oneshot::Receiver<()>>>,
     /// Transactions the writer has committed (each is one fsync).
     commits: Arc<AtomicU64>,
     wakeup: Arc<Notify>,
@@ -101,29 +89,20 @@ impl SqliteStore {
             .max_connections(cfg.max_connections)
             .connect_with(options.clone())
             .await?;
-        let (tx, rx) = mpsc::channel(WRITE_QUEUE);
         let commits = Arc::new(AtomicU64::new(0));
         let wakeup = Arc::new(Notify::new());
-        // The inbox writer keeps a connection of its own (no pool round trip on the hot path)
-        // with FULL synchronisation: a commit is on disk before any webhook is acknowledged.
-        let connection = options
-            .clone()
-            .synchronous(SqliteSynchronous::Full)
-            .connect()
-            .await?;
         let write_lock = Arc::new(tokio::sync::Mutex::new(()));
-        let writer = Writer {
-            connection,
-            max_events: cfg.group_commit_max_events,
+        let shared = writer::Shared {
             commits: commits.clone(),
             wakeup: wakeup.clone(),
             write_lock: write_lock.clone(),
         };
-        let task = tokio::spawn(writer.run(rx));
+        let path = options.get_filename().to_path_buf();
+        let handle = writer::start(path, cfg.group_commit_max_events, shared)?;
         Ok(Self {
             pool,
-            writer: Mutex::new(Some(tx)),
-            writer_task: Mutex::new(Some(task)),
+            writer: Mutex::new(Some(handle.queue)),
+            writer_stopped: Mutex::new(Some(handle.stopped)),
             commits,
             wakeup,
             write_lock,
@@ -178,9 +157,9 @@ impl SqliteStore {
         // Dropping the sender lets the writer drain what is queued, commit it, and stop.
         let sender = self.writer.lock().expect("writer lock").take();
         drop(sender);
-        let task = self.writer_task.lock().expect("writer lock").take();
-        if let Some(task) = task {
-            let _ = task.await;
+        let stopped = self.writer_stopped.lock().expect("writer lock").take();
+        if let Some(stopped) = stopped {
+            let _ = stopped.await;
         }
         self.pool.close().await;
     }
@@ -188,91 +167,5 @@ impl SqliteStore {
     /// How many insert transactions have been committed so far.
     pub fn commits(&self) -> u64 {
         self.commits.load(Ordering::Relaxed)
-    }
-}
-
-/// The single writer task behind [`SqliteStore::insert`].
-struct Writer {
-    connection: SqliteConnection,
-    max_events: usize,
-    commits: Arc<AtomicU64>,
-    /// Wakes idle workers when new events are committed.
-    wakeup: Arc<Notify>,
-    write_lock: Arc<tokio::sync::Mutex<()>>,
-}
-
-impl Writer {
-    async fn run(mut self, mut queue: mpsc::Receiver<WriteRequest>) {
-        let mut last_batch = 1;
-        while let Some(first) = queue.recv().await {
-            let mut batch = vec![first];
-            let mut count = batch[0].events.len();
-            // Everything that arrived while the previous commit was on disk joins this one.
-            while count < self.max_events {
-                match queue.try_recv() {
-                    Ok(next) => {
-                        count += next.events.len();
-                        batch.push(next);
-                    }
-                    Err(_) => break,
-                }
-            }
-            // Under load, the senders just answered by the previous commit are about to send
-            // again; a short wait for them beats committing a batch of one and making them wait
-            // a whole commit. At low load (last batch of one) nothing waits.
-            if batch.len() < last_batch {
-                let deadline = tokio::time::Instant::now() + GATHER_WINDOW;
-                while batch.len() < last_batch && count < self.max_events {
-                    match tokio::time::timeout_at(deadline, queue.recv()).await {
-                        Ok(Some(next)) => {
-                            count += next.events.len();
-                            batch.push(next);
-                        }
-                        _ => break,
-                    }
-                }
-            }
-            last_batch = batch.len();
-            metrics::histogram!(crate::telemetry::metrics::GROUP_COMMIT_EVENTS)
-                .record(count as f64);
-            self.commit_and_reply(batch).await;
-        }
-    }
-
-    async fn commit_and_reply(&mut self, batch: Vec<WriteRequest>) {
-        match self.commit(&batch).await {
-            Ok(outcomes) => {
-                for (request, outcome) in batch.into_iter().zip(outcomes) {
-                    let _ = request.reply.send(Ok(outcome));
-                }
-            }
-            // One bad request must not fail its neighbours: retry each on its own.
-            Err(error) => {
-                tracing::warn!(%error, requests = batch.len(), "group commit failed; committing requests one by one");
-                for request in batch {
-                    let result = self
-                        .commit(std::slice::from_ref(&request))
-                        .await
-                        .map(|mut outcomes| outcomes.remove(0));
-                    let _ = request.reply.send(result);
-                }
-            }
-        }
-    }
-
-    async fn commit(
-        &mut self,
-        batch: &[WriteRequest],
-    ) -> Result<Vec<Vec<InsertOutcome>>, StoreError> {
-        let _write = self.write_lock.lock().await;
-        let requests: Vec<&[NewEvent]> = batch.iter().map(|r| r.events.as_slice()).collect();
-        let mut tx = self.connection.begin().await?;
-        let inserted = sql::insert_requests(&mut tx, &requests).await?;
-        tx.commit().await?;
-        self.commits.fetch_add(1, Ordering::Relaxed);
-        if inserted.new_work {
-            self.wakeup.notify_waiters();
-        }
-        Ok(inserted.outcomes)
     }
 }

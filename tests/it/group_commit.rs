@@ -97,3 +97,36 @@ async fn close_flushes_then_refuses() {
     assert_eq!(reopened.count_events().await.unwrap(), 1);
     reopened.close().await;
 }
+
+/// A request the store refuses (here: an event whose offsets do not fit) is answered with its
+/// error; the requests committed with it are stored all the same.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_request_does_not_fail_its_neighbours() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(&dir).await;
+    let mut tasks = Vec::new();
+    for i in 0..200 {
+        let store = store.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut event = event(&format!("n{i}"));
+            if i % 50 == 25 {
+                event.span = 0..(3usize << 30);
+            }
+            (i, store.insert_events(vec![event]).await)
+        }));
+    }
+    for task in tasks {
+        match task.await.unwrap() {
+            (i, Err(error)) if i % 50 == 25 => {
+                assert!(error.to_string().contains("2 GiB"), "{error}")
+            }
+            (i, Ok(outcomes)) if i % 50 != 25 => {
+                assert!(matches!(outcomes.as_slice(), [InsertOutcome::Accepted(_)]))
+            }
+            (i, other) => panic!("request {i}: {other:?}"),
+        }
+    }
+    assert_eq!(store.count_events().await.unwrap(), 196);
+    assert!(store.commits() < 200, "no request shared a commit");
+    store.close().await;
+}
