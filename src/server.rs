@@ -78,7 +78,7 @@ pub async fn build_state(settings: Settings) -> anyhow::Result<AppState> {
         &upstreams,
         store.clone(),
     ));
-    Ok(AppState {
+    Ok(AppState::new(crate::http::Shared {
         server: Arc::new(settings.server),
         admin: Arc::new(settings.admin),
         console: Arc::new(settings.console),
@@ -93,7 +93,7 @@ pub async fn build_state(settings: Settings) -> anyhow::Result<AppState> {
         flows: configured,
         worker: None,
         shutting_down: CancellationToken::new(),
-    })
+    }))
 }
 
 /// How long the start-up check of the mapping against the live systems may take.
@@ -193,8 +193,9 @@ pub async fn run(
         );
         tokio::spawn(backfiller.resume_orphans(shutdown.clone()));
     }
-    state.worker = worker.as_ref().map(WorkerHandle::probe);
-    state.shutting_down = shutdown.clone();
+    let shared = state.make_mut();
+    shared.worker = worker.as_ref().map(WorkerHandle::probe);
+    shared.shutting_down = shutdown.clone();
     let app = http::router(state, role.route_groups());
     tracing::info!(
         address = %listener.local_addr()?,

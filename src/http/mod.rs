@@ -42,9 +42,33 @@ pub use problem::Problem;
 
 pub const REQUEST_ID: &str = "x-request-id";
 
-/// Shared state of all handlers; cheap to clone.
+/// Shared state of all handlers: one `Arc`, since every request clones it (one count instead
+/// of one per field).
 #[derive(Clone)]
-pub struct AppState {
+pub struct AppState(Arc<Shared>);
+
+impl AppState {
+    pub fn new(shared: Shared) -> Self {
+        Self(Arc::new(shared))
+    }
+
+    /// For setting up before serving; copies the state if it is already shared.
+    pub fn make_mut(&mut self) -> &mut Shared {
+        Arc::make_mut(&mut self.0)
+    }
+}
+
+impl std::ops::Deref for AppState {
+    type Target = Shared;
+
+    fn deref(&self) -> &Shared {
+        &self.0
+    }
+}
+
+/// What [`AppState`] holds.
+#[derive(Clone)]
+pub struct Shared {
     pub server: Arc<ServerConfig>,
     pub admin: Arc<AdminConfig>,
     /// The operator console's settings (`[console]`).

@@ -121,8 +121,8 @@ pub async fn ingest(
     // When runs depend on an event's object (an asset, an item), the store adds their resyncs in
     // the transaction that stores the event; an event no flow wants is still `ignored` itself.
     let mut events = Vec::with_capacity(parsed.len());
-    for event in parsed {
-        let view = routing_view(source, &event, now);
+    for mut event in parsed {
+        let view = routing_view(source, &mut event, now);
         let destination = match source {
             Source::Allportal => callback::Destination::Flows(router.flows_for(&view)),
             Source::Opentext => callback::route(store, router, &event, &view).await?,
@@ -168,8 +168,9 @@ pub async fn ingest(
     Ok(receipt)
 }
 
-/// The parsed event as the flows' routing rules read it (not stored yet: no id).
-fn routing_view(source: Source, event: &ParsedEvent, now: i64) -> StoredEvent {
+/// The parsed event as the flows' routing rules read it (not stored yet: no id). Routing is the
+/// payload's last reader (the store keeps the body's bytes), so the view takes it.
+fn routing_view(source: Source, event: &mut ParsedEvent, now: i64) -> StoredEvent {
     StoredEvent {
         id: String::new(),
         source: source.as_str().to_string(),
@@ -178,7 +179,7 @@ fn routing_view(source: Source, event: &ParsedEvent, now: i64) -> StoredEvent {
         module: event.module.clone(),
         object_id: event.object_id.clone(),
         object_key: event.object_key.clone(),
-        payload: event.payload.clone(),
+        payload: std::mem::take(&mut event.payload),
         raw_body: Vec::new(),
         headers: serde_json::Value::Null,
         received_at: now,

@@ -19,7 +19,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use rusqlite::{Connection, TransactionBehavior, params};
+use rusqlite::{Connection, Transaction, TransactionBehavior, params};
 use tokio::sync::{Notify, mpsc, oneshot};
 
 use super::text::{escape, unescape};
@@ -44,6 +44,9 @@ pub(super) struct WriterHandle {
     pub queue: mpsc::Sender<WriteRequest>,
     pub stopped: oneshot::Receiver<()>,
 }
+
+/// Each request's outcomes (or error), and whether the worker has something new to do.
+type Written = (Vec<Result<Vec<InsertOutcome>, StoreError>>, bool);
 
 /// What the writer shares with the store.
 pub(super) struct Shared {
@@ -147,36 +150,55 @@ impl Writer {
         }
     }
 
-    /// One transaction for the batch. Each request is written under a savepoint of its own, so
-    /// a request that fails (its error is its answer) leaves its neighbours stored.
-    #[allow(clippy::type_complexity)]
-    fn commit(
+    /// One transaction for the batch. When a request fails (its error is its answer), the
+    /// batch is written again with each request under a savepoint of its own, so that its
+    /// neighbours are still stored; savepoints cost a sub-journal per request, so only then.
+    fn commit(&mut self, batch: &[WriteRequest]) -> Result<Written, StoreError> {
+        match self.write(batch, false)? {
+            Some(written) => Ok(written),
+            None => Ok(self.write(batch, true)?.expect("isolated writes finish")),
+        }
+    }
+
+    /// `None` when a request failed and `isolated` is off: nothing was written.
+    fn write(
         &mut self,
         batch: &[WriteRequest],
-    ) -> Result<(Vec<Result<Vec<InsertOutcome>, StoreError>>, bool), StoreError> {
-        let mut tx = self
-            .connection
-            .transaction_with_behavior(TransactionBehavior::Immediate)
-            .map_err(database)?;
+        isolated: bool,
+    ) -> Result<Option<Written>, StoreError> {
+        let mut tx = self.begin()?;
         let mut results = Vec::with_capacity(batch.len());
         let mut new_work = false;
         for request in batch {
-            let savepoint = tx.savepoint().map_err(database)?;
-            match store_request(&savepoint, &request.events) {
-                Ok((outcomes, work)) => {
-                    savepoint.commit().map_err(database)?;
-                    new_work |= work;
-                    results.push(Ok(outcomes));
+            let result = if isolated {
+                let savepoint = tx.savepoint().map_err(database)?;
+                let result = store_request(&savepoint, &request.events);
+                match result {
+                    Ok(_) => savepoint.commit().map_err(database)?,
+                    // Unfinished, a savepoint rolls back to where it began and is released.
+                    Err(_) => savepoint.finish().map_err(database)?,
                 }
-                // Unfinished, a savepoint rolls back to where it began and is released.
-                Err(error) => {
-                    savepoint.finish().map_err(database)?;
-                    results.push(Err(error));
+                result
+            } else {
+                let result = store_request(&tx, &request.events);
+                if result.is_err() {
+                    return Ok(None);
                 }
-            }
+                result
+            };
+            results.push(result.map(|(outcomes, work)| {
+                new_work |= work;
+                outcomes
+            }));
         }
         tx.commit().map_err(database)?;
-        Ok((results, new_work))
+        Ok(Some((results, new_work)))
+    }
+
+    fn begin(&mut self) -> Result<Transaction<'_>, StoreError> {
+        self.connection
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(database)
     }
 }
 
