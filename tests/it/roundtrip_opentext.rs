@@ -960,3 +960,66 @@ async fn wait_for_half_open(ot: &OpentextClient) {
     }
     panic!("circuit still {:?} after 5 s", ot.circuit_state());
 }
+
+/// A streamed upload cannot be sent again after a 401, but a session OpenText accepted moments
+/// ago needs no check first (it would cost a request of the rate limit): the upload goes
+/// straight out. When the ticket ended all the same, the upload is refused with a retryable
+/// error after one re-login, and repeating it succeeds.
+#[tokio::test]
+async fn an_upload_right_after_another_call_skips_the_session_check() {
+    let sim = start().await;
+    let ot = client(&sim);
+    let ws = new_workspace(&ot, "Pump A200", "B-2001").await;
+    let folder = ot
+        .find_child(ws, "Technical Specifications")
+        .await
+        .expect("search")
+        .expect("template folder");
+    let document = |name: &str| DocumentCreate {
+        parent_id: folder.id,
+        name: name.into(),
+        ..DocumentCreate::default()
+    };
+    let bytes = content(10_000, 3);
+
+    sim.clear_requests();
+    ot.upload_document(
+        &document("a.pdf"),
+        upload(&bytes, "a.pdf", "application/pdf"),
+    )
+    .await
+    .expect("uploaded");
+    assert_eq!(
+        requests_to(&sim, "GET", "/otcs/cs/api/v1/auth"),
+        Vec::<u16>::new(),
+        "no session check right after a call OpenText accepted"
+    );
+    assert_eq!(requests_to(&sim, "POST", "/otcs/cs/api/v2/nodes"), [200]);
+
+    sim.set_faults(FaultSettings {
+        expire_tickets: true,
+        ..FaultSettings::default()
+    });
+    let logins = ot.logins();
+    let refused = ot
+        .upload_document(
+            &document("b.pdf"),
+            upload(&bytes, "b.pdf", "application/pdf"),
+        )
+        .await;
+    match refused {
+        Err(error) => assert!(error.is_retryable(), "{error:?}"),
+        Ok(id) => panic!("an expired ticket was accepted: {id:?}"),
+    }
+    assert_eq!(ot.logins(), logins + 1, "one re-login");
+    ot.upload_document(
+        &document("b.pdf"),
+        upload(&bytes, "b.pdf", "application/pdf"),
+    )
+    .await
+    .expect("the repeated upload succeeds");
+    assert_eq!(
+        requests_to(&sim, "POST", "/otcs/cs/api/v2/nodes"),
+        [200, 401, 200]
+    );
+}

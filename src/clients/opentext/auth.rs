@@ -11,6 +11,7 @@
 //! credentials for one), so following it keeps the sliding 30-minute session alive.
 
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
 
 use http::{HeaderName, HeaderValue};
 use reqwest::Method;
@@ -201,6 +202,8 @@ struct State {
     /// many concurrent 401s logs in again.
     generation: u64,
     credential: Option<Credential>,
+    /// When OpenText last accepted the credential (an answer other than 401, or the login).
+    confirmed_at: Option<Instant>,
 }
 
 /// The current session of one client, shared by all its calls.
@@ -219,6 +222,7 @@ impl Session {
             state: RwLock::new(State {
                 generation: 0,
                 credential: None,
+                confirmed_at: None,
             }),
             login_lock: Mutex::new(()),
             logins: AtomicU64::new(0),
@@ -266,22 +270,35 @@ impl Session {
         let mut state = self.state.write().await;
         state.generation += 1;
         state.credential = Some(credential.clone());
+        state.confirmed_at = Some(Instant::now());
         tracing::debug!(generation = state.generation, "logged in to OpenText");
         Ok((state.generation, credential))
     }
 
-    /// Adopts the ticket a response carried, if the session it came from is still current (a
-    /// late answer from before a re-login must not bring back the old session).
-    pub async fn refresh(&self, generation: u64, headers: &http::HeaderMap) {
-        let Some(ticket) = headers.get(OTCS_TICKET).and_then(|v| v.to_str().ok()) else {
-            return;
-        };
-        if ticket.is_empty() {
+    /// Takes what an answer says of the session it was made with, if that session is still
+    /// current (a late answer from before a re-login must not bring back the old session): any
+    /// answer but 401 confirms it, and a ticket it carries replaces the one held.
+    pub async fn refresh(&self, generation: u64, response: &reqwest::Response) {
+        if response.status() == http::StatusCode::UNAUTHORIZED {
             return;
         }
+        let ticket = response
+            .headers()
+            .get(OTCS_TICKET)
+            .and_then(|v| v.to_str().ok())
+            .filter(|ticket| !ticket.is_empty());
         let mut state = self.state.write().await;
         if state.generation == generation {
-            state.credential = Some(Credential::new(OTCS_TICKET, ticket.to_string()));
+            state.confirmed_at = Some(Instant::now());
+            if let Some(ticket) = ticket {
+                state.credential = Some(Credential::new(OTCS_TICKET, ticket.to_string()));
+            }
         }
+    }
+
+    /// Whether OpenText accepted the credential less than `age` ago.
+    pub async fn confirmed_within(&self, age: Duration) -> bool {
+        let state = self.state.read().await;
+        state.confirmed_at.is_some_and(|at| at.elapsed() < age)
     }
 }

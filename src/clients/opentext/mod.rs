@@ -46,6 +46,12 @@ pub const UPSTREAM: &str = "opentext";
 /// Name of the OTDS upstream (login only).
 pub const UPSTREAM_OTDS: &str = "opentext-otds";
 
+/// How long an accepted credential is taken as valid without asking: OpenText ends a session
+/// after minutes of inactivity (a ticket lives as long as it is used), so a streamed upload
+/// right after another call skips the session check that would cost a request of the rate
+/// limit. Should the session end all the same, the upload is refused with 401 and repeated.
+const SESSION_CONFIRMED_FOR: std::time::Duration = std::time::Duration::from_secs(60);
+
 /// OpenText's error conventions on top of HTTP: 500 "already exists" is a conflict (resolve by
 /// lookup, never retry); 400 "does not exist or you do not have permission" is not-found; 409 is
 /// a metadata edit conflict. This is the only place that reads message text.
@@ -205,7 +211,7 @@ impl OpentextClient {
                     .await?;
                 continue;
             }
-            inner.session.refresh(generation, response.headers()).await;
+            inner.session.refresh(generation, &response).await;
             return Ok(response);
         }
     }
@@ -232,10 +238,11 @@ impl OpentextClient {
         self.call_json(route, params, |r| r.form(&form)).await
     }
 
-    /// A call with a streamed body. The body cannot be resent after a 401, so the session is
-    /// checked first with a cheap authenticated call (which also refreshes the ticket); should
-    /// the session still expire in between, the client logs in again and returns a retryable
-    /// error so the caller re-runs the upload with a fresh stream.
+    /// A call with a streamed body. The body cannot be resent after a 401, so a session that
+    /// OpenText has not accepted within [`SESSION_CONFIRMED_FOR`] is checked first with a cheap
+    /// authenticated call (which also refreshes the ticket); should the session still expire in
+    /// between, the client logs in again and returns a retryable error so the caller re-runs
+    /// the upload with a fresh stream.
     async fn call_stream(
         &self,
         route: Route,
@@ -245,8 +252,10 @@ impl OpentextClient {
     ) -> Result<Value, UpstreamError> {
         let inner = &*self.inner;
         let (method, url) = self.target(route, params)?;
-        let check = self.call(Deadline::Total, AUTH_INFO, &[], |r| r).await?;
-        check_status(check, map_error).await?;
+        if !inner.session.confirmed_within(SESSION_CONFIRMED_FOR).await {
+            let check = self.call(Deadline::Total, AUTH_INFO, &[], |r| r).await?;
+            check_status(check, map_error).await?;
+        }
         let (generation, credential) = inner
             .session
             .current(&inner.transport, inner.otds.as_ref())
@@ -274,7 +283,7 @@ impl OpentextClient {
                     .into(),
             });
         }
-        inner.session.refresh(generation, response.headers()).await;
+        inner.session.refresh(generation, &response).await;
         decode_json(response, map_error).await
     }
 
