@@ -80,7 +80,6 @@ pub struct NewEvent {
 }
 
 impl NewEvent {
-    /// Body and span of an event that did not come over HTTP: its payload is its body.
     /// The state an event is stored in: `pending` until routed; routed at ingest, `routed`,
     /// `dead` (a dead letter) or (no flow wants it) `ignored`.
     pub(crate) fn initial_state(&self) -> &'static str {
@@ -111,6 +110,7 @@ impl NewEvent {
         }
     }
 
+    /// Body and span of an event that did not come over HTTP: its payload is its body.
     pub fn synthetic_body(payload: &serde_json::Value) -> (Bytes, Range<usize>) {
         let body = Bytes::from(payload.to_string());
         let span = 0..body.len();
