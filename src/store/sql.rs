@@ -61,6 +61,36 @@ fn select_events(raw_body: &str) -> String {
     )
 }
 
+// The worker's reads on every round (it wakes after each ingest commit) and the backlog gauges
+// read. Each must read a partial index on live states, never a whole table, whose size grows
+// with the store (`sqlite.rs` tests their query plans).
+
+/// Events not yet routed. `state IN (…)` repeats the partial index's condition: SQLite uses a
+/// partial index only when the query's terms imply its `WHERE`, and it does not infer that from
+/// `state = 'pending'` alone (it would walk the primary key over every event instead).
+pub(super) fn unrouted_query() -> String {
+    format!(
+        "{} WHERE e.state IN ('pending', 'routed') AND e.state = 'pending' ORDER BY e.id LIMIT $1",
+        select_events(EMPTY_BYTES)
+    )
+}
+
+/// A due job or a lease that ran out exists.
+pub(super) const CLAIMABLE: &str =
+    "SELECT id FROM jobs WHERE state = 'pending' AND next_attempt_at <= $1
+     UNION ALL
+     SELECT id FROM jobs WHERE state = 'running' AND lease_expires_at <= $1
+     LIMIT 1";
+
+/// Live events, live jobs, the oldest live event and the dead letters: one count per state, so
+/// that each reads its partial index.
+pub(super) const BACKLOG: &str = "SELECT
+    (SELECT COUNT(*) FROM events WHERE state IN ('pending', 'routed')),
+    (SELECT COUNT(*) FROM jobs WHERE state = 'pending')
+        + (SELECT COUNT(*) FROM jobs WHERE state = 'running'),
+    (SELECT MIN(received_at) FROM events WHERE state IN ('pending', 'routed')),
+    (SELECT COUNT(*) FROM events WHERE state = 'dead')";
+
 const JOB_COLUMNS: &str = "id, flow, object_key, state, attempts, next_attempt_at, lease_owner,
         lease_expires_at, last_error, created_at, updated_at, finished_at";
 
@@ -138,13 +168,10 @@ impl Store for Backend {
     }
 
     async fn unrouted_events(&self, limit: i64) -> Result<Vec<StoredEvent>, StoreError> {
-        let rows = sqlx::query(&format!(
-            "{} WHERE e.state = 'pending' ORDER BY e.id LIMIT $1",
-            select_events(EMPTY_BYTES)
-        ))
-        .bind(limit)
-        .fetch_all(&self.pool)
-        .await?;
+        let rows = sqlx::query(&unrouted_query())
+            .bind(limit)
+            .fetch_all(&self.pool)
+            .await?;
         rows.iter().map(event_from_row).collect()
     }
 
@@ -411,17 +438,8 @@ impl Store for Backend {
     }
 
     async fn backlog(&self, now: i64) -> Result<Backlog, StoreError> {
-        let (events, jobs, oldest, dead): (i64, i64, Option<i64>, i64) = sqlx::query_as(
-            // One count per state, so that each reads its partial index.
-            "SELECT
-                (SELECT COUNT(*) FROM events WHERE state IN ('pending', 'routed')),
-                (SELECT COUNT(*) FROM jobs WHERE state = 'pending')
-                    + (SELECT COUNT(*) FROM jobs WHERE state = 'running'),
-                (SELECT MIN(received_at) FROM events WHERE state IN ('pending', 'routed')),
-                (SELECT COUNT(*) FROM events WHERE state = 'dead')",
-        )
-        .fetch_one(&self.pool)
-        .await?;
+        let (events, jobs, oldest, dead): (i64, i64, Option<i64>, i64) =
+            sqlx::query_as(BACKLOG).fetch_one(&self.pool).await?;
         Ok(Backlog {
             events,
             jobs,
@@ -1324,18 +1342,12 @@ fn retry_time(transitions: &[JobTransition]) -> Option<i64> {
         .max()
 }
 
-/// Whether a job is due or a lease ran out: what [`Store::claim`] would act on. Both checks use
-/// the partial indexes on live states.
+/// Whether a job is due or a lease ran out: what [`Store::claim`] would act on.
 async fn claimable(pool: &sqlx::Pool<Db>, now: i64) -> Result<bool, StoreError> {
-    let found = sqlx::query(
-        "SELECT id FROM jobs WHERE state = 'pending' AND next_attempt_at <= $1
-         UNION ALL
-         SELECT id FROM jobs WHERE state = 'running' AND lease_expires_at <= $1
-         LIMIT 1",
-    )
-    .bind(now)
-    .fetch_optional(pool)
-    .await?;
+    let found = sqlx::query(CLAIMABLE)
+        .bind(now)
+        .fetch_optional(pool)
+        .await?;
     Ok(found.is_some())
 }
 

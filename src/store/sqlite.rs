@@ -169,3 +169,59 @@ impl SqliteStore {
         self.commits.load(Ordering::Relaxed)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The worker runs these reads after every ingest commit, so a read that walks a table
+    /// slows ingest down as the store grows. Every scan in their plans must be of a partial
+    /// index (those on live states stay as small as the backlog).
+    #[tokio::test]
+    async fn the_worker_round_reads_only_partial_indexes() {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = crate::store::config::StoreConfig {
+            url: format!("sqlite://{}/plans.db", dir.path().display()),
+            max_connections: 2,
+            group_commit_max_events: 16,
+            migrate_on_start: true,
+            max_bytes: 0,
+            min_free_bytes: 0,
+        };
+        let store = SqliteStore::open(&cfg).await.unwrap();
+        MIGRATOR.run(store.pool()).await.unwrap();
+        let partial: Vec<String> = sqlx::query_scalar(
+            "SELECT name FROM sqlite_master WHERE type = 'index' AND sql LIKE '% WHERE %'",
+        )
+        .fetch_all(store.pool())
+        .await
+        .unwrap();
+        assert!(
+            partial.iter().any(|name| name == "events_live"),
+            "{partial:?}"
+        );
+        for query in [
+            sql::unrouted_query(),
+            sql::CLAIMABLE.into(),
+            sql::BACKLOG.into(),
+        ] {
+            let plan: Vec<(i64, i64, i64, String)> =
+                sqlx::query_as(&format!("EXPLAIN QUERY PLAN {query}"))
+                    .fetch_all(store.pool())
+                    .await
+                    .unwrap();
+            for (_, _, _, step) in &plan {
+                let reads_partial_index = partial
+                    .iter()
+                    .any(|name| step.contains(&format!("INDEX {name}")));
+                assert!(
+                    !step.starts_with("SCAN ")
+                        || step == "SCAN CONSTANT ROW"
+                        || reads_partial_index,
+                    "`{step}` walks a table or a full index in the plan of\n{query}\n{plan:#?}"
+                );
+            }
+        }
+        store.shutdown().await;
+    }
+}
