@@ -3,6 +3,9 @@
 //! transaction and made durable by one fsync (`synchronous = FULL`); each request is answered
 //! only after the commit that holds its events.
 //!
+//! A second thread checkpoints the WAL beside the writer ([`checkpoint_until`]), so that no
+//! commit waits for pages to be copied into the database file.
+//!
 //! Why a plain thread with its own connection (rusqlite) rather than sqlx: sqlx runs every SQLite
 //! statement on a worker thread of its own, so each statement is a round trip between threads.
 //! On a busy two-core machine one such trip took about 200 µs, and a group commit made five of
@@ -30,6 +33,12 @@ const WRITE_QUEUE: usize = 4096;
 
 /// As long as the pool's: a worker transaction may hold SQLite's write lock meanwhile.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How often the checkpointer copies what the WAL holds into the database file.
+const CHECKPOINT_EVERY: Duration = Duration::from_millis(50);
+/// WAL pages at which a commit checkpoints by itself, as SQLite does by default at 1,000: only
+/// when the checkpointer has fallen far behind (readers held its pages), to bound the WAL.
+const WRITER_CHECKPOINT_PAGES: u32 = 20_000;
 
 pub(super) type Reply = oneshot::Sender<Result<Vec<InsertOutcome>, StoreError>>;
 
@@ -71,31 +80,81 @@ pub(super) fn start(
             path.display()
         ))
     })?;
+    let checkpointer = open(&path).map_err(|e| {
+        StoreError::Config(format!(
+            "`store.url`: cannot open {} to checkpoint it: {e}",
+            path.display()
+        ))
+    })?;
     let (queue, requests) = mpsc::channel(WRITE_QUEUE);
     let (done, stopped) = oneshot::channel();
+    let (writer_running, writer_gone) = std::sync::mpsc::channel::<()>();
     let writer = Writer {
         connection,
         max_events: max_events.max(1),
         shared,
     };
+    let spawn_failed = |e| StoreError::Config(format!("cannot start the SQLite writer: {e}"));
+    let commits = writer.shared.commits.clone();
+    std::thread::Builder::new()
+        .name("sqlite-checkpoint".into())
+        .spawn(move || checkpoint_until(&checkpointer, &commits, &writer_gone))
+        .map_err(spawn_failed)?;
     std::thread::Builder::new()
         .name("sqlite-writer".into())
         .spawn(move || {
             writer.run(requests);
+            drop(writer_running);
             let _ = done.send(());
         })
-        .map_err(|e| StoreError::Config(format!("cannot start the SQLite writer: {e}")))?;
+        .map_err(spawn_failed)?;
     Ok(WriterHandle { queue, stopped })
 }
 
 fn open(path: &std::path::Path) -> rusqlite::Result<Connection> {
     let connection = Connection::open(path)?;
     connection.busy_timeout(BUSY_TIMEOUT)?;
-    // FULL: a commit is on disk before any webhook it holds is acknowledged.
-    connection.execute_batch(
-        "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON;",
-    )?;
+    // FULL: a commit is on disk before any webhook it holds is acknowledged (and a checkpoint
+    // syncs the database file before the WAL is reused).
+    connection.execute_batch(&format!(
+        "PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON;
+         PRAGMA wal_autocheckpoint = {WRITER_CHECKPOINT_PAGES};"
+    ))?;
     Ok(connection)
+}
+
+/// Checkpoints the WAL every [`CHECKPOINT_EVERY`] after the writer committed, until the writer
+/// is gone. A commit that checkpoints (SQLite's default, every 1,000 WAL pages) keeps every
+/// webhook of its batch waiting while it copies pages and syncs the database file; here that
+/// runs beside the writer. `PASSIVE` never waits for the writer or for readers: what it cannot
+/// copy now, it copies next time.
+fn checkpoint_until(
+    connection: &Connection,
+    commits: &AtomicU64,
+    writer_gone: &std::sync::mpsc::Receiver<()>,
+) {
+    use std::sync::mpsc::RecvTimeoutError;
+    let (mut checkpointed, mut failing) = (0, false);
+    while let Err(RecvTimeoutError::Timeout) = writer_gone.recv_timeout(CHECKPOINT_EVERY) {
+        let committed = commits.load(Ordering::Relaxed);
+        if committed == checkpointed {
+            continue;
+        }
+        checkpointed = committed;
+        // One row: whether it was blocked, the WAL's frames, the frames now copied.
+        match connection.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())) {
+            Ok(()) if failing => {
+                failing = false;
+                tracing::info!("WAL checkpoints work again");
+            }
+            Ok(()) => {}
+            Err(error) if !failing => {
+                failing = true;
+                tracing::warn!(%error, "WAL checkpoint failed; commits checkpoint instead");
+            }
+            Err(_) => {}
+        }
+    }
 }
 
 struct Writer {

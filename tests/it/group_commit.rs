@@ -130,3 +130,44 @@ async fn a_refused_request_does_not_fail_its_neighbours() {
     assert!(store.commits() < 200, "no request shared a commit");
     store.close().await;
 }
+
+/// The writer's commits do not checkpoint (the checkpointer thread does, beside them), and
+/// nothing is left only in the WAL: a few hundred events, far below the 1,000 WAL pages at
+/// which SQLite's own commit-time checkpoint would start, reach the database file on their own.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn committed_events_reach_the_database_file_without_a_commit_checkpointing() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(&dir).await;
+    let file = dir.path().join("g.db");
+    // Settle what the migrations left in the WAL, so that only the inserts are measured.
+    sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)")
+        .execute(store.pool())
+        .await
+        .unwrap();
+    let before = std::fs::metadata(&file).unwrap().len();
+    for i in 0..300 {
+        store
+            .insert_events(vec![event(&format!("c{i}"))])
+            .await
+            .unwrap();
+    }
+    let logical: i64 = sqlx::query_scalar(
+        "SELECT p.page_count * s.page_size FROM pragma_page_count() p, pragma_page_size() s",
+    )
+    .fetch_one(store.pool())
+    .await
+    .unwrap();
+    assert!(logical as u64 > before, "300 events did not grow the store");
+    // The checkpointer runs every 50 ms; a few seconds is plenty on a slow machine.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while std::fs::metadata(&file).unwrap().len() < logical as u64 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the database file holds {} of {logical} bytes 10 s after the last commit: \
+             nothing checkpoints the WAL",
+            std::fs::metadata(&file).unwrap().len()
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    store.close().await;
+}
