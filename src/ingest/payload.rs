@@ -99,7 +99,7 @@ fn event_objects(
     let items: Vec<&RawValue> = match root.get().as_bytes().first() {
         Some(b'[') => serde_json::from_str(root.get()).map_err(not_json)?,
         Some(b'{') => {
-            let object: Map<String, Value> = serde_json::from_str(root.get()).map_err(not_json)?;
+            let object: Value = serde_json::from_str(root.get()).map_err(not_json)?;
             match object.get("events") {
                 Some(Value::Array(_)) if events_key => {
                     let envelope: EventsEnvelope<'_> =
@@ -109,7 +109,8 @@ fn event_objects(
                 Some(_) if events_key => {
                     return Err(invalid(0, "events", "must be an array of events"));
                 }
-                _ => vec![root],
+                // A lone event (the common request): parsed once, not again as an item.
+                _ => return Ok(vec![(object, span_in(body, root.get()))]),
             }
         }
         _ => return Err(PayloadError::NotObjectOrArray),
