@@ -20,7 +20,7 @@ use axum::Router;
 use axum::body::Bytes;
 use axum::http::StatusCode;
 use axum::routing::post;
-use support::{SECRET, Signed, env_usize, product_event, sign};
+use support::{SECRET, Signed, env_usize, process_cpu_secs, product_event, sign};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use xecm_bridge::config::Settings;
@@ -30,6 +30,9 @@ struct Report {
     rps: f64,
     p50: Duration,
     p99: Duration,
+    /// CPU time of this process (the servers; the load generator is another process) per
+    /// request: steadier than req/s on a shared machine.
+    cpu_per_request: Duration,
 }
 
 /// `count` signed 1 KiB bodies with unique ids, made before the clock starts.
@@ -81,6 +84,7 @@ async fn load(url: String, requests: Vec<Signed>, concurrency: usize) -> Report 
         rps: latencies.len() as f64 / elapsed.as_secs_f64(),
         p50: at(0.50),
         p99: at(0.99),
+        cpu_per_request: Duration::ZERO,
     }
 }
 
@@ -116,10 +120,11 @@ async fn serve_bridge(dir: &tempfile::TempDir, role: Role) -> (String, Cancellat
 
 fn print(name: &str, r: &Report) {
     println!(
-        "{name:<40} {:>9.0} req/s   p50 {:>7.2} ms   p99 {:>7.2} ms",
+        "{name:<40} {:>9.0} req/s   p50 {:>7.2} ms   p99 {:>7.2} ms   server CPU {:>5.1} µs/req",
         r.rps,
         r.p50.as_secs_f64() * 1e3,
-        r.p99.as_secs_f64() * 1e3
+        r.p99.as_secs_f64() * 1e3,
+        r.cpu_per_request.as_secs_f64() * 1e6
     );
 }
 
@@ -137,8 +142,10 @@ fn generate_load(url: String) {
     println!("{} {} {}", r.rps, r.p50.as_secs_f64(), r.p99.as_secs_f64());
 }
 
-/// Parent: runs the load generator against `url` and reads its figures.
+/// Parent: runs the load generator against `url` and reads its figures, and counts this
+/// process's CPU time meanwhile (the servers it runs; the others are idle).
 async fn measure(url: &str, prefix: &str, count: usize) -> Report {
+    let cpu_before = process_cpu_secs();
     let output = tokio::process::Command::new(std::env::current_exe().unwrap())
         .env(LOAD_URL, url)
         .env("BENCH_PREFIX", prefix)
@@ -156,6 +163,9 @@ async fn measure(url: &str, prefix: &str, count: usize) -> Report {
         rps: figures[0],
         p50: Duration::from_secs_f64(figures[1]),
         p99: Duration::from_secs_f64(figures[2]),
+        cpu_per_request: Duration::from_secs_f64(
+            (process_cpu_secs() - cpu_before).max(0.0) / count as f64,
+        ),
     }
 }
 
