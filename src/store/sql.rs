@@ -61,9 +61,10 @@ fn select_events(raw_body: &str) -> String {
     )
 }
 
-// The worker's reads on every round (it wakes after each ingest commit) and the backlog gauges
-// read. Each must read a partial index on live states, never a whole table, whose size grows
-// with the store (`sqlite.rs` tests their query plans).
+// The worker's reads on every round (after each commit that brings new work, and at least once
+// per poll interval) and the backlog gauges' read. Each must read a partial index on live
+// states, never a whole table, whose size grows with the store (`sqlite.rs` tests their query
+// plans).
 
 /// Events not yet routed. `state IN (…)` repeats the partial index's condition: SQLite uses a
 /// partial index only when the query's terms imply its `WHERE`, and it does not infer that from

@@ -174,8 +174,8 @@ impl SqliteStore {
 mod tests {
     use super::*;
 
-    /// The worker runs these reads after every ingest commit, so a read that walks a table
-    /// slows ingest down as the store grows. Every scan in their plans must be of a partial
+    /// The worker runs these reads on every round (at least once per poll interval), so a read
+    /// that walks a table costs more as the store grows. Every scan in their plans must be of a partial
     /// index (those on live states stay as small as the backlog).
     #[tokio::test]
     async fn the_worker_round_reads_only_partial_indexes() {
