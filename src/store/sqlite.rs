@@ -189,7 +189,7 @@ mod tests {
             min_free_bytes: 0,
         };
         let store = SqliteStore::open(&cfg).await.unwrap();
-        MIGRATOR.run(store.pool()).await.unwrap();
+        crate::store::Store::migrate(&store).await.unwrap();
         let partial: Vec<String> = sqlx::query_scalar(
             "SELECT name FROM sqlite_master WHERE type = 'index' AND sql LIKE '% WHERE %'",
         )

@@ -132,8 +132,8 @@ async fn a_refused_request_does_not_fail_its_neighbours() {
 }
 
 /// The writer's commits do not checkpoint (the checkpointer thread does, beside them), and
-/// nothing is left only in the WAL: a few hundred events, far below the 1,000 WAL pages at
-/// which SQLite's own commit-time checkpoint would start, reach the database file on their own.
+/// nothing is left only in the WAL: a few hundred events, whose commits stay far below the
+/// 20,000 WAL pages at which a commit would checkpoint by itself, reach the database file.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn committed_events_reach_the_database_file_without_a_commit_checkpointing() {
     let dir = tempfile::tempdir().unwrap();
