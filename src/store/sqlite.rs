@@ -21,7 +21,7 @@ use tokio::sync::{Notify, mpsc, oneshot};
 use super::StoreConfig;
 use super::guard::DiskGuard;
 use super::sqlite_writer::{self as writer, WriteRequest};
-use super::{InsertOutcome, NewEvent, StoreError};
+use super::{InsertOutcome, NewEvent, StoreError, new_event_id};
 
 // The query code in `sql.rs` is compiled once per dialect; its `super` is this module.
 #[allow(clippy::duplicate_mod)]
@@ -145,12 +145,16 @@ impl SqliteStore {
             .expect("writer lock")
             .clone()
             .ok_or(StoreError::Closed)?;
+        let ids = events.iter().map(|_| new_event_id()).collect();
         let (reply, answer) = oneshot::channel();
         sender
-            .send(WriteRequest { events, reply })
+            .send(WriteRequest { events, ids, reply })
             .await
             .map_err(|_| StoreError::Closed)?;
-        answer.await.map_err(|_| StoreError::Closed)?
+        answer
+            .await
+            .map_err(|_| StoreError::Closed)?
+            .into_outcomes()
     }
 
     async fn shutdown(&self) {

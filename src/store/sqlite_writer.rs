@@ -40,12 +40,38 @@ const CHECKPOINT_EVERY: Duration = Duration::from_millis(50);
 /// when the checkpointer has fallen far behind (readers held its pages), to bound the WAL.
 const WRITER_CHECKPOINT_PAGES: u32 = 20_000;
 
-pub(super) type Reply = oneshot::Sender<Result<Vec<InsertOutcome>, StoreError>>;
+pub(super) type Reply = oneshot::Sender<Answer>;
 
-/// One webhook request's events, and where to send their outcomes.
+/// One webhook request's events, the id each gets if it is new (made by the caller, see
+/// [`Answer`]), and where to send the answer.
 pub(super) struct WriteRequest {
     pub events: Vec<NewEvent>,
+    pub ids: Vec<String>,
     pub reply: Reply,
+}
+
+/// A request's own memory comes back with its outcome, so that the task that allocated it frees
+/// it: what a thread frees of another thread's allocations goes back to that thread's heap under
+/// its lock, and on the writer's thread that cost the request path more than the writer's own work.
+pub(super) struct Answer {
+    events: Vec<NewEvent>,
+    ids: Vec<String>,
+    /// Per event: `None` when it was stored under its id, else the id it was stored under before.
+    known: Result<Vec<Option<String>>, StoreError>,
+}
+
+impl Answer {
+    /// What storing each event did; frees the request on the caller's thread.
+    pub fn into_outcomes(self) -> Result<Vec<InsertOutcome>, StoreError> {
+        drop(self.events);
+        let outcomes = self.known?.into_iter().zip(self.ids);
+        Ok(outcomes
+            .map(|(known, id)| match known {
+                Some(stored) => InsertOutcome::Duplicate(stored),
+                None => InsertOutcome::Accepted(id),
+            })
+            .collect())
+    }
 }
 
 /// The handle the store keeps: the queue into the writer, and how to wait for it to stop.
@@ -55,7 +81,7 @@ pub(super) struct WriterHandle {
 }
 
 /// Each request's outcomes (or error), and whether the worker has something new to do.
-type Written = (Vec<Result<Vec<InsertOutcome>, StoreError>>, bool);
+type Written = (Vec<Result<Vec<Option<String>>, StoreError>>, bool);
 
 /// What the writer shares with the store.
 pub(super) struct Shared {
@@ -191,8 +217,8 @@ impl Writer {
                 if new_work {
                     self.shared.wakeup.notify_waiters();
                 }
-                for (request, result) in batch.into_iter().zip(results) {
-                    let _ = request.reply.send(result);
+                for (request, known) in batch.into_iter().zip(results) {
+                    request.answer(known);
                 }
             }
             // Nothing of the batch is stored: every request hears why.
@@ -203,7 +229,7 @@ impl Writer {
                     other => other.to_string(),
                 };
                 for request in batch {
-                    let _ = request.reply.send(Err(StoreError::Write(message.clone())));
+                    request.answer(Err(StoreError::Write(message.clone())));
                 }
             }
         }
@@ -231,7 +257,7 @@ impl Writer {
         for request in batch {
             let result = if isolated {
                 let savepoint = tx.savepoint().map_err(database)?;
-                let result = store_request(&savepoint, &request.events);
+                let result = store_request(&savepoint, request);
                 match result {
                     Ok(_) => savepoint.commit().map_err(database)?,
                     // Unfinished, a savepoint rolls back to where it began and is released.
@@ -239,7 +265,7 @@ impl Writer {
                 }
                 result
             } else {
-                let result = store_request(&tx, &request.events);
+                let result = store_request(&tx, request);
                 if result.is_err() {
                     return Ok(None);
                 }
@@ -261,6 +287,13 @@ impl Writer {
     }
 }
 
+impl WriteRequest {
+    fn answer(self, known: Result<Vec<Option<String>>, StoreError>) {
+        let Self { events, ids, reply } = self;
+        let _ = reply.send(Answer { events, ids, known });
+    }
+}
+
 fn database(error: rusqlite::Error) -> StoreError {
     StoreError::Write(error.to_string())
 }
@@ -271,14 +304,14 @@ fn database(error: rusqlite::Error) -> StoreError {
 /// has something new to do.
 fn store_request(
     tx: &Connection,
-    events: &[NewEvent],
-) -> Result<(Vec<InsertOutcome>, bool), StoreError> {
+    request: &WriteRequest,
+) -> Result<(Vec<Option<String>>, bool), StoreError> {
     // (address, length) of each body stored: its id, and whether one of its events was new.
     let mut bodies: Vec<((usize, usize), i64, bool)> = Vec::with_capacity(1);
-    let mut outcomes = Vec::with_capacity(events.len());
+    let mut outcomes = Vec::with_capacity(request.events.len());
     let mut new_work = false;
     let mut causes = Vec::new();
-    for event in events {
+    for (event, id) in request.events.iter().zip(&request.ids) {
         let key = (event.raw_body.as_ptr() as usize, event.raw_body.len());
         let slot = match bodies.iter().position(|(k, _, _)| *k == key) {
             Some(slot) => slot,
@@ -287,9 +320,8 @@ fn store_request(
                 bodies.len() - 1
             }
         };
-        let id = new_event_id();
-        if !insert_row(tx, event, &id, bodies[slot].1)? {
-            outcomes.push(InsertOutcome::Duplicate(existing_id(tx, event)?));
+        if !insert_row(tx, event, id, bodies[slot].1)? {
+            outcomes.push(Some(existing_id(tx, event)?));
             continue;
         }
         bodies[slot].2 = true;
@@ -300,15 +332,15 @@ fn store_request(
             None => new_work = true,
             Some(flows) => {
                 for flow in flows {
-                    insert_job(tx, event, &id, flow)?;
+                    insert_job(tx, event, id, flow)?;
                     new_work = true;
                 }
                 if !flows.is_empty() {
-                    join_waiting_retries(tx, &id)?;
+                    join_waiting_retries(tx, id)?;
                 }
             }
         }
-        outcomes.push(InsertOutcome::Accepted(id));
+        outcomes.push(None);
     }
     for (_, body_id, kept) in bodies {
         if !kept {
