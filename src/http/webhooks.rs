@@ -5,7 +5,7 @@ use std::time::Instant;
 use axum::Json;
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
-use axum::extract::{OriginalUri, State};
+use axum::extract::{FromRequest, OriginalUri, Request, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 
@@ -18,18 +18,16 @@ const STORE_FULL_RETRY_AFTER_SECS: u16 = 60;
 
 pub async fn allportal(
     State(state): State<AppState>,
-    headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
+    request: Request,
 ) -> Result<Response, Problem> {
-    receive(state, Source::Allportal, headers, body).await
+    receive(state, Source::Allportal, request).await
 }
 
 pub async fn opentext(
     State(state): State<AppState>,
-    headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
+    request: Request,
 ) -> Result<Response, Problem> {
-    receive(state, Source::Opentext, headers, body).await
+    receive(state, Source::Opentext, request).await
 }
 
 /// Counts a webhook refused by the declared-length check before it reached [`receive`].
@@ -57,13 +55,13 @@ pub async fn fallback(OriginalUri(uri): OriginalUri) -> Problem {
     Problem::new(StatusCode::NOT_FOUND, "not-found", detail)
 }
 
-async fn receive(
-    state: AppState,
-    source: Source,
-    headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
-) -> Result<Response, Problem> {
+async fn receive(state: AppState, source: Source, request: Request) -> Result<Response, Problem> {
     let started = Instant::now();
+    // The headers are taken rather than copied (axum's `HeaderMap` extractor clones them); the
+    // body is read under the routes' `DefaultBodyLimit`, which travels in the extensions.
+    let (mut parts, body) = request.into_parts();
+    let headers = std::mem::take(&mut parts.headers);
+    let body = Bytes::from_request(Request::from_parts(parts, body), &()).await;
     let result = check_and_ingest(&state, source, &headers, body).await;
     metrics::histogram!("xecm_ingest_duration_seconds", "source" => source.as_str())
         .record(started.elapsed().as_secs_f64());
