@@ -3,7 +3,7 @@
 # must not compete for the machine. Figures go to stdout; BENCHMARKS.md records them.
 #
 # Environment (optional):
-#   BENCH_REQUESTS, BENCH_CONCURRENCY   ingest (defaults 20000, 64)
+#   BENCH_REQUESTS, BENCH_CONCURRENCY, BENCH_TURNS   ingest (defaults 20000, 64, 3)
 #   BENCH_TRANSFER_MIB                  transfer size in MiB (default 1024)
 #   BENCH_PRODUCTS, BENCH_OT_RATE, BENCH_WORK_SECS   backfill (defaults 50000, 20, 60)
 set -euo pipefail
