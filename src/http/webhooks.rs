@@ -73,7 +73,9 @@ async fn receive(state: AppState, source: Source, request: Request) -> Result<Re
                 .increment(receipt.accepted.len() as u64);
             metrics::counter!("xecm_webhooks_duplicate_total", "source" => source.as_str())
                 .increment(receipt.duplicates.len() as u64);
-            tracing::info!(
+            // At `debug`: at `info` the access line and one `event stored` line per event say
+            // it already, and a third line per webhook is log volume and CPU for nothing.
+            tracing::debug!(
                 %source,
                 accepted = receipt.accepted.len(),
                 duplicates = receipt.duplicates.len(),
