@@ -52,7 +52,7 @@ pub(super) struct WriteRequest {
 
 /// A request's own memory comes back with its outcome, so that the task that allocated it frees
 /// it: what a thread frees of another thread's allocations goes back to that thread's heap under
-/// its lock, and on the writer's thread that cost the request path more than the writer's own work.
+/// its lock, and on the writer's thread that time was on every commit's path.
 pub(super) struct Answer {
     events: Vec<NewEvent>,
     ids: Vec<String>,
