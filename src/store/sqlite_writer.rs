@@ -42,6 +42,10 @@ const WRITER_CHECKPOINT_PAGES: u32 = 20_000;
 
 pub(super) type Reply = oneshot::Sender<Answer>;
 
+/// Per event of a request: `None` when it was stored under its id, else the id it was stored
+/// under before; or why the request was not stored.
+type Known = Result<Vec<Option<String>>, StoreError>;
+
 /// One webhook request's events, the id each gets if it is new (made by the caller, see
 /// [`Answer`]), and where to send the answer.
 pub(super) struct WriteRequest {
@@ -56,8 +60,7 @@ pub(super) struct WriteRequest {
 pub(super) struct Answer {
     events: Vec<NewEvent>,
     ids: Vec<String>,
-    /// Per event: `None` when it was stored under its id, else the id it was stored under before.
-    known: Result<Vec<Option<String>>, StoreError>,
+    known: Known,
 }
 
 impl Answer {
@@ -81,7 +84,7 @@ pub(super) struct WriterHandle {
 }
 
 /// Each request's outcomes (or error), and whether the worker has something new to do.
-type Written = (Vec<Result<Vec<Option<String>>, StoreError>>, bool);
+type Written = (Vec<Known>, bool);
 
 /// What the writer shares with the store.
 pub(super) struct Shared {
@@ -288,7 +291,7 @@ impl Writer {
 }
 
 impl WriteRequest {
-    fn answer(self, known: Result<Vec<Option<String>>, StoreError>) {
+    fn answer(self, known: Known) {
         let Self { events, ids, reply } = self;
         let _ = reply.send(Answer { events, ids, known });
     }
