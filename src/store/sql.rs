@@ -27,7 +27,7 @@ use tokio::sync::Notify;
 use super::{
     BACKEND, Backend, Db, EMPTY_BYTES, FOR_UPDATE, LOCK_OBJECT, MIGRATOR, SKIP_LOCKED, USED_BYTES,
 };
-use crate::store::text::{escape, unescape, unescape_opt};
+use crate::store::text::{escape, escape_json, unescape, unescape_json, unescape_opt};
 use crate::store::{
     AttemptRecord, AttemptResult, BackfillOutcomes, BackfillRecord, Backlog, ClaimRequest,
     ClaimedJob, ClaimedWork, DocumentRecord, EventDetail, EventFilter, EventNote, EventPage,
@@ -248,8 +248,8 @@ impl Store for Backend {
             )
             .bind(result.finished_at)
             .bind(result.outcome)
-            .bind(&result.error)
-            .bind(&result.summary)
+            .bind(result.error.as_deref().map(escape))
+            .bind(result.summary.as_ref().map(escape_json))
             .bind(t.attempt_id)
             .execute(&mut *tx)
             .await?;
@@ -262,7 +262,7 @@ impl Store for Backend {
             )
             .bind(t.state)
             .bind(t.next_attempt_at)
-            .bind(&t.last_error)
+            .bind(t.last_error.as_deref().map(escape))
             .bind(result.finished_at)
             .bind(finished)
             .bind(t.job_id)
@@ -353,7 +353,7 @@ impl Store for Backend {
         sqlx::query("INSERT INTO event_notes (event_id, at, note) VALUES ($1, $2, $3)")
             .bind(id)
             .bind(now)
-            .bind(note)
+            .bind(escape(note))
             .execute(&mut *tx)
             .await?;
         self.commit_announced(tx).await?;
@@ -408,7 +408,7 @@ impl Store for Backend {
             .map(|r| {
                 Ok(EventNote {
                     at: r.try_get("at")?,
-                    note: r.try_get("note")?,
+                    note: unescape(r.try_get("note")?),
                 })
             })
             .collect::<Result<_, StoreError>>()?;
@@ -1053,7 +1053,7 @@ impl Store for Backend {
         )
         .bind(escape(&writeback.module))
         .bind(escape(&writeback.object_id))
-        .bind(serde_json::json!(writeback.fields))
+        .bind(escape_json(&serde_json::json!(writeback.fields)))
         .bind(&writeback.values_hash)
         .bind(&writeback.mod_time_after)
         .bind(writeback.at)
@@ -1112,9 +1112,9 @@ impl Store for Backend {
              FROM intents WHERE flow = $1 AND object_key = $2 AND action = $3 AND target = $4",
         )
         .bind(flow)
-        .bind(object_key)
+        .bind(escape(object_key))
         .bind(action)
-        .bind(target)
+        .bind(escape(target))
         .fetch_optional(&self.pool)
         .await?
         .as_ref()
@@ -1132,12 +1132,12 @@ impl Store for Backend {
                 updated_at = excluded.updated_at",
         )
         .bind(&intent.flow)
-        .bind(&intent.object_key)
+        .bind(escape(&intent.object_key))
         .bind(&intent.action)
-        .bind(&intent.target)
+        .bind(escape(&intent.target))
         .bind(&intent.token)
         .bind(&intent.state)
-        .bind(&intent.detail)
+        .bind(escape_json(&intent.detail))
         .bind(intent.created_at)
         .bind(intent.updated_at)
         .execute(&self.pool)
@@ -1201,7 +1201,7 @@ fn event_from_row(row: &DbRow) -> Result<StoredEvent, StoreError> {
         state: row.try_get("state")?,
         attempts: row.try_get("attempts")?,
         next_attempt_at: row.try_get("next_attempt_at")?,
-        last_error: row.try_get("last_error")?,
+        last_error: unescape_opt(row.try_get("last_error")?),
         updated_at: row.try_get("updated_at")?,
     })
 }
@@ -1328,7 +1328,7 @@ async fn join_retry_after_run(
     )
     .bind(at)
     .bind(&work.flow)
-    .bind(&work.object_key)
+    .bind(escape(&work.object_key))
     .execute(&mut *tx)
     .await?;
     Ok(())
@@ -1635,7 +1635,7 @@ fn job_from_row(row: &DbRow) -> Result<JobRecord, StoreError> {
         next_attempt_at: row.try_get("next_attempt_at")?,
         lease_owner: row.try_get("lease_owner")?,
         lease_expires_at: row.try_get("lease_expires_at")?,
-        last_error: row.try_get("last_error")?,
+        last_error: unescape_opt(row.try_get("last_error")?),
         created_at: row.try_get("created_at")?,
         updated_at: row.try_get("updated_at")?,
         finished_at: row.try_get("finished_at")?,
@@ -1650,8 +1650,10 @@ fn attempt_from_row(row: &DbRow) -> Result<AttemptRecord, StoreError> {
         started_at: row.try_get("started_at")?,
         finished_at: row.try_get("finished_at")?,
         outcome: row.try_get("outcome")?,
-        error: row.try_get("error")?,
-        summary: row.try_get("summary")?,
+        error: unescape_opt(row.try_get("error")?),
+        summary: row
+            .try_get::<Option<serde_json::Value>, _>("summary")?
+            .map(unescape_json),
     })
 }
 
@@ -1711,7 +1713,7 @@ fn writeback_from_row(row: &DbRow) -> Result<WritebackRecord, StoreError> {
     Ok(WritebackRecord {
         module: unescape(row.try_get("module")?),
         object_id: unescape(row.try_get("object_id")?),
-        fields: serde_json::from_value(fields).unwrap_or_default(),
+        fields: serde_json::from_value(unescape_json(fields)).unwrap_or_default(),
         values_hash: row.try_get("values_hash")?,
         mod_time_after: row.try_get("mod_time_after")?,
         at: row.try_get("at")?,
@@ -1721,12 +1723,12 @@ fn writeback_from_row(row: &DbRow) -> Result<WritebackRecord, StoreError> {
 fn intent_from_row(row: &DbRow) -> Result<IntentRecord, StoreError> {
     Ok(IntentRecord {
         flow: row.try_get("flow")?,
-        object_key: row.try_get("object_key")?,
+        object_key: unescape(row.try_get("object_key")?),
         action: row.try_get("action")?,
-        target: row.try_get("target")?,
+        target: unescape(row.try_get("target")?),
         token: row.try_get("token")?,
         state: row.try_get("state")?,
-        detail: row.try_get("detail")?,
+        detail: unescape_json(row.try_get("detail")?),
         created_at: row.try_get("created_at")?,
         updated_at: row.try_get("updated_at")?,
     })

@@ -53,6 +53,37 @@ pub(crate) fn unescape_opt(text: Option<String>) -> Option<String> {
     text.map(unescape)
 }
 
+/// [`escape`] for every string (and object key) of a JSON value kept in a JSON column:
+/// PostgreSQL's `jsonb` rejects `\u0000` as well.
+pub(crate) fn escape_json(value: &serde_json::Value) -> serde_json::Value {
+    use serde_json::Value;
+    match value {
+        Value::String(text) => Value::String(escape(text).into_owned()),
+        Value::Array(items) => Value::Array(items.iter().map(escape_json).collect()),
+        Value::Object(map) => Value::Object(
+            map.iter()
+                .map(|(key, item)| (escape(key).into_owned(), escape_json(item)))
+                .collect(),
+        ),
+        other => other.clone(),
+    }
+}
+
+/// The original of a value written by [`escape_json`].
+pub(crate) fn unescape_json(value: serde_json::Value) -> serde_json::Value {
+    use serde_json::Value;
+    match value {
+        Value::String(text) => Value::String(unescape(text)),
+        Value::Array(items) => Value::Array(items.into_iter().map(unescape_json).collect()),
+        Value::Object(map) => Value::Object(
+            map.into_iter()
+                .map(|(key, item)| (unescape(key), unescape_json(item)))
+                .collect(),
+        ),
+        other => other,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use proptest::prelude::*;
@@ -77,6 +108,14 @@ mod tests {
             // Character by character: a prefix of the original is a prefix of the escaped.
             let whole = format!("{text}{tail}");
             prop_assert!(escape(&whole).starts_with(&*escaped));
+        }
+
+        #[test]
+        fn json_escaping_round_trips_and_holds_no_nul(key in ".*", text in ".*", n in any::<i64>()) {
+            let value = serde_json::json!({ key.clone(): [text.clone(), n, { "k": text }], "n": null });
+            let escaped = escape_json(&value);
+            prop_assert!(!escaped.to_string().contains("\\u0000"));
+            prop_assert_eq!(unescape_json(escaped), value);
         }
     }
 }

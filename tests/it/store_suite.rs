@@ -10,7 +10,8 @@ use bytes::Bytes;
 use common::{TestDb, event, insert};
 use serde_json::{Value, json};
 use xecm_bridge::store::{
-    EventFilter, InsertOutcome, NewEvent, Page, Routing, Source, StoreError, WorkflowRecord, state,
+    AttemptResult, EventFilter, InsertOutcome, IntentRecord, JobTransition, NewEvent, Page,
+    Routing, Source, StoreError, WorkflowRecord, WritebackRecord, intent_state, outcome, state,
     workflow_state,
 };
 
@@ -452,6 +453,104 @@ async fn any_valid_json_text_round_trips_exactly(db: &TestDb) {
     assert_eq!(work.object_key, key);
     assert_eq!(work.jobs[0].event.payload, payload);
     assert!(db.store.renew_lease(&work, 90_000, 3_000).await.unwrap());
+
+    // An intent of the run, keyed by the same text and a target made of it, round-trips.
+    let intent = IntentRecord {
+        flow: "test".into(),
+        object_key: key.clone(),
+        action: "add_version".into(),
+        target: format!("node:{odd}"),
+        token: "xb-1".into(),
+        state: intent_state::PENDING.into(),
+        detail: json!({ "note": odd }),
+        created_at: 3_000,
+        updated_at: 3_000,
+    };
+    db.store.put_intent(&intent).await.unwrap();
+    let found = db
+        .store
+        .get_intent("test", &key, "add_version", &intent.target)
+        .await
+        .unwrap()
+        .expect("the intent is found by its exact key and target");
+    assert_eq!(found.object_key, key);
+    assert_eq!(found.target, intent.target);
+
+    // An event of the key that arrives during the run joins the run's retry.
+    let mut during = event_of("id-during", &key, &body, 2..2 + text.len());
+    during.routing = Some(vec!["test".into()]);
+    let during = insert(db.store.as_ref(), vec![during]).await.remove(0);
+    // The run's error and summary may quote the same text.
+    let error = format!("upstream 503 for {odd}");
+    let retry = JobTransition {
+        job_id: work.jobs[0].job_id,
+        attempt_id: work.jobs[0].attempt_id,
+        state: state::PENDING,
+        next_attempt_at: 50_000,
+        last_error: Some(error.clone()),
+        refund_attempt: false,
+    };
+    let summary = json!({ odd: [odd, 1, { "name": odd }] });
+    let result = AttemptResult {
+        outcome: outcome::RETRYABLE,
+        error: Some(error.clone()),
+        summary: Some(summary.clone()),
+        finished_at: 4_000,
+    };
+    db.store
+        .finish_work(&work, &result, &[retry])
+        .await
+        .unwrap();
+    let joined = db
+        .store
+        .event_detail(&during)
+        .await
+        .unwrap()
+        .expect("stored");
+    assert_eq!(joined.jobs[0].next_attempt_at, 50_000, "{:?}", joined.jobs);
+    let retried = db.store.event_detail(&id).await.unwrap().expect("stored");
+    assert_eq!(retried.event.last_error.as_deref(), Some(error.as_str()));
+    let job = &retried.jobs[0];
+    assert_eq!(job.last_error.as_deref(), Some(error.as_str()));
+    assert_eq!(job.history[0].error.as_deref(), Some(error.as_str()));
+    assert_eq!(job.history[0].summary.as_ref(), Some(&summary));
+
+    // A write-back of fields named by the same text round-trips.
+    let writeback = WritebackRecord {
+        module: "pro\u{0}duct".into(),
+        object_id: odd.into(),
+        fields: vec![format!("field{odd}")],
+        values_hash: "h".into(),
+        mod_time_after: None,
+        at: 5_000,
+    };
+    db.store.record_writeback(&writeback).await.unwrap();
+    let last = db
+        .store
+        .last_writeback("pro\u{0}duct", odd)
+        .await
+        .unwrap()
+        .expect("recorded");
+    assert_eq!(last.fields, writeback.fields);
+
+    // An operator's replay note may hold it too.
+    let ignored = event_of("id-ignored", &key, &body, 2..2 + text.len());
+    let ignored = insert(db.store.as_ref(), vec![ignored]).await.remove(0);
+    let nobody = Routing {
+        event_id: ignored.clone(),
+        object_key: key.clone(),
+        flows: vec![],
+    };
+    db.store.route_events(&[nobody], 6_000).await.unwrap();
+    let note = format!("replayed: {odd}");
+    db.store.replay_event(&ignored, &note, 7_000).await.unwrap();
+    let replayed = db
+        .store
+        .event_detail(&ignored)
+        .await
+        .unwrap()
+        .expect("stored");
+    assert_eq!(replayed.notes[0].note, note);
 }
 
 async fn a_batch_body_is_stored_once(db: &TestDb) {
