@@ -750,12 +750,12 @@ impl Store for Backend {
                 state = excluded.state, decision = excluded.decision,
                 updated_at = excluded.updated_at",
         )
-        .bind(&workflow.process_id)
+        .bind(escape(&workflow.process_id))
         .bind(&workflow.flow)
         .bind(escape(&workflow.object_key))
         .bind(workflow.started_at)
         .bind(&workflow.state)
-        .bind(&workflow.decision)
+        .bind(workflow.decision.as_ref().map(escape_json))
         .bind(workflow.updated_at)
         .execute(&self.pool)
         .await?;
@@ -787,9 +787,9 @@ impl Store for Backend {
              WHERE process_id = $4 AND state = $5",
         )
         .bind(workflow_state::DECIDED)
-        .bind(decision)
+        .bind(escape_json(decision))
         .bind(now)
-        .bind(process_id)
+        .bind(escape(process_id))
         .bind(workflow_state::RUNNING)
         .execute(&self.pool)
         .await?
@@ -801,7 +801,7 @@ impl Store for Backend {
         sqlx::query(&format!(
             "SELECT {WORKFLOW_COLUMNS} FROM workflows WHERE process_id = $1"
         ))
-        .bind(process_id)
+        .bind(escape(process_id))
         .fetch_optional(&self.pool)
         .await?
         .as_ref()
@@ -1661,12 +1661,14 @@ fn attempt_from_row(row: &DbRow) -> Result<AttemptRecord, StoreError> {
 
 fn workflow_from_row(row: &DbRow) -> Result<WorkflowRecord, StoreError> {
     Ok(WorkflowRecord {
-        process_id: row.try_get("process_id")?,
+        process_id: unescape(row.try_get("process_id")?),
         flow: row.try_get("flow")?,
         object_key: unescape(row.try_get("object_key")?),
         started_at: row.try_get("started_at")?,
         state: row.try_get("state")?,
-        decision: row.try_get("decision")?,
+        decision: row
+            .try_get::<Option<serde_json::Value>, _>("decision")?
+            .map(unescape_json),
         updated_at: row.try_get("updated_at")?,
     })
 }

@@ -551,6 +551,41 @@ async fn any_valid_json_text_round_trips_exactly(db: &TestDb) {
         .unwrap()
         .expect("stored");
     assert_eq!(replayed.notes[0].note, note);
+
+    // A workflow decided by a callback whose comment quotes it; an unknown process id holding
+    // it is simply not found.
+    let workflow = WorkflowRecord {
+        process_id: "4711".into(),
+        flow: "change".into(),
+        object_key: key.clone(),
+        started_at: 8_000,
+        state: workflow_state::RUNNING.into(),
+        decision: None,
+        updated_at: 8_000,
+    };
+    db.store.record_workflow(&workflow).await.unwrap();
+    let decision = json!({ "decision": "approved", "comment": odd });
+    assert!(
+        db.store
+            .decide_workflow("4711", &decision, 9_000)
+            .await
+            .unwrap()
+    );
+    let decided = db
+        .store
+        .get_workflow("4711")
+        .await
+        .unwrap()
+        .expect("recorded");
+    assert_eq!(decided.decision, Some(decision));
+    assert_eq!(decided.object_key, key);
+    assert!(db.store.get_workflow(odd).await.unwrap().is_none());
+    assert!(
+        !db.store
+            .decide_workflow(odd, &json!({}), 9_000)
+            .await
+            .unwrap()
+    );
 }
 
 async fn a_batch_body_is_stored_once(db: &TestDb) {
