@@ -563,7 +563,8 @@ impl Store for Backend {
             sqlx::query_scalar("SELECT value FROM cursors WHERE name = $1")
                 .bind(name)
                 .fetch_optional(&self.pool)
-                .await?,
+                .await?
+                .map(unescape),
         )
     }
 
@@ -574,7 +575,7 @@ impl Store for Backend {
                                               updated_at = excluded.updated_at",
         )
         .bind(name)
-        .bind(value)
+        .bind(escape(value))
         .bind(now)
         .execute(&self.pool)
         .await?;
@@ -998,7 +999,7 @@ impl Store for Backend {
         ))
         .bind(flow)
         .bind(escape(object_key))
-        .bind(logical_name)
+        .bind(escape(logical_name))
         .fetch_optional(&self.pool)
         .await?
         .as_ref()
@@ -1034,10 +1035,10 @@ impl Store for Backend {
         ))
         .bind(&document.flow)
         .bind(escape(&document.object_key))
-        .bind(&document.logical_name)
+        .bind(escape(&document.logical_name))
         .bind(document.node_id)
         .bind(&document.content_hash)
-        .bind(&document.source_version)
+        .bind(document.source_version.as_deref().map(escape))
         .bind(&document.meta_hash)
         .bind(document.version)
         .bind(document.updated_at)
@@ -1055,7 +1056,7 @@ impl Store for Backend {
         .bind(escape(&writeback.object_id))
         .bind(escape_json(&serde_json::json!(writeback.fields)))
         .bind(&writeback.values_hash)
-        .bind(&writeback.mod_time_after)
+        .bind(writeback.mod_time_after.as_deref().map(escape))
         .bind(writeback.at)
         .execute(&self.pool)
         .await?;
@@ -1700,10 +1701,10 @@ fn document_from_row(row: &DbRow) -> Result<DocumentRecord, StoreError> {
     Ok(DocumentRecord {
         flow: row.try_get("flow")?,
         object_key: unescape(row.try_get("object_key")?),
-        logical_name: row.try_get("logical_name")?,
+        logical_name: unescape(row.try_get("logical_name")?),
         node_id: row.try_get("node_id")?,
         content_hash: row.try_get("content_hash")?,
-        source_version: row.try_get("source_version")?,
+        source_version: unescape_opt(row.try_get("source_version")?),
         meta_hash: row.try_get("meta_hash")?,
         version: row.try_get("version")?,
         updated_at: row.try_get("updated_at")?,
@@ -1717,7 +1718,7 @@ fn writeback_from_row(row: &DbRow) -> Result<WritebackRecord, StoreError> {
         object_id: unescape(row.try_get("object_id")?),
         fields: serde_json::from_value(unescape_json(fields)).unwrap_or_default(),
         values_hash: row.try_get("values_hash")?,
-        mod_time_after: row.try_get("mod_time_after")?,
+        mod_time_after: unescape_opt(row.try_get("mod_time_after")?),
         at: row.try_get("at")?,
     })
 }

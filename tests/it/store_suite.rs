@@ -10,9 +10,9 @@ use bytes::Bytes;
 use common::{TestDb, event, insert};
 use serde_json::{Value, json};
 use xecm_bridge::store::{
-    AttemptResult, EventFilter, InsertOutcome, IntentRecord, JobTransition, NewEvent, Page,
-    Routing, Source, StoreError, WorkflowRecord, WritebackRecord, intent_state, outcome, state,
-    workflow_state,
+    AttemptResult, DocumentRecord, EventFilter, InsertOutcome, IntentRecord, JobTransition,
+    NewEvent, Page, Routing, Source, StoreError, WorkflowRecord, WritebackRecord, intent_state,
+    outcome, state, workflow_state,
 };
 
 backend_tests!(
@@ -521,7 +521,7 @@ async fn any_valid_json_text_round_trips_exactly(db: &TestDb) {
         object_id: odd.into(),
         fields: vec![format!("field{odd}")],
         values_hash: "h".into(),
-        mod_time_after: None,
+        mod_time_after: Some(format!("t{odd}")),
         at: 5_000,
     };
     db.store.record_writeback(&writeback).await.unwrap();
@@ -532,6 +532,33 @@ async fn any_valid_json_text_round_trips_exactly(db: &TestDb) {
         .unwrap()
         .expect("recorded");
     assert_eq!(last.fields, writeback.fields);
+    assert_eq!(last.mod_time_after, writeback.mod_time_after);
+
+    // So may what 4ALLPORTAL answers: a document's name and version, a paging cursor.
+    let document = DocumentRecord {
+        flow: "family".into(),
+        object_key: key.clone(),
+        logical_name: format!("sheet{odd}.pdf"),
+        node_id: 42,
+        content_hash: "c".into(),
+        source_version: Some(format!("v{odd}")),
+        meta_hash: None,
+        version: 1,
+        updated_at: 5_000,
+    };
+    db.store.put_document(&document).await.unwrap();
+    let kept = db
+        .store
+        .get_document("family", &key, &document.logical_name)
+        .await
+        .unwrap()
+        .expect("kept by its exact name");
+    assert_eq!(kept, document);
+    db.store.set_cursor("odd", odd, 5_000).await.unwrap();
+    assert_eq!(
+        db.store.get_cursor("odd").await.unwrap().as_deref(),
+        Some(odd)
+    );
 
     // An operator's replay note may hold it too.
     let ignored = event_of("id-ignored", &key, &body, 2..2 + text.len());
